@@ -1,0 +1,69 @@
+"""``lowrank-lab``: each command parses its arguments, loads the spec, calls one library function
+and says where the outputs went. Errors in inputs end with one line naming the culprit, exit 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import click
+
+SPEC = click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
+OVERRIDES = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                         help="Override a spec field, e.g. --set sweep.r=[8,64] --set train.lr=2e-4.")
+SWEEP = click.argument("sweep", type=click.Path(exists=True, file_okay=False, path_type=Path))
+
+
+def user_errors(fn):
+    """Turn the library's input errors into one clear line and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from lowrank_lab.errors import USER_ERRORS
+
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as err:
+            raise click.UsageError(str(err)) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lowrank-lab")
+def cli() -> None:
+    """Train LoRA adapters at many ranks and study their low-rank updates ΔW = (α/r)·B·A."""
+
+
+@cli.group()
+def spec() -> None:
+    """Inspect experiment specs."""
+
+
+@spec.command("show")
+@SPEC
+@OVERRIDES
+@user_errors
+def spec_show(spec: Path | None, overrides: tuple[str, ...]) -> None:
+    """Print the fully resolved spec (defaults + SPEC file + --set overrides) as JSON."""
+    from lowrank_lab.config import load_spec, spec_to_dict
+
+    click.echo(json.dumps(spec_to_dict(load_spec(spec, overrides)), indent=2))
+
+
+@cli.command("rank-sweep")
+@SPEC
+@OVERRIDES
+@click.option("--device", default=None, help="Override train.device (auto, cpu, cuda, cuda:N).")
+@user_errors
+def rank_sweep(spec: Path | None, overrides: tuple[str, ...], device: str | None) -> None:
+    """Train LoRA at every rank × seed × target set of SPEC (default: the embedded model and data)."""
+    from lowrank_lab.config import load_spec
+    from lowrank_lab.sweep import run_sweep
+    from lowrank_lab.tables import sweep_table
+
+    extra = (f"train.device={device}",) if device else ()
+    sweep = run_sweep(load_spec(spec, overrides + extra), echo=click.echo)
+    click.echo(sweep_table(sweep))
+    click.echo(f"results: {sweep}")

@@ -1,0 +1,3 @@
+from lowrank_lab_cli.main import cli
+
+cli(prog_name="lowrank-lab")

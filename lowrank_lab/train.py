@@ -1,0 +1,333 @@
+"""Training: the only module with an optimizer. A pack of K cells trains in one loop.
+
+Every cell of a pack shares the frozen base and the task; each has its own LoRA factors, head,
+initialisation seed and data order. One step gathers b examples per cell (cell n's rows are
+[n·b, (n+1)·b) of the batch), runs one forward and backward pass, and takes one AdamW step over
+all cells' parameters. AdamW is elementwise and the loss is a sum of per-cell means, so each
+cell's update is exactly what it would be alone; gradient clipping is per cell for the same
+reason. A pack of one cell is plain LoRA training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .config import CellSpec, SpecError
+from .data import Task, compute_metrics
+from .linalg import scaling_factor
+from .lora import LoRALinear, PackedLinear, inject
+from .models import Classifier, find_targets, parse_label
+
+# ---------------------------------------------------------------------------------------------
+# Devices and tokenised data
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" → CUDA when available, else the CPU; an unavailable CUDA device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SpecError(f"train.device={name!r}: not a device name (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SpecError(f"train.device={name!r}: no CUDA GPU is available here; use auto or cpu")
+    return device
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A tokenised split: token ids per example (unpadded) and labels."""
+
+    ids: list[list[int]]
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def encode(tokenizer, examples, max_length: int, regression: bool) -> Encoded:
+    texts = [e.text for e in examples]
+    pairs = [e.text_pair for e in examples]
+    kwargs = {"truncation": True, "max_length": max_length}
+    out = tokenizer(texts, pairs, **kwargs) if any(p is not None for p in pairs) else tokenizer(texts, **kwargs)
+    dtype = torch.float32 if regression else torch.long
+    return Encoded(out["input_ids"], torch.tensor([e.label for e in examples], dtype=dtype))
+
+
+def collate(ids: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-pad to the longest sequence of the batch: (input_ids, attention_mask)."""
+    length = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), length), dtype=torch.long)
+    for n, x in enumerate(ids):
+        input_ids[n, : len(x)] = torch.tensor(x)
+        mask[n, : len(x)] = 1
+    return input_ids, mask
+
+
+def epoch_order(n_examples: int, data_seed: int, epoch: int) -> Tensor:
+    """The data order of one epoch: a permutation seeded by (data seed, epoch) alone."""
+    gen = torch.Generator().manual_seed(data_seed * 100_003 + epoch)
+    return torch.randperm(n_examples, generator=gen)
+
+
+# ---------------------------------------------------------------------------------------------
+# The packed model
+
+
+@dataclass
+class Pack:
+    """K cells trained together, with their model and where each cell's parameters live."""
+
+    cells: list[CellSpec]
+    model: Classifier
+    layers: dict[str, LoRALinear]  # module path -> layer (LoRA cells)
+    labels: dict[str, str]  # module path -> canonical label
+    trainable: list[nn.Parameter] = field(default_factory=list)
+
+    @property
+    def K(self) -> int:
+        return len(self.cells)
+
+
+def build_pack(cells: Sequence[CellSpec], encoder: nn.Module, num_labels: int, pooling: str) -> Pack:
+    """Inject K adapters (or unfreeze weights for full fine-tuning / BitFit, K = 1) and heads,
+    and initialise cell n from its own seed: A_n from its init scheme, B_n = 0, head_n as nn.Linear."""
+    cells = list(cells)
+    method = cells[0].lora.method
+    if method in ("full", "bitfit") and len(cells) != 1:
+        raise ValueError("full fine-tuning and BitFit train one cell at a time")
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    head = PackedLinear(len(cells), encoder.config.hidden_size, num_labels)
+    model = Classifier(encoder, head, pooling)
+    layers: dict[str, LoRALinear] = {}
+    labels: dict[str, str] = {}
+    if method == "lora":
+        kinds = sorted({k for c in cells for k in c.lora.kinds}, key="qkvo".index)
+        targets = find_targets(encoder, tuple(kinds))
+        paths = [f"encoder.{p}" for p in targets.values()]
+        ranks = [[c.lora.r if _targets(c, label) else 0 for c in cells] for label in targets]
+        scalings = [scaling_factor(c.lora.alpha, c.lora.r, c.lora.scaling_rule) for c in cells]
+        layers = inject(model, paths, ranks, scalings, cells[0].lora.dropout)
+        labels = dict(zip(paths, targets, strict=True))
+    elif method == "full":
+        for p in encoder.parameters():
+            p.requires_grad_(True)
+    elif method == "bitfit":
+        for name, p in encoder.named_parameters():
+            p.requires_grad_(name.endswith("bias"))
+    for n, cell in enumerate(cells):
+        gen = torch.Generator().manual_seed(cell.train.seed)
+        for layer in layers.values():  # module order is fixed, so each cell's draws are too
+            layer.reset_adapter(n, cell.lora.init, gen)
+        head.reset_head(n, gen)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return Pack(cells, model, layers, labels, trainable)
+
+
+def _targets(cell: CellSpec, label: str) -> bool:
+    kind = parse_label(label)[1]
+    return kind in cell.lora.kinds or (kind == "qkv" and bool(set(cell.lora.kinds) & {"q", "k", "v"}))
+
+
+def trainable_parameters(pack: Pack, n: int) -> dict[str, int]:
+    """Trainable parameters of cell n: the adapter (Σ r·(d + k), paper §5.1) and the head."""
+    head = pack.model.head.weight[n].numel() + pack.model.head.bias[n].numel()
+    if pack.cells[n].lora.method == "lora":
+        adapter = sum(layer.ranks[n] * (layer.d + layer.k) for layer in pack.layers.values())
+    else:
+        adapter = sum(p.numel() for p in pack.model.encoder.parameters() if p.requires_grad)
+    return {"adapter": adapter, "head": head, "total": adapter + head}
+
+
+def cell_slices(pack: Pack, n: int) -> dict[str, Tensor]:
+    """Cell n's trainable tensors by name (views; LoRA factors without their zero padding)."""
+    out = {"head.weight": pack.model.head.weight[n], "head.bias": pack.model.head.bias[n]}
+    if pack.cells[n].lora.method == "lora":
+        for path, layer in pack.layers.items():
+            r = layer.ranks[n]
+            if r:
+                out[f"{path}.lora_A"] = layer.A[n, :r]
+                out[f"{path}.lora_B"] = layer.B[n, :, :r]
+    else:
+        out.update({f"model.{k}": p for k, p in pack.model.encoder.named_parameters() if p.requires_grad})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisation
+
+
+def per_cell_grad_norms(pack: Pack) -> Tensor:
+    """‖g_n‖₂ over every trainable tensor of cell n (dim 0 of packed tensors is the cell)."""
+    sq = torch.zeros(pack.K, device=pack.trainable[0].device)
+    for p in pack.trainable:
+        if p.grad is not None:
+            g = p.grad.float()
+            sq = sq + (g.reshape(pack.K, -1).square().sum(1) if _is_packed(pack, p) else g.square().sum())
+    return sq.sqrt()
+
+
+def _is_packed(pack: Pack, p: nn.Parameter) -> bool:
+    return any(p is layer.A or p is layer.B for layer in pack.layers.values()) or \
+        p is pack.model.head.weight or p is pack.model.head.bias
+
+
+def clip_per_cell(pack: Pack, max_norm: float) -> Tensor:
+    """Scale each cell's gradient so its norm is ≤ max_norm; no host synchronisation."""
+    norms = per_cell_grad_norms(pack)
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for p in pack.trainable:
+        if p.grad is not None:
+            if _is_packed(pack, p):
+                p.grad.mul_(coef.view(-1, *([1] * (p.dim() - 1))).to(p.grad.dtype))
+            else:  # full fine-tuning / BitFit: K = 1
+                p.grad.mul_(coef[0].to(p.grad.dtype))
+    return norms
+
+
+def make_optimizer(pack: Pack, device: torch.device) -> torch.optim.Optimizer:
+    train = pack.cells[0].train
+    head = [pack.model.head.weight, pack.model.head.bias]
+    body = [p for p in pack.trainable if all(p is not h for h in head)]
+    groups = [{"params": body, "lr": train.lr}, {"params": head, "lr": train.head_lr or train.lr}]
+    groups = [g for g in groups if g["params"]]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, weight_decay=train.weight_decay, fused=fused, foreach=None if fused else True)
+
+
+def lr_lambda(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    """Linear warm-up over warmup_ratio·total steps, then linear decay to 0."""
+    warmup = int(math.ceil(warmup_ratio * total_steps))
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return f
+
+
+def loss_per_cell(logits: Tensor, labels: Tensor, K: int, regression: bool) -> Tensor:
+    """Mean loss of each cell over its own rows: (K,). Cross-entropy, or MSE for regression."""
+    if regression:
+        per_example = (logits.squeeze(-1).float() - labels).square()
+    else:
+        per_example = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+    return per_example.reshape(K, -1).mean(1)
+
+
+@torch.no_grad()
+def evaluate(pack: Pack, dev: Encoded, task: Task, device: torch.device, pad_id: int,
+             batch_size: int, autocast: bool) -> list[dict[str, float]]:
+    """Metrics of every cell of the pack on the dev split (each cell sees every example)."""
+    pack.model.eval()
+    regression = task.num_labels == 1
+    preds = [[] for _ in range(pack.K)]
+    for start in range(0, len(dev), batch_size):
+        ids = dev.ids[start : start + batch_size]
+        input_ids, mask = collate(ids * pack.K, pad_id)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = pack.model(input_ids.to(device), mask.to(device)).float()
+        logits = logits.reshape(pack.K, len(ids), -1)
+        out = logits.squeeze(-1) if regression else logits.argmax(-1)
+        for n in range(pack.K):
+            preds[n].append(out[n].cpu())
+    pack.model.train()
+    labels = dev.labels.numpy()
+    return [compute_metrics(task.metrics, torch.cat(p).numpy(), labels) for p in preds]
+
+
+@dataclass
+class CellState:
+    """What the loop reports about one cell: best evaluation so far, and failure."""
+
+    best: dict | None = None
+    failed: str | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, device: torch.device,
+               *, start_step: int = 0, optimizer_state: dict | None = None,
+               on_eval: Callable[[int, dict], None] | None = None,
+               on_checkpoint: Callable | None = None,
+               progress=None) -> list[CellState]:
+    """Train every cell of `pack` for the spec's epochs (or max_steps), evaluating
+    evals_per_epoch times an epoch. ``on_eval(n, record)`` is called for each cell's evaluation
+    (the caller saves the best adapter); ``on_checkpoint(step, optimizer, schedule, states)``
+    every checkpoint_every steps. `resume` holds optimizer and schedule state dicts."""
+    spec = pack.cells[0].train
+    K, b = pack.K, spec.batch_size
+    regression = task.num_labels == 1
+    steps_per_epoch = max(1, len(train) // b)
+    total = spec.max_steps or steps_per_epoch * spec.epochs
+    eval_steps = {min(total, round((e + f / spec.evals_per_epoch) * steps_per_epoch))
+                  for e in range(spec.epochs) for f in range(1, spec.evals_per_epoch + 1)}
+    eval_steps.add(total)
+    autocast = device.type == "cuda" and spec.bf16
+    pad_id = tokenizer.pad_token_id
+    pack.model.to(device).train()
+    optimizer = make_optimizer(pack, device)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, spec.warmup_ratio))
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+    states = states or [CellState() for _ in range(K)]
+    orders: dict[int, list[Tensor]] = {}
+    loss_sum = torch.zeros(K, device=device)
+    seen = 0
+    for step in range(start_step, total):
+        epoch, within = divmod(step, steps_per_epoch)
+        if epoch not in orders:
+            orders = {epoch: [epoch_order(len(train), c.train.resolved_data_seed, epoch) for c in pack.cells]}
+        rows = [orders[epoch][n][within * b : (within + 1) * b] for n in range(K)]
+        index = torch.cat(rows)
+        input_ids, mask = collate([train.ids[i] for i in index.tolist()], pad_id)
+        labels = train.labels[index].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = pack.model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
+        losses = loss_per_cell(logits, labels, K, regression)
+        losses.sum().backward()
+        if spec.grad_clip is not None:
+            clip_per_cell(pack, spec.grad_clip)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum += losses.detach()
+        seen += 1
+        if progress is not None:
+            progress.update(1)
+        if step + 1 in eval_steps:
+            mean_loss = (loss_sum / seen).tolist()  # one host sync per evaluation
+            loss_sum.zero_()
+            seen = 0
+            results = evaluate(pack, dev, task, device, pad_id, max(b, 64), autocast)
+            for n, metrics in enumerate(results):
+                st = states[n]
+                if st.failed:
+                    continue
+                if not math.isfinite(mean_loss[n]):
+                    st.failed = f"training loss became {mean_loss[n]} at step {step + 1}"
+                    continue
+                record = {"step": step + 1, "epoch": (step + 1) / steps_per_epoch,
+                          "train_loss": mean_loss[n], **metrics}
+                st.history.append(record)
+                improved = st.best is None or _better(metrics[task.main_metric], st.best[task.main_metric])
+                if improved:
+                    st.best = record
+                if on_eval is not None:
+                    on_eval(n, {**record, "best": improved})
+        if on_checkpoint is not None and (step + 1) % spec.checkpoint_every == 0 and step + 1 < total:
+            on_checkpoint(step + 1, optimizer, schedule, states)
+    return states
+
+
+def _better(value: float, best: float) -> bool:
+    return not math.isnan(value) and (math.isnan(best) or value > best)
