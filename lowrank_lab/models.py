@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -139,12 +138,6 @@ def load_base(name: str, revision: str | None = None) -> tuple[nn.Module, object
     return encoder, tokenizer
 
 
-@dataclass(frozen=True)
-class Batch:
-    input_ids: Tensor
-    attention_mask: Tensor
-
-
 class Classifier(nn.Module):
     """Encoder → pooled sentence vector → head. ``head`` is an nn.Linear (one model) or a
     PackedLinear (K models, the batch carrying the adapter index)."""
@@ -159,8 +152,9 @@ class Classifier(nn.Module):
     def hidden_size(self) -> int:
         return self.encoder.config.hidden_size
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         if self.pooling == "mean":
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)

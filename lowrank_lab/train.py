@@ -255,7 +255,7 @@ class CellState:
 
 
 def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, device: torch.device,
-               *, start_step: int = 0, optimizer_state: dict | None = None,
+               *, start_step: int = 0, resume: dict | None = None, states: list[CellState] | None = None,
                on_eval: Callable[[int, dict], None] | None = None,
                on_checkpoint: Callable | None = None,
                progress=None) -> list[CellState]:

@@ -1,0 +1,71 @@
+"""Shared fixtures: a seeded generator, a tiny BERT in a local folder, a tiny text task."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("LOWRANK_LAB_PROGRESS", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+POSITIVE = ["a wonderful film", "great acting and a moving story", "I loved every minute", "brilliant and funny",
+            "a delight from start to finish", "superb, warm and clever", "the best movie this year", "truly great"]
+NEGATIVE = ["a dull mess", "boring and far too long", "I hated it", "awful acting and a silly plot",
+            "a tedious waste of time", "painfully bad", "the worst film this year", "flat, lifeless and dull"]
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
+def make_tiny_bert(folder: Path, *, layers: int = 2, hidden: int = 16, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer BERT (d = 16) with the embedded model's tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lowrank_lab.models import embedded_model_dir
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir(verify=False))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def write_tiny_task(path: Path, n: int = 64, seed: int = 0) -> Path:
+    """A CSV of n short movie-review-like sentences with binary labels."""
+    rng = random.Random(seed)
+    lines = ["sentence,label"]
+    for i in range(n):
+        label = i % 2
+        words = rng.choice(POSITIVE if label else NEGATIVE)
+        lines.append(f"\"{words} {rng.choice(['', 'indeed', 'really', 'overall'])}\",{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_task(tmp_path) -> Path:
+    return write_tiny_task(tmp_path / "task.csv")
