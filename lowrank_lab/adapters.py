@@ -1,0 +1,458 @@
+"""PEFT LoRA adapters that lowrank-lab did not train: read them, find their W0, compare them.
+
+An adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors`` (a legacy
+``adapter_model.bin`` is read only with ``torch.load(weights_only=True)``). Each adapted module
+``<path>`` has ``base_model.model.<path>.lora_A.weight`` (r×k) and ``.lora_B.weight`` (d×r);
+``load_external`` turns them into ``runs.LowRankUpdate`` s keyed by the canonical label, with
+PEFT's per-module r and α (``rank_pattern`` / ``alpha_pattern``) and scaling α/r or α/√r.
+
+Everything is in the paper's d×k = out×in layout (``lora.weight_as_W0``). PEFT's A and B are
+nn.Linear weights, so B·A is already out×in even with ``fan_in_fan_out`` (GPT-2's Conv1D):
+there only W0, stored in×out, is transposed on reading.
+
+W0 comes lazily from the base model's safetensors (one file or sharded), one tensor at a time,
+so a 7B base is never loaded whole. Two cases where ΔW ≠ scaling·B·A:
+- DoRA: W' = m ⊙ (W0 + s·B·A) / ‖W0 + s·B·A‖_row (norm of each output row, over the k inputs,
+  as peft/tuners/lora/dora.py computes it), so ΔW = W' − W0 is dense, not low-rank.
+  ``ExternalAdapter.dense_delta[label]`` computes it on demand; ``kind[label] == "dora"``.
+- base-mutating inits (PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA) save a base W_res = W0 − s·B0·A0.
+  Given the original base, ΔW = W_res + s·B·A − W0 = s·B·A − D0 with D0 = W0 − W_res, and D0 is
+  factored to rank r, so the update is stored as a rank-2r LowRankUpdate (what PEFT's
+  ``subtract_mutated_init`` does). Without it, ΔW is relative to the given base, and we warn.
+
+The last section holds maths on pairs of updates and a randomized top-r SVD; pure torch, to move
+to ``linalg``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from . import models
+from .linalg import factored_svd, scaling_factor
+from .runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LowRankUpdate, RunError, read_json
+
+ADAPTER_WEIGHTS_BIN = "adapter_model.bin"
+MUTATING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # "pissa_niter_16" counts too
+# Leading components that differ between a task model's module paths and a bare checkpoint's keys.
+MODEL_PREFIXES = ("model.", "transformer.", "bert.", "roberta.", "deberta.", "distilbert.",
+                  "electra.", "albert.", "xlm_roberta.", "gpt_neox.", "language_model.")
+_LAYER_PATH = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.(\d+)\.(.+)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels and PEFT's per-module r and α
+
+
+def label_for(path: str) -> str:
+    """Canonical label of a module path: ``L3.q`` for attention (``models.classify_module``),
+    ``L3.mlp.up_proj`` for another module of layer 3, the path itself outside the layers."""
+    hit = models.classify_module(path)
+    if hit is not None:
+        return models.module_label(*hit)
+    m = _LAYER_PATH.search(path)
+    return models.module_label(int(m.group(1)), m.group(2)) if m else path
+
+
+def pattern_key(patterns: Mapping[str, object], path: str) -> str | None:
+    """The first key of rank_pattern / alpha_pattern matching `path`, else None.
+
+    PEFT's rule (peft.utils.other.get_pattern_key): key K matches when
+    ``re.match(rf"(.*\\.)?({K})$", path)``, i.e. K is a regex for a dotted suffix of the path."""
+    for key in patterns:
+        if re.match(rf"(.*\.)?({key})$", path):
+            return key
+    return None
+
+
+def rank_and_alpha(config: dict, path: str) -> tuple[int, float]:
+    """r and α of the module at `path` (without ``base_model.model.``), after the patterns."""
+    ranks, alphas = config.get("rank_pattern") or {}, config.get("alpha_pattern") or {}
+    r_key, a_key = pattern_key(ranks, path), pattern_key(alphas, path)
+    r = ranks[r_key] if r_key is not None else config["r"]
+    alpha = alphas[a_key] if a_key is not None else config["lora_alpha"]
+    return int(r), float(alpha)
+
+
+def mutating_init(config: dict) -> str | None:
+    """The name of a base-mutating init_lora_weights (PiSSA, OLoRA, ...), else None."""
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and any(init == name or init.startswith(f"{name}_") for name in MUTATING_INITS):
+        return init
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# W0, lazily
+
+
+class LazyWeights:
+    """The tensors of a base model's safetensors checkpoint, read one at a time on request.
+
+    ``folder`` holds ``model.safetensors``, or shards listed in ``model.safetensors.index.json``
+    (its ``weight_map``), or other ``*.safetensors`` files. Only headers are read up front."""
+
+    def __init__(self, folder: str | Path):
+        from safetensors import SafetensorError, safe_open
+
+        self.folder = Path(folder)
+        index = self.folder / "model.safetensors.index.json"
+        if index.exists():
+            weight_map = read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise RunError(f"{index}: missing key 'weight_map'")
+            self.files = {k: self.folder / f for k, f in weight_map.items()}
+        else:
+            shards = sorted(self.folder.glob("*.safetensors"))
+            if (self.folder / "model.safetensors").exists():
+                shards = [self.folder / "model.safetensors"]
+            if not shards:
+                raise RunError(f"{self.folder}: no model.safetensors, model.safetensors.index.json or "
+                               "*.safetensors (only safetensors checkpoints are read)")
+            self.files = {}
+            for shard in shards:
+                try:
+                    with safe_open(shard, framework="pt") as f:
+                        self.files.update(dict.fromkeys(f.keys(), shard))
+                except (SafetensorError, OSError) as err:
+                    raise RunError(f"{shard}: not a readable safetensors file ({err})") from None
+        self._open = safe_open
+        self._handles: dict[Path, object] = {}
+
+    def _handle(self, key: str):
+        file = self.files[key]
+        if file not in self._handles:
+            try:
+                self._handles[file] = self._open(file, framework="pt")
+            except Exception as err:  # safetensors raises its own error types and OSError
+                raise RunError(f"{file}: cannot open ({err})") from None
+        return self._handles[file]
+
+    def key_for(self, path: str) -> str:
+        """Checkpoint key of the weight of module `path`, tolerating a task model's prefix."""
+        candidates = [path]
+        candidates += [path[len(p):] for p in MODEL_PREFIXES if path.startswith(p)]
+        candidates += [p + c for p in MODEL_PREFIXES for c in list(candidates)]
+        for c in candidates:
+            if f"{c}.weight" in self.files:
+                return f"{c}.weight"
+        # Last resort: one key whose module path is a dotted suffix of `path`, or the reverse.
+        hits = [k for k in self.files if k.endswith(".weight") and
+                (f".{k[:-7]}".endswith(f".{path}") or f".{path}".endswith(f".{k[:-7]}"))]
+        if len(hits) == 1:
+            return hits[0]
+        raise RunError(f"{self.folder}: no weight for module {path!r} (tried {candidates[0]}.weight "
+                       f"and {len(candidates) - 1} prefix variants; {len(hits)} suffix matches)")
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._handle(key).get_slice(key).get_shape())
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self._handle(key).get_tensor(key)
+
+    def W0(self, path: str, d: int, k: int, *, transposed: bool) -> Tensor:
+        """Float32 d×k weight of module `path`; `transposed` says it is stored k×d (Conv1D)."""
+        key = self.key_for(path)
+        shape = self.shape(key)
+        stored_t = shape == (k, d) and (transposed or shape != (d, k))
+        if shape != (d, k) and not stored_t:
+            raise RunError(f"{self.files[key]}: {key} has shape {shape}, but the adapter's B·A for "
+                           f"{path} is {d}×{k}")
+        W = self[key].to(torch.float32)
+        return W.mT.contiguous() if stored_t else W
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+
+
+@dataclass(frozen=True)
+class ExternalAdapter:
+    """A PEFT LoRA adapter read from disk.
+
+    updates      {label: LowRankUpdate}: A (r×k), B (d×r), scaling; ΔW = scaling·B·A, d×k
+    W0           W0(update) → float32 d×k frozen weight of that update's module, read lazily
+    kind         {label: "lora" | "dora" | "lora-minus-init"}; for "dora" ΔW is dense_delta[label]
+    dense_delta  {label: effective ΔW = W' − W0}, d×k float32, computed on access (DoRA only)
+    notes        what the numbers mean and what was skipped, for the report"""
+
+    path: Path
+    config: dict
+    updates: dict[str, LowRankUpdate]
+    W0: Callable[[LowRankUpdate], Tensor]
+    notes: list[str] = field(default_factory=list)
+    kind: dict[str, str] = field(default_factory=dict)
+    dense_delta: Mapping[str, Tensor] = field(default_factory=dict)
+    base: Path | None = None
+
+
+class _DoraDelta(Mapping):
+    """ΔW = m ⊙ (W + s·B·A)/‖W + s·B·A‖_row − W0 per label, computed when asked for."""
+
+    def __init__(self, updates, magnitudes, W_given, W0):
+        self._updates, self._m, self._W_given, self._W0 = updates, magnitudes, W_given, W0
+
+    def __getitem__(self, label: str) -> Tensor:
+        u = self._updates[label]
+        V = self._W_given(u).double() + u.scaling * (u.B.double() @ u.A.double())
+        W_new = (self._m[label].double() / torch.linalg.vector_norm(V, dim=1))[:, None] * V
+        return (W_new - self._W0(u).double()).float()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._m)
+
+    def __len__(self) -> int:
+        return len(self._m)
+
+
+def find_adapters(folder: str | Path) -> list[Path]:
+    """`folder` if it holds adapter_config.json, then each sub-folder that does, sorted by name
+    (PEFT's save_pretrained writes "default" at the top and other adapters in sub-folders)."""
+    folder = Path(folder)
+    found = [folder] if (folder / ADAPTER_CONFIG).exists() else []
+    found += sorted(p for p in folder.iterdir() if p.is_dir() and (p / ADAPTER_CONFIG).exists()) if folder.is_dir() else []
+    return found
+
+
+def load_all(folder: str | Path, base: str | Path | None = None,
+             original_base: str | Path | None = None) -> list[ExternalAdapter]:
+    """Every adapter that ``find_adapters(folder)`` finds, each read by ``load_external``."""
+    paths = find_adapters(folder)
+    if not paths:
+        raise RunError(f"{folder}: no {ADAPTER_CONFIG} in it or in its sub-folders")
+    return [load_external(p, base, original_base) for p in paths]
+
+
+def resolve_base(base: str | Path | None, config: dict, where: Path) -> Path:
+    """Folder of the base model: `base`, else the config's base_model_name_or_path; "embedded"
+    is the shipped MiniLM; anything else not on disk is a hub id, fetched (safetensors and JSON
+    only) when huggingface_hub is installed and online."""
+    name = str(base) if base is not None else config.get("base_model_name_or_path")
+    if not name:
+        raise RunError(f"{where}: missing key 'base_model_name_or_path'; give the base with --base")
+    if name == "embedded":
+        return models.embedded_model_dir()
+    for folder in (Path(name).expanduser(), where.parent / name):
+        if folder.is_dir():
+            return folder
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, revision=config.get("revision") if base is None else None,
+                                      allow_patterns=["*.safetensors", "*.json"]))
+    except Exception as err:  # ImportError, offline, unknown repo, ...: all mean "no base here"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunError(f"{where}: base model {name!r} is not a local folder and cannot be fetched "
+                       f"from the hub ({reason}); give a local copy with --base FOLDER") from None
+
+
+def _read_adapter_tensors(folder: Path) -> tuple[Path, dict[str, Tensor]]:
+    file = folder / ADAPTER_WEIGHTS
+    if file.exists():
+        from .runs import read_tensors
+
+        return file, read_tensors(file)
+    file = folder / ADAPTER_WEIGHTS_BIN
+    if file.exists():
+        try:
+            return file, torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle errors, refused globals, truncated files
+            raise RunError(f"{file}: not loadable with torch.load(weights_only=True) ({err})") from None
+    raise RunError(f"{folder / ADAPTER_WEIGHTS}: missing (nor is there a legacy {ADAPTER_WEIGHTS_BIN})")
+
+
+def load_external(adapter: str | Path, base: str | Path | None = None,
+                  original_base: str | Path | None = None) -> ExternalAdapter:
+    """Read the PEFT LoRA adapter in folder `adapter` against its base model (see module doc).
+
+    base           the model the adapter was trained on (folder, hub id or "embedded");
+                   default: adapter_config's base_model_name_or_path
+    original_base  for base-mutating inits (PiSSA, ...): the base before PEFT mutated it
+    Raises RunError naming the file and key for every malformed input."""
+    folder = Path(adapter)
+    cfg_file = folder / ADAPTER_CONFIG
+    if not cfg_file.exists() and find_adapters(folder):
+        names = ", ".join(p.name for p in find_adapters(folder))
+        raise RunError(f"{cfg_file}: missing; the sub-folders hold adapters ({names}): use load_all")
+    config = read_json(cfg_file)
+    if not isinstance(config, dict):
+        raise RunError(f"{cfg_file}: not a JSON object")
+    if config.get("peft_type", "LORA") != "LORA":
+        raise RunError(f"{cfg_file}: key 'peft_type' is {config['peft_type']!r}; only LORA adapters are read")
+    for key in ("r", "lora_alpha", "target_modules"):
+        if config.get(key) is None:
+            raise RunError(f"{cfg_file}: missing key {key!r}")
+    weights_file, tensors = _read_adapter_tensors(folder)
+    notes: list[str] = []
+    rule = "alpha/sqrt(r)" if config.get("use_rslora") else "alpha/r"
+    fan_in_fan_out = bool(config.get("fan_in_fan_out"))
+    notes.append(f"ΔW = scaling·B·A with scaling = {rule} (PEFT's use_rslora={bool(config.get('use_rslora'))})"
+                 ", in the out×in (d×k) layout")
+
+    by_path: dict[str, LowRankUpdate] = {}
+    magnitudes: dict[str, Tensor] = {}
+    for key in sorted(tensors):
+        if not key.endswith(".lora_A.weight"):
+            continue
+        path = key.removeprefix(PEFT_PREFIX)[: -len(".lora_A.weight")]
+        b_key = key[: -len("lora_A.weight")] + "lora_B.weight"
+        if b_key not in tensors:
+            raise RunError(f"{weights_file}: {key} has no matching {b_key}")
+        A, B = tensors[key], tensors[b_key]
+        if A.ndim != 2 or B.ndim != 2:
+            notes.append(f"skipped {path}: {A.ndim}-D factors (convolution LoRA is not analysed)")
+            continue
+        r, alpha = rank_and_alpha(config, path)
+        if A.shape[0] != r or B.shape[1] != r:
+            raise RunError(f"{weights_file}: {key} {tuple(A.shape)} / {b_key} {tuple(B.shape)} have rank "
+                           f"{A.shape[0]}/{B.shape[1]}, but {cfg_file.name} gives r={r} for {path} "
+                           "(r, rank_pattern)")
+        for k_, t in ((key, A), (b_key, B)):
+            if not torch.isfinite(t).all():
+                raise RunError(f"{weights_file}: {k_} holds NaN or Inf")
+        by_path[path] = LowRankUpdate("", path, A.float(), B.float(), scaling_factor(alpha, r, rule), fan_in_fan_out)
+        m_key = f"{PEFT_PREFIX}{path}.lora_magnitude_vector"
+        m = tensors.get(m_key, tensors.get(f"{m_key}.weight"))
+        if m is not None:
+            if m.shape != (B.shape[0],) or not torch.isfinite(m).all():
+                raise RunError(f"{weights_file}: {m_key} must be {B.shape[0]} finite numbers, got {tuple(m.shape)}")
+            magnitudes[path] = m.float()
+    if not by_path:
+        raise RunError(f"{weights_file}: no lora_A / lora_B weights")
+    skipped = sorted({k.removeprefix(PEFT_PREFIX).split(".lora_embedding_")[0] for k in tensors if ".lora_embedding_" in k})
+    if skipped:
+        notes.append(f"skipped embedding adapters: {', '.join(skipped)}")
+    if any(k.endswith(".lora_B.bias") for k in tensors):
+        notes.append("lora_bias: the adapters' bias terms change b, not W, and are not analysed")
+
+    labels = {p: label_for(p) for p in by_path}
+    clashes = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
+    if clashes:  # e.g. encoder and decoder layer 0 of a seq2seq model: keep them apart by path
+        notes.append(f"labels {sorted(clashes)} are shared by several modules; those use their full path")
+        labels = {p: (p if lab in clashes else lab) for p, lab in labels.items()}
+
+    base_dir = resolve_base(base, config, cfg_file)
+    given = LazyWeights(base_dir)
+    original = LazyWeights(original_base) if original_base is not None else given
+
+    def read(weights: LazyWeights) -> Callable[[LowRankUpdate], Tensor]:
+        return lambda u: weights.W0(u.path, u.B.shape[0], u.A.shape[1], transposed=u.fan_in_fan_out)
+
+    W_given, W0 = read(given), read(original)
+    for u in by_path.values():  # fail now, from the headers alone, on a module the base lacks
+        key = given.key_for(u.path)
+        shape, d, k = given.shape(key), u.B.shape[0], u.A.shape[1]
+        if shape not in ((d, k), (k, d)):
+            raise RunError(f"{given.files[key]}: {key} has shape {shape}, but {weights_file.name}'s "
+                           f"B·A for {u.path} is {d}×{k}")
+
+    kind = {labels[p]: ("dora" if p in magnitudes else "lora") for p in by_path}
+    init = mutating_init(config)
+    if init is not None and original_base is None:
+        msg = (f"init_lora_weights={init!r} mutates the base: ΔW is relative to the given base "
+               f"{base_dir}, not to the original W0; give original_base (--original-base) to fix this")
+        notes.append(msg)
+        warnings.warn(msg, stacklevel=2)
+    elif init is not None:
+        notes.append(f"init_lora_weights={init!r}: ΔW = W_res + s·B·A − W0 against the original base "
+                     f"{original_base}, stored as a rank-2r update s·B·A − D0 (D0 = W0 − W_res at rank r)")
+        for path, u in list(by_path.items()):
+            if path not in magnitudes:
+                by_path[path], residual = _minus_init(u, W0(u).double() - W_given(u).double())
+                kind[labels[path]] = "lora-minus-init"
+                if residual > 1e-4:
+                    notes.append(f"{labels[path]}: W0 − W_res is not rank {u.r} (relative residual "
+                                 f"{residual:.2e}); ΔW keeps only its rank-{u.r} part")
+    if magnitudes:
+        notes.append("DoRA: ΔW = m ⊙ (W + s·B·A)/‖W + s·B·A‖_row − W0 is dense, not low-rank: use "
+                     f"dense_delta for the {len(magnitudes)} modules of kind 'dora'; their updates "
+                     "hold only the directional factors s·B·A")
+
+    updates = {labels[p]: LowRankUpdate(labels[p], p, u.A, u.B, u.scaling, u.fan_in_fan_out)
+               for p, u in by_path.items()}
+    dense = _DoraDelta(updates, {labels[p]: m for p, m in magnitudes.items()}, W_given, W0)
+    return ExternalAdapter(folder, config, updates, W0, notes, kind, dense, base_dir)
+
+
+def _minus_init(u: LowRankUpdate, D0: Tensor) -> tuple[LowRankUpdate, float]:
+    """s·B·A − D0 as one LowRankUpdate of rank 2r, D0 (d×k) truncated to rank r; and the
+    relative residual ‖D0 − D0_r‖_F / ‖D0‖_F (0 for PiSSA / OLoRA up to the base's rounding)."""
+    U0, S0, Vh0 = top_r_svd_randomized(D0, u.r, n_iter=4, generator=torch.Generator().manual_seed(0))
+    norm = torch.linalg.matrix_norm(D0)
+    residual = float(torch.linalg.matrix_norm(D0 - (U0 * S0) @ Vh0) / norm) if norm > 0 else 0.0
+    A = torch.cat([u.A.double(), Vh0]).float()
+    B = torch.cat([u.B.double(), -(U0 * S0) / u.scaling], dim=1).float()
+    return LowRankUpdate(u.label, u.path, A, B, u.scaling, u.fan_in_fan_out), residual
+
+
+def match_updates(a: ExternalAdapter | Mapping[str, LowRankUpdate],
+                  b: ExternalAdapter | Mapping[str, LowRankUpdate]) -> list[tuple[str, LowRankUpdate, LowRankUpdate]]:
+    """(label, update in a, update in b) for every label both adapt, in a's order."""
+    ua = a.updates if isinstance(a, ExternalAdapter) else a
+    ub = b.updates if isinstance(b, ExternalAdapter) else b
+    return [(label, u, ub[label]) for label, u in ua.items() if label in ub]
+
+
+# ---------------------------------------------------------------------------------------------
+# Maths on factors (pure torch; proposed for linalg)
+
+
+def frobenius_inner(A1: Tensor, B1: Tensor, s1: float, A2: Tensor, B2: Tensor, s2: float) -> float:
+    """⟨ΔW1, ΔW2⟩_F = s1·s2·tr(A1ᵀB1ᵀB2A2) = s1·s2·Σ (B1ᵀB2) ∘ (A1A2ᵀ), in float64.
+
+    A_i (r_i×k), B_i (d×r_i); only r1×r2 products are formed, O((d+k)·r1·r2). The cosine
+    ⟨ΔW1, ΔW2⟩/(‖ΔW1‖‖ΔW2‖) says whether two updates push W0 the same way."""
+    A1, B1, A2, B2 = (t.double() for t in (A1, B1, A2, B2))
+    return float(s1 * s2 * ((B1.mT @ B2) * (A1 @ A2.mT)).sum())
+
+
+def delta_distance(A1: Tensor, B1: Tensor, s1: float, A2: Tensor, B2: Tensor, s2: float) -> dict[str, float]:
+    """‖ΔW1 − ΔW2‖_F, ‖ΔW1 − ΔW2‖_2 and the cosine of ΔW1 = s1·B1·A1, ΔW2 = s2·B2·A2 (d×k each).
+
+    ΔW1 − ΔW2 = [s1·B1, −s2·B2]·[A1; A2] has rank ≤ r1 + r2, so its singular values come from
+    `factored_svd` of the stacked factors, O((d+k)(r1+r2)²), never d×k. Through QR, not through
+    ‖ΔW1‖² + ‖ΔW2‖² − 2⟨ΔW1, ΔW2⟩, which cancels catastrophically when ΔW1 ≈ ΔW2.
+    Returns frobenius, spectral, relative_frobenius (÷ ‖ΔW1‖_F) and cosine."""
+    if A1.shape[-1] != A2.shape[-1] or B1.shape[-2] != B2.shape[-2]:
+        raise ValueError(f"ΔW1 is {B1.shape[-2]}×{A1.shape[-1]} but ΔW2 is {B2.shape[-2]}×{A2.shape[-1]}")
+    A = torch.cat([A1.double(), A2.double()])
+    B = torch.cat([s1 * B1.double(), -s2 * B2.double()], dim=1)
+    _, S, _ = factored_svd(A, B)
+    n1 = math.sqrt(max(frobenius_inner(A1, B1, s1, A1, B1, s1), 0.0))
+    n2 = math.sqrt(max(frobenius_inner(A2, B2, s2, A2, B2, s2), 0.0))
+    inner = frobenius_inner(A1, B1, s1, A2, B2, s2)
+    fro = float(torch.linalg.vector_norm(S))
+    return {"frobenius": fro, "spectral": float(S[0]),
+            "relative_frobenius": fro / n1 if n1 > 0 else math.inf,
+            "cosine": inner / (n1 * n2) if n1 > 0 and n2 > 0 else 0.0}
+
+
+def top_r_svd_randomized(M: Tensor, r: int, n_oversample: int = 10, n_iter: int = 2,
+                         generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-r U (d×r), S (r,), Vh (r×k) of M (d×k) by randomized subspace iteration.
+
+    Y = (M·Mᵀ)^q·M·Ω with Gaussian Ω (k×(r+p)), orthonormalised by QR after every product;
+    Q = orth(Y), then the small SVD of Qᵀ·M (Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1).
+    Cost O(d·k·(r+p)·(2q+2)) instead of O(d·k·min(d, k)); exact when rank(M) ≤ r + p, and the
+    error in σ_i decays like (σ_{r+p+1}/σ_i)^(2q+1). In M's dtype, at least float32. For W0's
+    top-r subspace in the amplification analysis (Hu et al. 2021, Sec. 7.3, Table 7)."""
+    dtype = torch.promote_types(M.dtype, torch.float32)
+    M = M.to(dtype)
+    d, k = M.shape
+    n = min(r + n_oversample, d, k)
+    Omega = torch.randn(k, n, generator=generator, dtype=dtype)
+    Q, _ = torch.linalg.qr(M @ Omega)
+    for _ in range(n_iter):
+        Z, _ = torch.linalg.qr(M.mT @ Q)
+        Q, _ = torch.linalg.qr(M @ Z)
+    Uc, S, Vh = torch.linalg.svd(Q.mT @ M, full_matrices=False)
+    return (Q @ Uc)[:, :r], S[:r], Vh[:r]
+
