@@ -42,13 +42,21 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass(frozen=True)
 class Encoded:
-    """A tokenised split: token ids per example (unpadded) and labels."""
+    """A tokenised split, padded once: token ids (n × max_length), true lengths, labels."""
 
-    ids: list[list[int]]
+    input_ids: Tensor
+    lengths: Tensor
     labels: Tensor
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.labels)
+
+    def batch(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(input_ids, attention_mask, labels) of rows `index`, trimmed to their longest sequence."""
+        lengths = self.lengths[index]
+        width = int(lengths.max())
+        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+        return self.input_ids[index, :width], mask, self.labels[index]
 
 
 def encode(tokenizer, examples, max_length: int, regression: bool) -> Encoded:
@@ -56,19 +64,14 @@ def encode(tokenizer, examples, max_length: int, regression: bool) -> Encoded:
     pairs = [e.text_pair for e in examples]
     kwargs = {"truncation": True, "max_length": max_length}
     out = tokenizer(texts, pairs, **kwargs) if any(p is not None for p in pairs) else tokenizer(texts, **kwargs)
-    dtype = torch.float32 if regression else torch.long
-    return Encoded(out["input_ids"], torch.tensor([e.label for e in examples], dtype=dtype))
-
-
-def collate(ids: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Right-pad to the longest sequence of the batch: (input_ids, attention_mask)."""
-    length = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), length), dtype=torch.long)
+    ids = out["input_ids"]
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
     for n, x in enumerate(ids):
         input_ids[n, : len(x)] = torch.tensor(x)
-        mask[n, : len(x)] = 1
-    return input_ids, mask
+    lengths = torch.tensor([len(x) for x in ids])
+    dtype = torch.float32 if regression else torch.long
+    return Encoded(input_ids, lengths, torch.tensor([e.label for e in examples], dtype=dtype))
 
 
 def epoch_order(n_examples: int, data_seed: int, epoch: int) -> Tensor:
@@ -225,18 +228,18 @@ def loss_per_cell(logits: Tensor, labels: Tensor, K: int, regression: bool) -> T
 
 
 @torch.no_grad()
-def evaluate(pack: Pack, dev: Encoded, task: Task, device: torch.device, pad_id: int,
+def evaluate(pack: Pack, dev: Encoded, task: Task, device: torch.device,
              batch_size: int, autocast: bool) -> list[dict[str, float]]:
     """Metrics of every cell of the pack on the dev split (each cell sees every example)."""
     pack.model.eval()
     regression = task.num_labels == 1
     preds = [[] for _ in range(pack.K)]
     for start in range(0, len(dev), batch_size):
-        ids = dev.ids[start : start + batch_size]
-        input_ids, mask = collate(ids * pack.K, pad_id)
+        index = torch.arange(start, min(start + batch_size, len(dev)))
+        input_ids, mask, _ = dev.batch(index.repeat(pack.K))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = pack.model(input_ids.to(device), mask.to(device)).float()
-        logits = logits.reshape(pack.K, len(ids), -1)
+        logits = logits.reshape(pack.K, len(index), -1)
         out = logits.squeeze(-1) if regression else logits.argmax(-1)
         for n in range(pack.K):
             preds[n].append(out[n].cpu())
@@ -272,7 +275,6 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
                   for e in range(spec.epochs) for f in range(1, spec.evals_per_epoch + 1)}
     eval_steps.add(total)
     autocast = device.type == "cuda" and spec.bf16
-    pad_id = tokenizer.pad_token_id
     pack.model.to(device).train()
     optimizer = make_optimizer(pack, device)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, spec.warmup_ratio))
@@ -289,8 +291,8 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
             orders = {epoch: [epoch_order(len(train), c.train.resolved_data_seed, epoch) for c in pack.cells]}
         rows = [orders[epoch][n][within * b : (within + 1) * b] for n in range(K)]
         index = torch.cat(rows)
-        input_ids, mask = collate([train.ids[i] for i in index.tolist()], pad_id)
-        labels = train.labels[index].to(device, non_blocking=True)
+        input_ids, mask, labels = train.batch(index)
+        labels = labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = pack.model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
         losses = loss_per_cell(logits, labels, K, regression)
@@ -308,7 +310,7 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
             mean_loss = (loss_sum / seen).tolist()  # one host sync per evaluation
             loss_sum.zero_()
             seen = 0
-            results = evaluate(pack, dev, task, device, pad_id, max(b, 64), autocast)
+            results = evaluate(pack, dev, task, device, max(b, 64), autocast)
             for n, metrics in enumerate(results):
                 st = states[n]
                 if st.failed:
