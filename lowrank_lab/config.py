@@ -133,6 +133,9 @@ class TrainSpec:
     batch_size: int = 32
     # Learning rate of the adapter (or of all weights for full fine-tuning).
     lr: float = 5e-4
+    # Learning rates of the encoder's weights for the full fine-tuning and BitFit baselines.
+    full_lr: float = 2e-5
+    bitfit_lr: float = 1e-3
     # Learning rate of the classification head; None: the same as lr.
     head_lr: float | None = None
     weight_decay: float = 0.01

@@ -200,7 +200,9 @@ def make_optimizer(pack: Pack, device: torch.device) -> torch.optim.Optimizer:
     train = pack.cells[0].train
     head = [pack.model.head.weight, pack.model.head.bias]
     body = [p for p in pack.trainable if all(p is not h for h in head)]
-    groups = [{"params": body, "lr": train.lr}, {"params": head, "lr": train.head_lr or train.lr}]
+    method = pack.cells[0].lora.method
+    body_lr = {"full": train.full_lr, "bitfit": train.bitfit_lr}.get(method, train.lr)
+    groups = [{"params": body, "lr": body_lr}, {"params": head, "lr": train.head_lr or train.lr}]
     groups = [g for g in groups if g["params"]]
     fused = device.type == "cuda"
     return torch.optim.AdamW(groups, weight_decay=train.weight_decay, fused=fused, foreach=None if fused else True)
