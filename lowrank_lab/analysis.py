@@ -1,12 +1,311 @@
-"""Saved runs in, tidy pandas tables out (long format, the spec's keys as columns)."""
+"""Low-rank updates in, tidy pandas tables out (long format, one number per row).
+
+The functions here take ``updates: Mapping[label, LowRankUpdate]`` (ΔW = scaling·B·A, A r×k,
+B d×r) and, where W0 matters, ``W0``: a callable ``W0(update) → d×k tensor`` or a mapping
+label → d×k tensor. They know nothing of sweeps, so the same functions serve adapters trained
+here and external PEFT adapters (``lowrank_lab.adapters``). ``sweep_analysis`` iterates the runs
+of a sweep, adds the spec keys as columns and caches the tables; ``read_table`` reads them back.
+
+Conventions (stated again in every table's sidecar JSON, ``CONVENTIONS``):
+- ΔW includes its scaling α/r (or α/√r): norms, spectra and amplification are of the update the
+  model actually applies. The paper does not say which it used (paper.md §1.5).
+- φ (Hu et al. 2021, Sec. 7.2, Eq. 4) compares singular bases chosen by ``side``: "A" (right
+  singular vectors of A, the paper's choice), "B" (left of B, footnote 7), "dW_right"/"dW_left"
+  (ΔW's, from ``linalg.factored_svd``). Against W0 (App. H.3, Fig. 8), W0's right singular vectors
+  go with the input-side bases (A, dW_right) and its left with the output-side ones.
+- Every SVD is float64; dense d×k matrices are formed only for W0 + ΔW (intruders) and for full
+  fine-tuning's ΔW, which is dense by nature.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
 
-from . import runs
+from . import linalg, runs
+from .models import parse_label
+from .runs import LowRankUpdate
+
+# Cached tables, as <runs.analysis_dir(sweep)>/<name>.csv with a sidecar <name>.json.
+PHI = "phi"  # φ between ranks, between seeds, and a random pair (Fig. 3, 4, 6, 7)
+PHI_W0 = "phi_w0"  # φ between W0's and ΔW's directions (Fig. 8)
+AMPLIFICATION = "amplification"  # Table 7, App. H.4
+SPECTRUM = "spectrum"  # singular values and energy of ΔW (LoRA and full fine-tuning)
+SPECTRUM_METRICS = "spectrum_metrics"  # stable rank, effective rank, rank_90 per matrix
+INTRUDERS = "intruders"  # intruder dimensions of W0 + ΔW against W0, per ε
+ECKART_YOUNG = "eckart_young"  # best rank-k error of full fine-tuning's ΔW, LoRA beside it
+RESULTS = "results"  # one row per finished cell (results_table)
+TABLES = (PHI, PHI_W0, AMPLIFICATION, SPECTRUM, SPECTRUM_METRICS, INTRUDERS, ECKART_YOUNG, RESULTS)
+
+SIDES = ("A", "B", "dW_right", "dW_left")
+EPSILONS = tuple(round(0.1 * n, 1) for n in range(1, 10))  # Shuttleworth et al. 2024 sweep ε
+INTRUDER_TOP_K = 10  # their find_intruder_dimensions.py default
+
+CONVENTIONS = {
+    "delta_w": "ΔW = scaling·B·A with scaling = α/r (or α/√r for rsLoRA); every norm, spectrum and "
+               "amplification factor of ΔW INCLUDES the scaling",
+    "phi": "φ(i, j) = ‖V1[:, :i]ᵀ V2[:, :j]‖_F² / min(i, j) (Hu et al. 2021, Eq. 4); phi_random = "
+           "max(i, j)/dim, the mean for independent random subspaces",
+    "sides": {"A": "right singular vectors of A (r×k), the paper's choice (Sec. 7.2)",
+              "B": "left singular vectors of B (d×r), the paper's footnote 7",
+              "dW_right": "right singular vectors of ΔW (from the factors)",
+              "dW_left": "left singular vectors of ΔW (from the factors)"},
+    "phi_w0": "i = top-i singular directions of W0 (right ones for sides A and dW_right, left ones "
+              "for B and dW_left), up to n_w0 = max(32, ⌈10% of min(d, k)⌉) capped at min(d, k) "
+              "(the paper: ~10% of 12,288); j = top-j directions of the adapter",
+    "random": "Haar-random orthonormal bases (the singular vectors of Gaussian matrices), seeded",
+    "amplification": "U, Vh = top-r singular vectors of ΔW, of W0, or random; amplification = "
+                     "‖ΔW‖_F / ‖Uᵀ W0 Vhᵀ‖_F (Sec. 7.3, App. H.4)",
+    "intruders": f"top {INTRUDER_TOP_K} left singular vectors of W0 + ΔW whose max |cos| with every "
+                 "left singular vector of W0 is below ε (Shuttleworth et al. 2024)",
+    "eckart_young": "rel_error(k) = ‖ΔW_full − best rank-k‖_F / ‖ΔW_full‖_F, ΔW_full = W_ft − W0; "
+                    "LoRA rows: ‖ΔW_full − ΔW_lora‖_F / ‖ΔW_full‖_F at k = r, same seed",
+    "layers": "0-based; figures default to the middle layer, layers[(n − 1) // 2] (the paper's 48th "
+              "of 96), and to first / ⅓ / ⅔ / last for per-layer figures",
+}
+
+W0Source = Callable[[LowRankUpdate], Tensor] | Mapping[str, Tensor]
+
+
+def _w0(W0: W0Source, update: LowRankUpdate) -> Tensor:
+    W = W0[update.label] if isinstance(W0, Mapping) else W0(update)
+    return W.detach().to(torch.float64)
+
+
+def label_columns(label: str) -> dict:
+    """``L3.q`` → {label, layer: 3, module: "q"}; other labels keep layer = None."""
+    try:
+        layer, module = parse_label(label)
+    except ValueError:
+        return {"label": label, "layer": None, "module": label}
+    return {"label": label, "layer": layer, "module": module}
+
+
+def default_n_w0(d: int, k: int) -> int:
+    """How many of W0's top directions Fig. 8 scans: ~10% as the paper, at least 32, at most all."""
+    p = min(d, k)
+    return min(p, max(32, math.ceil(0.1 * p)))
+
+
+def _grid_block(grid: Tensor, dim: int, **columns) -> dict[str, np.ndarray]:
+    """Columns (columns…, i, j, phi, phi_random, dim) of an r1×r2 φ grid in long form, i, j from 1."""
+    r1, r2 = grid.shape
+    i, j = np.meshgrid(np.arange(1, r1 + 1), np.arange(1, r2 + 1), indexing="ij")
+    n = r1 * r2
+    const = {k: np.full(n, v, dtype=object if v is None or isinstance(v, str) else None)
+             for k, v in columns.items()}
+    return {**const, "i": i.ravel(), "j": j.ravel(), "phi": grid.double().numpy().ravel(),
+            "phi_random": np.maximum(i, j).ravel() / dim, "dim": np.full(n, dim)}
+
+
+def _frame(blocks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    # One DataFrame from many grids: constructing one small frame per grid (thousands in a
+    # sweep) was most of the analysis time.
+    if not blocks:
+        return pd.DataFrame()
+    return pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}).infer_objects()
+
+
+# ---------------------------------------------------------------------------------------------
+# Subspace similarity φ (Sec. 7.2, Fig. 3, 4, 6, 7; App. H.3, Fig. 8)
+
+
+def basis(update: LowRankUpdate, side: str = "A") -> Tensor:
+    """Orthonormal columns (dim × r, by descending σ) of the adapter's singular basis on `side`:
+    A → right of A (k×r); B → left of B (d×r); dW_right / dW_left → ΔW's Vh.mT (k×r) / U (d×r)."""
+    if side == "A":
+        return linalg.top_right_basis(update.A, dtype=torch.float64)
+    if side == "B":
+        return linalg.top_left_basis(update.B, dtype=torch.float64)
+    if side in ("dW_right", "dW_left"):
+        U, _, Vh = linalg.factored_svd(update.A, update.B, update.scaling, dtype=torch.float64)
+        return Vh.mT if side == "dW_right" else U
+    raise ValueError(f"side={side!r}: use one of {', '.join(SIDES)}")
+
+
+def phi_table(first: Mapping[str, LowRankUpdate], second: Mapping[str, LowRankUpdate],
+              side: str = "A") -> pd.DataFrame:
+    """φ grid of every label present in both: rows (label, layer, module, r1, r2, i, j, phi,
+    phi_random, dim), i ≤ r1 over `first`'s directions, j ≤ r2 over `second`'s."""
+    blocks = []
+    for label in [lab for lab in first if lab in second]:
+        V1, V2 = basis(first[label], side), basis(second[label], side)
+        blocks.append(_grid_block(linalg.phi_grid(V1, V2), V1.shape[0], **label_columns(label),
+                                  r1=V1.shape[1], r2=V2.shape[1]))
+    return _frame(blocks)
+
+
+def random_phi_table(r1: int, r2: int, dim: int, generator: torch.Generator) -> pd.DataFrame:
+    """φ grid of two Haar-random bases of ℝ^dim (dim×r1, dim×r2): Fig. 4's "Random" panel."""
+    grid = linalg.phi_grid(linalg.random_orthonormal(dim, r1, generator),
+                           linalg.random_orthonormal(dim, r2, generator))
+    return _frame([_grid_block(grid, dim, label="random", layer=None, module="random", r1=r1, r2=r2)])
+
+
+def w0_basis(W0: Tensor, side: str, n: int) -> Tensor:
+    """W0's top-n singular directions in the space `side` lives in: right (k×n) for A and
+    dW_right, left (d×n) for B and dW_left."""
+    if side in ("A", "dW_right"):
+        return linalg.top_right_basis(W0, n, dtype=torch.float64)
+    return linalg.top_left_basis(W0, n, dtype=torch.float64)
+
+
+def phi_w0_table(updates: Mapping[str, LowRankUpdate], W0: W0Source, side: str = "A",
+                 n_w0: int | None = None, generator: torch.Generator | None = None) -> pd.DataFrame:
+    """φ(W0, ΔW, i, j) per label: i ≤ n_w0 over W0's top directions, j ≤ r over the adapter's
+    (App. H.3, Fig. 8). With a generator, also a "random" row block per label: the same W0
+    against a Haar-random r-dimensional basis (Fig. 8's A_rand). Columns as ``phi_table`` plus
+    source ("adapter" | "random"), r1 = n_w0, r2 = r."""
+    blocks = []
+    for label, u in updates.items():
+        W = _w0(W0, u)
+        n = n_w0 or default_n_w0(*W.shape)
+        V0, V = w0_basis(W, side, n), basis(u, side)
+        cols = label_columns(label)
+        blocks.append(_grid_block(linalg.phi_grid(V0, V), V.shape[0], **cols, source="adapter",
+                                  r1=n, r2=V.shape[1]))
+        if generator is not None:
+            Vr = linalg.random_orthonormal(V.shape[0], V.shape[1], generator)
+            blocks.append(_grid_block(linalg.phi_grid(V0, Vr), V.shape[0], **cols, source="random",
+                                      r1=n, r2=V.shape[1]))
+    return _frame(blocks)
+
+
+# ---------------------------------------------------------------------------------------------
+# ΔW against W0 (Sec. 7.3, Table 7, App. H.4)
+
+
+def amplification_table(updates: Mapping[str, LowRankUpdate], W0: W0Source,
+                        generator: torch.Generator | None = None) -> pd.DataFrame:
+    """Table 7 per label: proj_delta_w, proj_w0, proj_random (‖Uᵀ W0 Vhᵀ‖_F), norm_w0,
+    norm_delta_w (scaling included), amplification = norm_delta_w / proj_delta_w; r, d, k, scaling."""
+    rows = []
+    for label, u in updates.items():
+        W = _w0(W0, u)
+        values = linalg.amplification(W, u.A, u.B, u.scaling, generator)
+        rows.append({**label_columns(label), "r": u.r, "d": W.shape[0], "k": W.shape[1],
+                     "scaling": u.scaling, **values})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectra (Sec. 7.2 "intrinsic rank"; Biderman et al. 2024) and intruders (Shuttleworth et al. 2024)
+
+
+def lowrank_spectra(updates: Mapping[str, LowRankUpdate]) -> dict[str, Tensor]:
+    """Singular values (r,) of each ΔW = scaling·B·A, from the factors (never d×k)."""
+    return {label: linalg.factored_svd(u.A, u.B, u.scaling, dtype=torch.float64)[1]
+            for label, u in updates.items()}
+
+
+def dense_spectra(deltas: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Singular values (min(d, k),) of dense updates (full fine-tuning, DoRA), in float64.
+    torch.linalg.svdvals directly: a dense ΔW has no factors for linalg.factored_svd to use."""
+    return {label: torch.linalg.svdvals(D.detach().to(torch.float64)) for label, D in deltas.items()}
+
+
+def spectrum_table(spectra: Mapping[str, Tensor]) -> pd.DataFrame:
+    """Rows (label, layer, module, n, sigma, energy): σ_n and Σ_{m≤n} σ_m² / Σ σ², n from 1."""
+    frames = []
+    for label, S in spectra.items():
+        S = S.sort(descending=True).values
+        frames.append(pd.DataFrame({"n": np.arange(1, len(S) + 1), "sigma": S.numpy(),
+                                    "energy": linalg.energy_fraction(S).numpy()})
+                      .assign(**label_columns(label)))
+    cols = ["label", "layer", "module", "n", "sigma", "energy"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def spectrum_metrics_table(spectra: Mapping[str, Tensor]) -> pd.DataFrame:
+    """One row per label: sigma_max, frobenius, stable_rank, effective_rank, rank_90, n_sigma."""
+    return pd.DataFrame([{**label_columns(label), **linalg.spectrum_metrics(S), "n_sigma": len(S)}
+                         for label, S in spectra.items()])
+
+
+def intruder_rows(label: str, W0: Tensor, W_tuned: Tensor, epsilons=EPSILONS,
+                  top_k: int = INTRUDER_TOP_K) -> list[dict]:
+    """Rows (label, epsilon, n_intruders, top_k) for one matrix; two dense SVDs, reused for all ε."""
+    found = linalg.intruder_dimensions(W0, W_tuned, top_k, dtype=torch.float64)
+    counts = linalg.intruder_counts(found["max_cos"], torch.tensor(epsilons, dtype=torch.float64))
+    top_k = len(found["max_cos"])
+    return [{**label_columns(label), "epsilon": eps, "n_intruders": int(c), "top_k": top_k}
+            for eps, c in zip(epsilons, counts.tolist(), strict=True)]
+
+
+def intruder_table(updates: Mapping[str, LowRankUpdate], W0: W0Source, epsilons=EPSILONS,
+                   top_k: int = INTRUDER_TOP_K) -> pd.DataFrame:
+    """Intruder counts of W0 + ΔW against W0 per label and ε (ΔW dense here: W0 is dense anyway)."""
+    rows = []
+    for label, u in updates.items():
+        W = _w0(W0, u)
+        rows += intruder_rows(label, W, W + linalg.delta_w(u.A.double(), u.B.double(), u.scaling),
+                              epsilons, top_k)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eckart–Young: how far full fine-tuning's ΔW is from rank k, and where LoRA lands
+
+
+def eckart_young_table(deltas: Mapping[str, Tensor],
+                       lora: Mapping[str, Mapping[str, LowRankUpdate]] | None = None) -> pd.DataFrame:
+    """Rows (label, source, k, rel_error). source "best_rank_k": ‖ΔW − ΔW_k‖_F / ‖ΔW‖_F for
+    k = 0..min(d, k) (Eckart & Young 1936). For each entry `name` of `lora` ({name: updates}),
+    source = name, k = r: ‖ΔW − scaling·B·A‖_F / ‖ΔW‖_F, from ‖ΔW‖² − 2s⟨BᵀΔW, A⟩ + Σσ_lora²
+    without forming B·A. A LoRA point above the curve is worse than the best rank-r update."""
+    frames = []
+    for label, D in deltas.items():
+        D = D.detach().to(torch.float64)
+        curve = linalg.eckart_young_curve(torch.linalg.svdvals(D))
+        frames.append(pd.DataFrame({"source": "best_rank_k", "k": np.arange(len(curve)),
+                                    "rel_error": curve.numpy()}).assign(**label_columns(label)))
+        norm2 = float(D.square().sum())
+        for name, updates in (lora or {}).items():
+            if label not in updates or norm2 == 0:
+                continue
+            u = updates[label]
+            A, B = u.A.double(), u.B.double()
+            S = linalg.factored_svd(A, B, u.scaling, dtype=torch.float64)[1]
+            err2 = norm2 - 2 * u.scaling * float(((B.mT @ D) * A).sum()) + float(S.square().sum())
+            frames.append(pd.DataFrame([{"source": name, "k": u.r, "rel_error": math.sqrt(max(err2, 0.0) / norm2),
+                                         **label_columns(label)}]))
+    cols = ["label", "layer", "module", "source", "k", "rel_error"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading cached tables and run results
+
+
+def table_path(sweep: Path, name: str) -> Path:
+    return runs.analysis_dir(Path(sweep)) / f"{name}.csv"
+
+
+def read_table(sweep: Path, name: str) -> pd.DataFrame:
+    """A cached table of a sweep; FileNotFoundError naming the command that computes it."""
+    from .sweep_analysis import COMMAND_OF
+
+    path = table_path(sweep, name)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not computed yet; run `lowrank-lab {COMMAND_OF[name]} {sweep}`")
+    table = pd.read_csv(path)
+    for column in ("layer", "seed", "seed1", "seed2"):
+        if column in table:  # nullable: random panels have no layer and no seed
+            table[column] = table[column].astype("Int64")
+    for column in ("task", "targets", "lora_targets", "scaling_rule", "init"):
+        if column in table:  # CSV turns "" into NaN
+            table[column] = table[column].fillna("")
+    return table
+
+
+def read_sidecar(sweep: Path, name: str) -> dict:
+    return runs.read_json(table_path(sweep, name).with_suffix(".json"))
 
 
 def results_table(sweep: Path) -> pd.DataFrame:
