@@ -67,3 +67,72 @@ def rank_sweep(spec: Path | None, overrides: tuple[str, ...], device: str | None
     sweep = run_sweep(load_spec(spec, overrides + extra), echo=click.echo)
     click.echo(sweep_table(sweep))
     click.echo(f"results: {sweep}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Analyses of a saved sweep: each writes cached tables under SWEEP/analysis/.
+
+BASE_MODEL = click.option("--base-model", default=None, metavar="PATH|HUB_ID",
+                          help="Load W0 from here instead of the model named in the sweep's spec.")
+
+
+def _echo_paths(paths) -> None:
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@SWEEP
+@click.option("--side", "sides", multiple=True, default=("A",), show_default=True,
+              type=click.Choice(["A", "B", "dW_right", "dW_left"]),
+              help="Singular basis compared: A's right (the paper's), B's left, or ΔW's right/left.")
+@BASE_MODEL
+@user_errors
+def subspace(sweep: Path, sides: tuple[str, ...], base_model: str | None) -> None:
+    """φ between ranks, seeds and W0 vs ΔW (paper Fig. 3, 4, 6, 7, 8) for every layer and matrix."""
+    from lowrank_lab.sweep_analysis import compute_subspace
+
+    _echo_paths(compute_subspace(sweep, sides, base_model))
+
+
+@cli.command()
+@SWEEP
+@BASE_MODEL
+@user_errors
+def amplify(sweep: Path, base_model: str | None) -> None:
+    """‖UᵀW0V‖_F from ΔW, W0 and random, and the amplification factor (paper Table 7, App. H.4)."""
+    from lowrank_lab.sweep_analysis import compute_amplification
+
+    _echo_paths(compute_amplification(sweep, base_model))
+
+
+@cli.command()
+@SWEEP
+@BASE_MODEL
+@user_errors
+def spectrum(sweep: Path, base_model: str | None) -> None:
+    """Singular values, energy, stable/effective rank, rank_90, intruders and Eckart–Young of ΔW."""
+    from lowrank_lab.sweep_analysis import compute_spectrum
+
+    _echo_paths(compute_spectrum(sweep, base_model))
+
+
+@cli.command()
+@SWEEP
+@user_errors
+def tables(sweep: Path) -> None:
+    """Tables 2, 5, 6, 7, 18 and storage per matrix, as Markdown, LaTeX and CSV."""
+    from lowrank_lab.tables import write_tables
+
+    _echo_paths(write_tables(sweep))
+
+
+@cli.command()
+@SWEEP
+@BASE_MODEL
+@user_errors
+def report(sweep: Path, base_model: str | None) -> None:
+    """One Markdown and HTML report with every figure and table (computes missing tables first)."""
+    from lowrank_lab.report import write_report
+
+    _echo_paths(write_report(sweep, base_model, echo=click.echo))

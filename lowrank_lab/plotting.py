@@ -1,0 +1,267 @@
+"""Tables in, figures out: φ heat-maps in the paper's layout (Hu et al. 2021, Fig. 3, 4, 6, 7, 8),
+shared helpers for every figure, and ``save_figure``. No torch (style guide principle 1).
+
+Every ``*_figure`` function takes the tidy tables of ``lowrank_lab.analysis`` and returns a
+matplotlib Figure; which ranks, layers and seeds to show come from the table's columns. When the
+table lacks what a figure needs (one seed only, a single rank, ...) it raises ``MissingData`` with
+a sentence saying what is missing; figure scripts turn that into a message and skip.
+Curves (amplification, spectra, intruders, Eckart–Young) are in ``plotting_curves``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; never open a window (CI, SSH, the GPU machine)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+PHI_CMAP = "viridis"
+FORMATS = ("png", "pdf")
+PAPER_MODULES = ("q", "v")  # the paper's φ figures show ΔWq and ΔWv
+plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "figure.dpi": 100, "savefig.bbox": "tight"})
+
+
+class MissingData(ValueError):
+    """The table has no cells of the kind a figure needs; the message says which."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared by every figure and script
+
+
+def save_figure(fig: Figure, name: str, out_dir: str | Path) -> list[Path]:
+    """Write `fig` as <out_dir>/<name>.png (150 dpi) and .pdf; return the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.{ext}" for ext in FORMATS]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def figure_args(doc: str | None, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The arguments every figure script takes: SWEEP [--out DIR] [--layer N]."""
+    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    parser.add_argument("sweep", type=Path, help="sweep directory (with analysis/ computed)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: SWEEP/analysis/figures)")
+    parser.add_argument("--layer", type=int, default=None, help="layer to show (default: the middle one)")
+    args = parser.parse_args(argv)
+    args.out = args.out or args.sweep / "analysis" / "figures"
+    return args
+
+
+@contextlib.contextmanager
+def skip_if_missing(name: str) -> Iterator[None]:
+    """Inside: read tables and draw; a missing table or missing cells print one line and skip."""
+    try:
+        yield
+    except (MissingData, FileNotFoundError) as err:
+        print(f"{name}: skipped: {err}", file=sys.stderr)
+
+
+def middle_layer(layers: Sequence[int]) -> int:
+    """layers[(n − 1) // 2]: the paper's 48th of 96 layers (1-based) for n = 96."""
+    layers = sorted(set(int(x) for x in layers))
+    return layers[(len(layers) - 1) // 2]
+
+
+def spread_layers(layers: Sequence[int], every_up_to: int = 6) -> list[int]:
+    """Every layer of a small model, else first, ⅓, ⅔ and last (the paper's 1, 32, 64, 96 of 96)."""
+    layers = sorted(set(int(x) for x in layers))
+    n = len(layers)
+    if n <= every_up_to:
+        return layers
+    return sorted({layers[max(0, round(n * f) - 1)] for f in (0, 1 / 3, 2 / 3, 1)})
+
+
+def pick_targets(table: pd.DataFrame, modules: Sequence[str] = PAPER_MODULES) -> str:
+    """The target set to show: "q,v" (the paper's) if present, else the one adapting the most of
+    `modules`, else the first."""
+    sets = [t for t in table["targets"].dropna().unique() if t]
+    if not sets:
+        raise MissingData("no LoRA cells in the table")
+    return max(sets, key=lambda t: (t == ",".join(modules), len(set(t.split(",")) & set(modules)), -len(t)))
+
+
+def shown_modules(table: pd.DataFrame, modules: Sequence[str] = PAPER_MODULES) -> list[str]:
+    present = list(dict.fromkeys(table["module"].dropna()))
+    wanted = [m for m in modules if m in present]
+    return wanted or present[:2]
+
+
+def _select(table: pd.DataFrame, **equal) -> pd.DataFrame:
+    mask = np.ones(len(table), dtype=bool)
+    for column, value in equal.items():
+        mask &= (table[column] == value).to_numpy()
+    return table[mask]
+
+
+# ---------------------------------------------------------------------------------------------
+# φ heat-maps: i on the y-axis (top = 1), j on the x-axis, colour bar 0–1 unless stated
+
+
+def _grid(sub: pd.DataFrame) -> np.ndarray:
+    return sub.pivot_table(index="i", columns="j", values="phi").to_numpy()
+
+
+def phi_heatmap(ax, grid: np.ndarray, *, vmin: float = 0.0, vmax: float = 1.0, triangle: bool = False,
+                title: str = "", i0: int = 1):
+    """Draw an r1×r2 φ grid; `triangle` blanks j > i (the paper's zoomed panels)."""
+    grid = grid.astype(float).copy()
+    if triangle:
+        i, j = np.indices(grid.shape)
+        grid[j > i] = np.nan
+    cmap = plt.get_cmap(PHI_CMAP).with_extremes(bad="white")
+    r1, r2 = grid.shape
+    im = ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest",
+                   extent=(0.5, r2 + 0.5, i0 + r1 - 0.5, i0 - 0.5))
+    ax.set_title(title)
+    ax.set_xlabel("j")
+    ax.set_ylabel("i")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(8, integer=True))
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(8, integer=True))
+    return im
+
+
+def _label_outer(axes) -> None:
+    """Axis labels on the left column and bottom row only (tick labels stay: panels differ)."""
+    for (row, col), ax in np.ndenumerate(axes):
+        if col:
+            ax.set_ylabel("")
+        if row != axes.shape[0] - 1:
+            ax.set_xlabel("")
+
+
+def _auto_vmax(values: np.ndarray) -> float:
+    """A colour-bar top that shows the structure: the 99th percentile rounded up to 0.1, in [0.2, 1]."""
+    finite = values[np.isfinite(values)]
+    top = np.quantile(finite, 0.99) if finite.size else 1.0
+    return float(min(1.0, max(0.2, np.ceil(top * 10) / 10)))
+
+
+def _phi_choice(phi: pd.DataFrame, comparison: str, side: str, targets: str | None) -> tuple[pd.DataFrame, str]:
+    t = _select(phi, comparison=comparison, side=side)
+    if t.empty:
+        what = {"ranks": "two ranks at one seed", "seeds": "two seeds at one rank"}[comparison]
+        raise MissingData(f"the sweep has no {what} to compare (side {side})")
+    targets = targets or pick_targets(t)
+    return _select(t, targets=targets), targets
+
+
+def rank_pair(t: pd.DataFrame, r_pair: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(r_small, r_large): the paper's (8, 64) when present, else (largest r < max, max)."""
+    pairs = set(zip(t["r1"], t["r2"], strict=True))
+    if r_pair is not None:
+        if tuple(r_pair) not in pairs:
+            raise MissingData(f"no φ between r={r_pair[0]} and r={r_pair[1]}; available: {sorted(pairs)}")
+        return tuple(r_pair)
+    r2 = max(p[1] for p in pairs)
+    smaller = sorted(p[0] for p in pairs if p[1] == r2)
+    r1 = 8 if 8 in smaller else smaller[-1]
+    return int(r1), int(r2)
+
+
+def phi_ranks_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, side: str = "A",
+                     targets: str | None = None, r_pair: tuple[int, int] | None = None,
+                     seed: int | None = None) -> Figure:
+    """Fig. 3 (one layer: the middle one) and Fig. 6 (several layers, one row each):
+    φ(A_{r1}, A_{r2}, i, j) for ΔWq and ΔWv, full r1×r2 grids, then the r1×r1 corner with j > i blank."""
+    t, targets = _phi_choice(phi, "ranks", side, targets)
+    seed = int(t["seed1"].min()) if seed is None else seed
+    r1, r2 = rank_pair(t, r_pair)
+    t = _select(t, seed1=seed, r1=r1, r2=r2)
+    layers = list(layers) if layers is not None else [middle_layer(t["layer"].dropna())]
+    modules = shown_modules(t)
+    fig, axes = plt.subplots(len(layers), 2 * len(modules), squeeze=False,
+                             figsize=(3.4 * 2 * len(modules), 2.4 * len(layers) + 0.6),
+                             gridspec_kw={"width_ratios": [3] * len(modules) + [1.3] * len(modules)},
+                             layout="constrained")
+    im = None
+    for row, layer in enumerate(layers):
+        for col, module in enumerate(modules):
+            sub = _select(t, layer=layer, module=module)
+            if sub.empty:
+                raise MissingData(f"no φ for layer {layer}, ΔW{module}")
+            grid = _grid(sub)
+            name = f"L{layer} ΔW{module}"
+            im = phi_heatmap(axes[row, col], grid, title=f"{name}: φ(A_r={r1}, A_r={r2})")
+            phi_heatmap(axes[row, len(modules) + col], grid[:, :r1], triangle=True, title=f"{name}: j ≤ {r1}")
+    _label_outer(axes)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="φ")
+    fig.suptitle(f"Subspace similarity between r={r1} and r={r2} (targets {targets}, seed {seed}, "
+                 f"side {side})")
+    return fig
+
+
+def phi_seeds_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, side: str = "A",
+                     targets: str | None = None, r: int | None = None, random_panel: bool | None = None) -> Figure:
+    """Fig. 4 (middle layer: ΔWq, ΔWv and two random Gaussian matrices of the same shape) and Fig. 7
+    (several layers, no random panel): φ(A_r, A'_r, i, j) between two seeds at one rank."""
+    t, targets = _phi_choice(phi, "seeds", side, targets)
+    r = int(t["r1"].max()) if r is None else r
+    t = _select(t, r1=r)
+    if t.empty:
+        raise MissingData(f"no two seeds at r={r}")
+    s1, s2 = int(t["seed1"].min()), int(t["seed2"].min())
+    t = _select(t, seed1=s1, seed2=s2)
+    random_panel = layers is None if random_panel is None else random_panel
+    layers = list(layers) if layers is not None else [middle_layer(t["layer"].dropna())]
+    modules = shown_modules(t)
+    rand = _select(phi, comparison="random", side=side, r1=r)
+    ncols = len(modules) + bool(random_panel and not rand.empty)
+    fig, axes = plt.subplots(len(layers), ncols, squeeze=False, figsize=(3.3 * ncols + 1, 2.9 * len(layers) + 0.4),
+                             layout="constrained")
+    grids = {(layer, m): _grid(_select(t, layer=layer, module=m)) for layer in layers for m in modules}
+    vmax = _auto_vmax(np.concatenate([g.ravel() for g in grids.values()]))
+    im = None
+    for row, layer in enumerate(layers):
+        for col, module in enumerate(modules):
+            im = phi_heatmap(axes[row, col], grids[layer, module], vmax=vmax, title=f"L{layer} ΔW{module}")
+        if ncols > len(modules):
+            phi_heatmap(axes[row, -1], _grid(rand[rand["dim"] == rand["dim"].iloc[0]]), vmax=vmax,
+                        title="Random (Gaussian)")
+    _label_outer(axes)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="φ")
+    fig.suptitle(f"φ(A_r={r}, A'_r={r}, i, j): seed {s1} vs seed {s2} (targets {targets}, side {side})")
+    return fig
+
+
+def phi_w0_figure(phi_w0: pd.DataFrame, layer: int | None = None, *, module: str = "q", side: str = "A",
+                  targets: str | None = None, seed: int | None = None, max_panels: int = 3) -> Figure:
+    """Fig. 8: φ(W0, A_r, i, j), i over W0's top singular directions (y), j over the adapter's (x),
+    for the largest `max_panels` ranks and a random basis of the largest rank."""
+    t = _select(phi_w0, side=side)
+    if t.empty:
+        raise MissingData(f"no W0-vs-ΔW table for side {side}")
+    t = _select(t, targets=targets or pick_targets(t, (module,)))
+    seed = int(t["seed"].min()) if seed is None else seed
+    layer = middle_layer(t["layer"].dropna()) if layer is None else layer
+    t = _select(t, seed=seed, layer=layer, module=module)
+    if t.empty:
+        raise MissingData(f"no W0-vs-ΔW φ for layer {layer}, ΔW{module}")
+    ranks = sorted(t["r2"].unique())[-max_panels:]
+    panels = [(f"φ(W{module}, A_r={r})", _grid(_select(t, r2=r, source="adapter"))) for r in ranks]
+    panels.append((f"φ(W{module}, A_rand), r={ranks[-1]}", _grid(_select(t, r2=ranks[-1], source="random"))))
+    values = np.concatenate([g.ravel() for _, g in panels])
+    vmin, vmax = float(np.nanmin(values)), float(np.nanmax(values))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels) + 1, 3.4), squeeze=False,
+                             layout="constrained")
+    im = None
+    for ax, (title, grid) in zip(axes[0], panels, strict=True):
+        im = phi_heatmap(ax, grid, vmin=vmin, vmax=vmax, title=title)
+        ax.set_xlabel("j (top-j directions of A)")
+    _label_outer(axes)
+    axes[0, 0].set_ylabel(f"i (top-i directions of W{module})")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="φ")
+    fig.suptitle(f"W0 vs ΔW, layer {layer}, seed {seed}, side {side}")
+    return fig

@@ -1,0 +1,159 @@
+"""Tables in, curve figures out: amplification against r (App. H.4), spectra and energy of ΔW,
+intruder dimensions against ε (Shuttleworth et al. 2024) and Eckart–Young curves of full
+fine-tuning's ΔW. No torch. Shared helpers and the φ heat-maps are in ``plotting``.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .plotting import MissingData, _select, middle_layer, pick_targets
+
+# Hu et al. 2021, Table 7 / App. H.4: GPT-3 175B, layer 48, ΔWq (6.91/0.32 and 3.57/1.90).
+PAPER_AMPLIFICATION = {4: 21.5, 64: 3.57 / 1.90}
+
+
+def _rank_colors(ranks) -> dict[int, tuple]:
+    ranks = sorted(ranks)
+    cmap = plt.get_cmap("viridis")
+    return {r: cmap(n / max(1, len(ranks) - 1) * 0.9) for n, r in enumerate(ranks)}
+
+
+def _lora(table: pd.DataFrame) -> pd.DataFrame:
+    t = table[table["method"] == "lora"]
+    if t.empty:
+        raise MissingData("no LoRA cells in the table")
+    return t
+
+
+def amplification_figure(amp: pd.DataFrame, *, paper: bool = True) -> Figure:
+    """Amplification factor ‖ΔW‖_F / ‖Uᵀ W0 Vhᵀ‖_F against r (log–log), one panel per target set,
+    one line per matrix kind: median over layers and seeds, band = interquartile range.
+    The paper's two GPT-3 values (r = 4: 21.5, r = 64: ≈1.9) as stars for reference."""
+    amp = _lora(amp)
+    sets = sorted(amp["targets"].unique(), key=len)
+    fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 3.2), squeeze=False, sharey=True)
+    for ax, targets in zip(axes[0], sets, strict=True):
+        t = amp[amp["targets"] == targets]
+        for module in sorted(t["module"].unique(), key="qkvo".find):
+            g = t[t["module"] == module]
+            q = g.groupby("r")["amplification"].quantile([0.25, 0.5, 0.75]).unstack()
+            line, = ax.plot(q.index, q[0.5], marker="o", label=f"ΔW{module}")
+            ax.fill_between(q.index, q[0.25], q[0.75], color=line.get_color(), alpha=0.2)
+        if paper:
+            ax.plot(list(PAPER_AMPLIFICATION), list(PAPER_AMPLIFICATION.values()), "k*", ms=10,
+                    label="paper (GPT-3 L48 ΔWq)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("r")
+        ax.set_title(f"targets {targets}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("amplification ‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F")
+    fig.suptitle("Amplification factor against r (median over layers and seeds; ΔW includes α/r)", y=1.02)
+    return fig
+
+
+def spectrum_figure(spectrum: pd.DataFrame, metrics: pd.DataFrame, layer: int | None = None, *,
+                    module: str = "q", targets: str | None = None) -> Figure:
+    """(a) singular values σ_n of ΔW at one layer and matrix, one line per r, full fine-tuning in
+    black; (b) cumulative energy Σσ² fraction; (c) rank_90 and stable rank against r, median over
+    layers and seeds, full fine-tuning's rank_90 as a dashed line."""
+    lora = _lora(spectrum)
+    targets = targets or pick_targets(lora)
+    layer = middle_layer(lora["layer"].dropna()) if layer is None else layer
+    seed = int(lora["seed"].min())
+    t = _select(lora, targets=targets, layer=layer, module=module, seed=seed)
+    full = _select(spectrum, method="full", layer=layer, module=module, seed=seed)
+    if t.empty:
+        raise MissingData(f"no spectrum for layer {layer}, ΔW{module}, targets {targets}")
+    colors = _rank_colors(t["r"].unique())
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for r, g in t.groupby("r"):
+        axes[0].plot(g["n"], g["sigma"], marker=".", color=colors[r], label=f"r={r}")
+        axes[1].plot(g["n"], g["energy"], marker=".", color=colors[r], label=f"r={r}")
+    if not full.empty:
+        axes[0].plot(full["n"], full["sigma"], color="k", lw=1, label="full FT")
+        axes[1].plot(full["n"], full["energy"], color="k", lw=1, label="full FT")
+    axes[0].set(yscale="log", xscale="log", xlabel="n", ylabel="σ_n(ΔW)", title=f"L{layer} ΔW{module}: singular values")
+    axes[1].set(xscale="log", xlabel="n", ylabel="Σ_{m≤n} σ_m² / Σ σ²", title="cumulative energy", ylim=(0, 1.02))
+    axes[1].axhline(0.9, color="grey", ls=":", lw=1)
+    m = _select(_lora(metrics), targets=targets)
+    med = m.groupby("r")[["rank_90", "stable_rank", "effective_rank"]].median()
+    for column, style in (("rank_90", "o-"), ("stable_rank", "s--"), ("effective_rank", "^:")):
+        axes[2].plot(med.index, med[column], style, label=column)
+    axes[2].plot(med.index, med.index, color="grey", lw=0.8, label="r")
+    full_m = metrics[metrics["method"] == "full"]
+    if not full_m.empty:
+        axes[2].axhline(full_m["rank_90"].median(), color="k", ls="--", lw=1, label="full FT rank_90")
+    axes[2].set(xscale="log", yscale="log", xlabel="r", ylabel="directions",
+                title=f"rank of ΔW (targets {targets}, median)")
+    axes[2].set_xscale("log", base=2)
+    for axis in (axes[2].xaxis, axes[2].yaxis):  # plain numbers, not 2^n or 6×10^0
+        axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Spectrum of ΔW (targets {targets}, seed {seed}; ΔW includes α/r)", y=1.02)
+    return fig
+
+
+def intruders_figure(intr: pd.DataFrame, *, targets: str | None = None) -> Figure:
+    """Intruder dimensions among the top-10 singular vectors of W0 + ΔW against ε, summed over the
+    adapted matrices and averaged over seeds, one line per r; full fine-tuning over the same
+    matrices in black (Shuttleworth et al. 2024, Fig. 1's shape)."""
+    lora = _lora(intr)
+    targets = targets or pick_targets(lora)
+    t = lora[lora["targets"] == targets]
+    labels = set(t["label"])
+    colors = _rank_colors(t["r"].unique())
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for r, g in t.groupby("r"):
+        total = g.groupby(["seed", "epsilon"])["n_intruders"].sum().groupby("epsilon").mean()
+        ax.plot(total.index, total.values, marker="o", color=colors[r], label=f"LoRA r={r}")
+    full = intr[(intr["method"] == "full") & intr["label"].isin(labels)]
+    if not full.empty:
+        total = full.groupby(["seed", "epsilon"])["n_intruders"].sum().groupby("epsilon").mean()
+        ax.plot(total.index, total.values, "k--", marker="x", label="full FT")
+    ax.set(xlabel="ε (threshold on max |cos|)", ylabel=f"intruders (sum over {len(labels)} matrices)",
+           title=f"Intruder dimensions, targets {targets}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def eckart_young_figure(ey: pd.DataFrame, *, targets: str | None = None) -> Figure:
+    """Relative error of the best rank-k approximation of full fine-tuning's ΔW against k (one
+    thin line per layer, median thick), with the sweep's ranks marked and each LoRA adapter's
+    ‖ΔW_full − ΔW_lora‖_F / ‖ΔW_full‖_F at k = r (median over layers), one panel per matrix kind."""
+    curve = ey[ey["source"] == "best_rank_k"]
+    if curve.empty:
+        raise MissingData("no full fine-tuning cell in the sweep, so no Eckart–Young curve")
+    curve = curve[curve["seed"] == curve["seed"].min()]
+    lora = ey[(ey["source"] != "best_rank_k") & (ey["seed"] == curve["seed"].min())]
+    if not lora.empty:
+        lora = lora[lora["lora_targets"] == (targets or pick_targets(lora.rename(columns={"lora_targets": "targets"})))]
+    modules = list(dict.fromkeys(curve["module"]))
+    top = max(1.05, float(lora["rel_error"].max()) + 0.1 if not lora.empty else 0.0)
+    fig, axes = plt.subplots(1, len(modules), figsize=(3.3 * len(modules), 3.3), squeeze=False, sharey=True)
+    for ax, module in zip(axes[0], modules, strict=True):
+        c = curve[curve["module"] == module]
+        for _, g in c.groupby("layer"):
+            ax.plot(g["k"], g["rel_error"], color="grey", lw=0.6, alpha=0.6)
+        med = c.groupby("k")["rel_error"].median()
+        ax.plot(med.index, med.values, color="k", lw=2, label="full FT, best rank k")
+        for r in sorted(ey.loc[ey["source"] != "best_rank_k", "k"].unique()):
+            ax.axvline(r, color="tab:blue", ls=":", lw=0.8)
+        pts = lora[lora["module"] == module].groupby("k")["rel_error"].median()
+        if not pts.empty:
+            ax.plot(pts.index, pts.values, "o", color="tab:red", label="LoRA rank r (same seed)")
+        ax.set(xlabel="k", title=f"ΔW{module}", xscale="symlog", ylim=(0, top))
+        ax.grid(True, alpha=0.3)
+    axes[0, 0].set_ylabel("‖ΔW_full − ΔW_k‖_F / ‖ΔW_full‖_F")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Eckart–Young: how low-rank is full fine-tuning's ΔW (dotted: the sweep's ranks)", y=1.03)
+    return fig
