@@ -183,15 +183,19 @@ def sweep_tables(sweep: Path) -> dict[str, pd.DataFrame]:
     return {name: t for name, t in tables.items() if not t.empty}
 
 
+def save_table(table: pd.DataFrame, name: str, out_dir: Path) -> list[Path]:
+    """Write `table` as <out_dir>/<name>.{md,tex,csv}; the table counterpart of save_figure."""
+    from . import runs
+
+    paths = [Path(out_dir) / f"{name}.{fmt}" for fmt in FORMATS]
+    for path, fmt in zip(paths, FORMATS, strict=True):
+        runs.write_text(path, render(table, fmt))
+    return paths
+
+
 def write_tables(sweep: Path) -> list[Path]:
     """Write every table as <analysis>/tables/<name>.{md,tex,csv}; return the paths."""
     from . import runs
 
     folder = runs.analysis_dir(Path(sweep)) / "tables"
-    paths = []
-    for name, table in sweep_tables(sweep).items():
-        for fmt in FORMATS:
-            path = folder / f"{name}.{fmt}"
-            runs.write_text(path, render(table, fmt))
-            paths.append(path)
-    return paths
+    return [p for name, table in sweep_tables(sweep).items() for p in save_table(table, name, folder)]

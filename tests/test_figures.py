@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from lowrank_lab_cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted((ROOT / "figures").glob("*.py"))
+SCRIPTS = sorted((ROOT / "figures").glob("fig*.py"))
+TABLE_SCRIPTS = sorted((ROOT / "figures").glob("table*.py"))
 _spec = importlib.util.spec_from_file_location("make_sweep", ROOT / "tests/fixtures/make_sweep.py")
 make_sweep = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_sweep)
@@ -27,6 +28,8 @@ def test_there_is_a_script_per_paper_figure():
     names = {p.stem for p in SCRIPTS}
     assert {"fig3_phi_ranks", "fig4_phi_seeds", "fig6_phi_ranks_layers", "fig7_phi_seeds_layers",
             "fig8_phi_w0", "figH4_amplification"} <= names
+    assert {"table2_methods", "table5_budget", "table6_rank_by_target", "table7_projections",
+            "table18_metric_vs_rank", "table_storage"} <= {p.stem for p in TABLE_SCRIPTS}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
@@ -36,6 +39,15 @@ def test_figure_script_renders_png_and_pdf(script, analyzed, tmp_path):
     for ext, size in (("png", 10_000), ("pdf", 2_000)):
         path = tmp_path / f"{module['NAME']}.{ext}"
         assert path.exists() and path.stat().st_size > size, path
+
+
+@pytest.mark.parametrize("script", TABLE_SCRIPTS, ids=lambda p: p.stem)
+def test_table_script_writes_markdown_latex_and_csv(script, analyzed, tmp_path):
+    module = runpy.run_path(str(script))
+    module["main"]([str(analyzed), "--out", str(tmp_path)])
+    for ext in ("md", "tex", "csv"):
+        path = tmp_path / f"{module['NAME']}.{ext}"
+        assert path.exists() and path.stat().st_size > 50, path
 
 
 def test_figure_script_skips_with_a_message_when_tables_are_missing(tmp_path, capsys):
