@@ -7,8 +7,10 @@ marked failed and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import math
 import os
 import sys
 import time
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 from . import runs
 from .config import CellSpec, ExperimentSpec, SpecError, expand_sweep, spec_to_dict
 from .data import load_task
+from .distributed import World, close, device_for, init_world, share
 from .models import default_pooling, load_base, resolve_model_path
 from .runs import LowRankUpdate
 from .train import (CellState, Pack, build_pack, cell_slices, encode, resolve_device, train_pack,
@@ -49,18 +52,28 @@ def pack_id(cells: Sequence[CellSpec]) -> str:
     return hashlib.sha1("\n".join(c.name for c in cells).encode()).hexdigest()[:12]
 
 
-def auto_pack_size(spec: ExperimentSpec, device: torch.device, n_cells: int) -> int:
-    """sweep.pack, else every LoRA cell in one pack (capped at 32 so a pack's batch stays sane)."""
+def auto_pack_size(spec: ExperimentSpec, n_lora: int, world_size: int) -> int:
+    """sweep.pack, else the LoRA cells split evenly over the processes, at most 64 per pack."""
     if spec.sweep.pack is not None:
         return spec.sweep.pack
-    return max(1, min(n_cells, 32))
+    return max(1, min(math.ceil(n_lora / world_size), 64))
 
 
-def _manifest(sweep: Path, cells: Sequence[CellSpec]) -> dict:
-    path = sweep / "manifest.json"
-    manifest = runs.read_json(path) if path.exists() else {"cells": {}}
-    for cell in cells:
-        manifest["cells"].setdefault(cell.name, {"status": "pending"})
+def cell_status(sweep: Path, cell: CellSpec) -> dict:
+    """A cell's state from its own files: done/failed (summary.json), running (started) or pending."""
+    folder = runs.cell_dir(sweep, cell)
+    if (folder / "summary.json").exists():
+        summary = runs.read_json(folder / "summary.json")
+        best = summary.get("best") or {}
+        return {"status": summary["status"], "error": summary.get("error"),
+                "best": best.get(summary.get("main_metric")), "pack": summary["pack"]["id"]}
+    return {"status": "running" if (folder / "config.json").exists() else "pending"}
+
+
+def write_manifest(sweep: Path, cells: Sequence[CellSpec]) -> dict:
+    """The sweep's index, rebuilt from the cells' own files (rank 0 alone writes it)."""
+    manifest = {"cells": {c.name: cell_status(sweep, c) for c in cells}}
+    runs.write_json(sweep / "manifest.json", manifest)
     return manifest
 
 
@@ -77,35 +90,53 @@ def _check_same_spec(sweep: Path, spec: ExperimentSpec) -> None:
 
 
 def run_sweep(spec: ExperimentSpec, echo=print) -> Path:
-    """Train every cell of the sweep that is not finished yet; return the sweep directory."""
+    """Train every cell of the sweep that is not finished yet; return the sweep directory.
+
+    Under torchrun each process trains its share of the packs (see ``distributed``)."""
+    world = init_world(spec.train.device)
+    try:
+        return _run_sweep(spec, world, echo if world.is_main else (lambda *_: None))
+    finally:
+        close(world)
+
+
+def _run_sweep(spec: ExperimentSpec, world: World, echo) -> Path:
     cells = expand_sweep(spec)
     sweep = runs.sweep_dir(spec)
-    device = resolve_device(spec.train.device)
-    with runs.sweep_lock(sweep):
-        _check_same_spec(sweep, spec)
-        runs.write_json(sweep / "spec.json", {**spec_to_dict(spec), "provenance": runs.provenance(str(device))})
-        manifest = _manifest(sweep, cells)
-        runs.write_json(sweep / "manifest.json", manifest)
-        todo = [c for c in cells if manifest["cells"][c.name]["status"] != "done"]
-        echo(f"sweep {sweep}: {len(cells)} cells, {len(cells) - len(todo)} already done, device {device}")
-        if not todo:
-            return sweep
-        task = load_task(spec.data)
-        encoder, tokenizer = load_base(spec.model.name, spec.model.revision)
-        pooling = spec.model.pooling or default_pooling(spec.model.name)
-        regression = task.num_labels == 1
-        train_set = encode(tokenizer, task.train, spec.model.max_length, regression)
-        dev_set = encode(tokenizer, task.dev, spec.model.max_length, regression)
-        packs = plan_packs(todo, auto_pack_size(spec, device, len(todo)))
-        overall = tqdm(total=len(todo), desc="sweep", unit="cell", disable=_quiet(), position=0)
-        for cells_of_pack in packs:
-            _run_pack(sweep, cells_of_pack, copy.deepcopy(encoder), tokenizer, pooling, task,
-                      train_set, dev_set, device, manifest)
-            overall.update(len(cells_of_pack))
-        overall.close()
-    failed = [name for name, e in manifest["cells"].items() if e["status"] == "failed"]
-    for name in failed:
-        echo(f"FAILED {name}: {manifest['cells'][name].get('error')}")
+    device = resolve_device(device_for(world, spec.train.device))
+    with runs.sweep_lock(sweep) if world.is_main else contextlib.nullcontext():
+        if world.is_main:
+            _check_same_spec(sweep, spec)
+            runs.write_json(sweep / "spec.json", {**spec_to_dict(spec), "provenance": runs.provenance(str(device))})
+            write_manifest(sweep, cells)
+        world.barrier()
+        todo = [c for c in cells if cell_status(sweep, c)["status"] != "done"]
+        echo(f"sweep {sweep}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
+             f"{world.size} process(es), device {device}")
+        n_lora = sum(c.lora.method == "lora" for c in todo)
+        packs = plan_packs(todo, auto_pack_size(spec, n_lora, world.size))
+        mine = [packs[i] for i in share([float(len(p)) for p in packs], world)]
+        if mine:
+            task = load_task(spec.data)
+            encoder, tokenizer = load_base(spec.model.name, spec.model.revision)
+            pooling = spec.model.pooling or default_pooling(spec.model.name)
+            regression = task.num_labels == 1
+            train_set = encode(tokenizer, task.train, spec.model.max_length, regression)
+            dev_set = encode(tokenizer, task.dev, spec.model.max_length, regression)
+            overall = tqdm(total=sum(map(len, mine)), desc="sweep", unit="cell", disable=_quiet(), position=0)
+            for cells_of_pack in mine:
+                _run_pack(sweep, cells_of_pack, copy.deepcopy(encoder), tokenizer, pooling, task,
+                          train_set, dev_set, device, world)
+                if world.is_main:
+                    write_manifest(sweep, cells)
+                overall.update(len(cells_of_pack))
+            overall.close()
+        world.barrier()
+        if world.is_main:
+            manifest = write_manifest(sweep, cells)
+            for name, entry in manifest["cells"].items():
+                if entry["status"] == "failed":
+                    echo(f"FAILED {name}: {entry.get('error')}")
     return sweep
 
 
@@ -117,7 +148,7 @@ def _quiet() -> bool | None:
 
 
 def _run_pack(sweep: Path, cells: list[CellSpec], encoder, tokenizer, pooling: str, task, train_set,
-              dev_set, device: torch.device, manifest: dict) -> None:
+              dev_set, device: torch.device, world: World) -> None:
     pack = build_pack(cells, encoder, task.num_labels, pooling)
     pid = pack_id(cells)
     ckpt_dir = sweep / "packs" / pid
@@ -129,10 +160,8 @@ def _run_pack(sweep: Path, cells: list[CellSpec], encoder, tokenizer, pooling: s
     else:
         for d, cell in zip(dirs, cells, strict=True):
             runs.write_cell_config(d, cell)
-            (d / "metrics.jsonl").unlink(missing_ok=True)
-    for c in cells:
-        manifest["cells"][c.name].update(status="running", pack=pid)
-    runs.write_json(sweep / "manifest.json", manifest)
+            for stale in ("metrics.jsonl", "summary.json"):
+                (d / stale).unlink(missing_ok=True)
 
     def on_eval(n: int, record: dict) -> None:
         runs.append_jsonl(dirs[n] / "metrics.jsonl", {k: v for k, v in record.items() if k != "best"})
@@ -162,16 +191,13 @@ def _run_pack(sweep: Path, cells: list[CellSpec], encoder, tokenizer, pooling: s
             "cell": cell.name, "status": status, "error": st.failed, "best": st.best,
             "main_metric": task.main_metric, "task": task.name,
             "trainable_parameters": trainable_parameters(pack, n),
-            "pack": {"id": pid, "size": len(cells), "resumed_at_step": start_step},
+            "pack": {"id": pid, "size": len(cells), "resumed_at_step": start_step, "rank": world.rank},
             "wall_seconds": seconds, "steps": steps,
             "examples_per_second": steps * spec.batch_size / seconds if seconds else None,
             "pack_examples_per_second": steps * spec.batch_size * len(cells) / seconds if seconds else None,
             "data": task.source, "provenance": provenance,
         }
         runs.write_json(d / "summary.json", summary)
-        manifest["cells"][cell.name] = {"status": status, "error": st.failed,
-                                       "best": st.best[task.main_metric] if st.best else None}
-    runs.write_json(sweep / "manifest.json", manifest)
     for f in ("state.json", "state.safetensors"):
         (ckpt_dir / f).unlink(missing_ok=True)
 
