@@ -60,13 +60,15 @@ def spec_show(spec: Path | None, overrides: tuple[str, ...]) -> None:
 def rank_sweep(spec: Path | None, overrides: tuple[str, ...], device: str | None) -> None:
     """Train LoRA at every rank × seed × target set of SPEC (default: the embedded model and data)."""
     from lowrank_lab.config import load_spec
-    from lowrank_lab.sweep import run_sweep
+    from lowrank_lab.sweep import failed_cells, run_sweep
     from lowrank_lab.tables import sweep_table
 
     extra = (f"train.device={device}",) if device else ()
     sweep = run_sweep(load_spec(spec, overrides + extra), echo=click.echo)
     click.echo(sweep_table(sweep))
     click.echo(f"results: {sweep}")
+    if failed_cells(sweep):
+        raise SystemExit(1)
 
 
 # ---------------------------------------------------------------------------------------------

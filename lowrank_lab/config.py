@@ -53,8 +53,8 @@ class ModelSpec:
     # Sentence pooling for the head: "mean", "cls", or None to pick from the model
     # (mean for sentence-transformers checkpoints, CLS for BERT/RoBERTa).
     pooling: str | None = None
-    # Tokens per example after truncation.
-    max_length: int = 64
+    # Tokens per example after truncation (48 keeps the CPU demo fast; VADER snippets average 27).
+    max_length: int = 48
 
     def __post_init__(self) -> None:
         if self.pooling not in (None, "mean", "cls"):
@@ -76,9 +76,9 @@ class DataSpec:
     text_column: str = "sentence"
     text_pair_column: str | None = None
     label_column: str = "label"
-    # Caps on examples (None: all); the dev cap keeps evaluation cheap on the CPU.
-    max_train: int | None = 4000
-    max_eval: int | None = 1000
+    # Caps on examples (None: all); the defaults keep the embedded demo within minutes on a CPU.
+    max_train: int | None = 2000
+    max_eval: int | None = 500
 
     def __post_init__(self) -> None:
         for name in ("max_train", "max_eval"):

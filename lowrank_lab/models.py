@@ -120,6 +120,9 @@ def load_base(name: str, revision: str | None = None) -> tuple[nn.Module, object
     The encoder's own dropout is switched off: the frozen base then computes the same
     function for every adapter of a pack, so packed and one-at-a-time training agree."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per weight file is noise in a sweep's log
 
     path = resolve_model_path(name)
     try:

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,7 +25,8 @@ from . import runs
 from .config import CellSpec, ExperimentSpec, SpecError, expand_sweep, spec_to_dict
 from .data import load_task
 from .distributed import World, close, device_for, init_world, share
-from .models import default_pooling, load_base, resolve_model_path
+from .lora import base_shape
+from .models import default_pooling, find_targets, load_base, resolve_model_path
 from .runs import LowRankUpdate
 from .train import (CellState, Pack, build_pack, cell_slices, encode, resolve_device, train_pack,
                     trainable_parameters)
@@ -100,13 +101,46 @@ def run_sweep(spec: ExperimentSpec, echo=print) -> Path:
         close(world)
 
 
+@dataclass
+class Inputs:
+    """What every pack of a sweep shares: the task, the tokenised splits, the frozen base."""
+
+    task: object
+    train: object
+    dev: object
+    encoder: torch.nn.Module
+    tokenizer: object
+    pooling: str
+
+
+def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec]) -> Inputs:
+    """Load and check the data and the model before anything is written: a bad task, model or
+    rank fails here with a message that names it."""
+    task = load_task(spec.data)
+    encoder, tokenizer = load_base(spec.model.name, spec.model.revision)
+    lora_cells = [c for c in cells if c.lora.method == "lora"]
+    if lora_cells:
+        kinds = tuple(sorted({k for c in lora_cells for k in c.lora.kinds}, key="qkvo".index))
+        for label, path in find_targets(encoder, kinds).items():
+            d, k = base_shape(encoder.get_submodule(path))
+            too_big = [c.lora.r for c in lora_cells if c.lora.r > min(d, k)]
+            if too_big:
+                raise SpecError(f"sweep.r: r={max(too_big)} exceeds min(d, k) = {min(d, k)} of {label}")
+    regression = task.num_labels == 1
+    return Inputs(task, encode(tokenizer, task.train, spec.model.max_length, regression),
+                  encode(tokenizer, task.dev, spec.model.max_length, regression), encoder, tokenizer,
+                  spec.model.pooling or default_pooling(spec.model.name))
+
+
 def _run_sweep(spec: ExperimentSpec, world: World, echo) -> Path:
     cells = expand_sweep(spec)
     sweep = runs.sweep_dir(spec)
     device = resolve_device(device_for(world, spec.train.device))
+    _check_same_spec(sweep, spec)
+    unfinished = [c for c in cells if cell_status(sweep, c)["status"] != "done"]
+    inputs = load_inputs(spec, unfinished) if unfinished else None
     with runs.sweep_lock(sweep) if world.is_main else contextlib.nullcontext():
         if world.is_main:
-            _check_same_spec(sweep, spec)
             runs.write_json(sweep / "spec.json", {**spec_to_dict(spec), "provenance": runs.provenance(str(device))})
             write_manifest(sweep, cells)
         world.barrier()
@@ -116,21 +150,13 @@ def _run_sweep(spec: ExperimentSpec, world: World, echo) -> Path:
         n_lora = sum(c.lora.method == "lora" for c in todo)
         packs = plan_packs(todo, auto_pack_size(spec, n_lora, world.size))
         mine = [packs[i] for i in share([float(len(p)) for p in packs], world)]
-        if mine:
-            task = load_task(spec.data)
-            encoder, tokenizer = load_base(spec.model.name, spec.model.revision)
-            pooling = spec.model.pooling or default_pooling(spec.model.name)
-            regression = task.num_labels == 1
-            train_set = encode(tokenizer, task.train, spec.model.max_length, regression)
-            dev_set = encode(tokenizer, task.dev, spec.model.max_length, regression)
-            overall = tqdm(total=sum(map(len, mine)), desc="sweep", unit="cell", disable=_quiet(), position=0)
-            for cells_of_pack in mine:
-                _run_pack(sweep, cells_of_pack, copy.deepcopy(encoder), tokenizer, pooling, task,
-                          train_set, dev_set, device, world)
-                if world.is_main:
-                    write_manifest(sweep, cells)
-                overall.update(len(cells_of_pack))
-            overall.close()
+        overall = tqdm(total=sum(map(len, mine)), desc="sweep", unit="cell", disable=_quiet(), position=0)
+        for cells_of_pack in mine:
+            _run_pack(sweep, cells_of_pack, inputs, device, world)
+            if world.is_main:
+                write_manifest(sweep, cells)
+            overall.update(len(cells_of_pack))
+        overall.close()
         world.barrier()
         if world.is_main:
             manifest = write_manifest(sweep, cells)
@@ -140,6 +166,12 @@ def _run_sweep(spec: ExperimentSpec, world: World, echo) -> Path:
     return sweep
 
 
+def failed_cells(sweep: Path) -> list[str]:
+    """Names of the cells the manifest marks failed (NaN loss, no finite evaluation)."""
+    manifest = runs.read_json(Path(sweep) / "manifest.json")
+    return [name for name, entry in manifest["cells"].items() if entry["status"] == "failed"]
+
+
 def _quiet() -> bool | None:
     """Progress bars on a terminal, off in CI or with LOWRANK_LAB_PROGRESS=0."""
     if os.environ.get("LOWRANK_LAB_PROGRESS") == "0" or os.environ.get("CI"):
@@ -147,9 +179,9 @@ def _quiet() -> bool | None:
     return None if sys.stderr.isatty() else True
 
 
-def _run_pack(sweep: Path, cells: list[CellSpec], encoder, tokenizer, pooling: str, task, train_set,
-              dev_set, device: torch.device, world: World) -> None:
-    pack = build_pack(cells, encoder, task.num_labels, pooling)
+def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.device, world: World) -> None:
+    task, train_set, dev_set, tokenizer = inputs.task, inputs.train, inputs.dev, inputs.tokenizer
+    pack = build_pack(cells, copy.deepcopy(inputs.encoder), task.num_labels, inputs.pooling)
     pid = pack_id(cells)
     ckpt_dir = sweep / "packs" / pid
     dirs = [runs.cell_dir(sweep, c) for c in cells]
@@ -166,7 +198,7 @@ def _run_pack(sweep: Path, cells: list[CellSpec], encoder, tokenizer, pooling: s
     def on_eval(n: int, record: dict) -> None:
         runs.append_jsonl(dirs[n] / "metrics.jsonl", {k: v for k, v in record.items() if k != "best"})
         if record["best"]:
-            save_cell(dirs[n], pack, n, tokenizer_name(cells[n]))
+            save_cell(dirs[n], pack, n, resolve_model_path(cells[n].model.name))
 
     def on_checkpoint(step, optimizer, schedule, st) -> None:
         _checkpoint(ckpt_dir, pack, step, optimizer, schedule, st)
@@ -202,10 +234,6 @@ def _run_pack(sweep: Path, cells: list[CellSpec], encoder, tokenizer, pooling: s
         (ckpt_dir / f).unlink(missing_ok=True)
 
 
-def tokenizer_name(cell: CellSpec) -> str:
-    return resolve_model_path(cell.model.name)
-
-
 def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
     """Save cell n as it is now: a PEFT adapter (LoRA) or its trained weights (full, BitFit)."""
     cell = pack.cells[n]
@@ -229,6 +257,7 @@ def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
 
 def _checkpoint(folder: Path, pack: Pack, step: int, optimizer, schedule, states: list[CellState]) -> None:
     tensors = {f"param.{i}": p.detach() for i, p in enumerate(pack.trainable)}
+    tensors["rng"] = torch.get_rng_state()
     opt = optimizer.state_dict()
     for i, st in opt["state"].items():
         for key, value in st.items():
@@ -255,5 +284,5 @@ def _restore(pack: Pack, saved, dirs: list[Path]) -> tuple[int, dict, list[CellS
         runs.write_jsonl(d / "metrics.jsonl", records)
     states = [CellState(best=s["best"], failed=s["failed"]) for s in state["states"]]
     resume = {"optimizer": {"state": opt_state, "param_groups": state["param_groups"]},
-              "schedule": state["schedule"]}
+              "schedule": state["schedule"], "rng": tensors["rng"]}
     return step, resume, states

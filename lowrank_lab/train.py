@@ -280,9 +280,13 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
     pack.model.to(device).train()
     optimizer = make_optimizer(pack, device)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, spec.warmup_ratio))
+    # LoRA dropout draws from the global generator: seed it from the pack, or restore it on resume,
+    # so the same spec gives bit-identical adapters on the CPU.
+    torch.manual_seed(pack.cells[0].train.seed)
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
         schedule.load_state_dict(resume["schedule"])
+        torch.set_rng_state(resume["rng"])
     states = states or [CellState() for _ in range(K)]
     orders: dict[int, list[Tensor]] = {}
     loss_sum = torch.zeros(K, device=device)
