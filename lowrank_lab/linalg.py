@@ -263,12 +263,15 @@ def projection_norm(W0: Tensor, U: Tensor, Vh: Tensor) -> Tensor:
 
 
 def amplification(
-    W0: Tensor, A: Tensor, B: Tensor, scaling: float, generator: torch.Generator | None = None
+    W0: Tensor, A: Tensor, B: Tensor, scaling: float, generator: torch.Generator | None = None,
+    *, w0_svd: str = "dense", w0_top: tuple[Tensor, Tensor, Tensor] | None = None, n_iter: int = 2,
+    dtype: torch.dtype = torch.float64,
 ) -> dict[str, float]:
-    """Table 7 quantities for one weight at r = A.shape[-2], all in float64.
+    """Table 7 quantities for one weight at r = A.shape[-2], computed in `dtype` (default float64).
 
     proj_delta_w = ‖Uᵀ·W0·Vhᵀ‖_F with U, Vh the top-r singular vectors of ΔW (from `factored_svd`)
-    proj_w0      = same with W0's own top-r (= sqrt(Σ_{i≤r} σ_i(W0)²), the largest possible value)
+    proj_w0      = same with W0's own top-r U0, Vh0: ‖U0ᵀ·W0·Vh0ᵀ‖_F = ‖diag(S0[:r])‖ = sqrt(Σ_{i≤r} σ_i(W0)²),
+                   the largest possible value
     proj_random  = same with Haar-random U (d×r), Vh (r×k) (singular vectors of a Gaussian matrix)
     norm_w0      = ‖W0‖_F;  norm_delta_w = ‖ΔW‖_F = sqrt(Σσ²) of ΔW = scaling·B·A, scaling INCLUDED
     amplification = norm_delta_w / proj_delta_w                 (Hu et al. 2021, Sec. 7.3, App. H.4)
@@ -276,26 +279,102 @@ def amplification(
     U, Vh are the top r even if rank(ΔW) < r (as in the paper, microsoft/LoRA#70); the extra
     directions are then arbitrary. ΔW = 0 gives amplification 0. The paper does not say whether its
     ΔW includes α/r; here it does, so the factor scales linearly with `scaling`.
+
+    W0's top r (only proj_w0 uses them): w0_top = (U0 d×p, S0 (p,), Vh0 p×k) with p ≥ r, an SVD the
+    caller already has; else w0_svd = "dense" (torch.linalg.svd, O(d·k·min(d, k))) or "randomized"
+    (`top_r_svd_randomized` with n_iter, O(d·k·r·(2·n_iter + 2)), for a 4096² W0; it draws from
+    `generator` before the random baseline does). Every other quantity is exact either way.
+    dtype=float32 halves the cost of the d×k products for a large W0 (relative error ~1e-6).
     """
-    W0, A, B = _upcast(W0, A, B, dtype=torch.float64)
+    W0, A, B = _upcast(W0, A, B, dtype=dtype)
     r = A.shape[-2]
     d, k = W0.shape
     if B.shape[-2] != d or A.shape[-1] != k:
         raise ValueError(f"W0 is {d}×{k} but B·A is {B.shape[-2]}×{A.shape[-1]}")
+    if w0_top is None and w0_svd == "dense":
+        w0_top = torch.linalg.svd(W0, full_matrices=False)
+    elif w0_top is None and w0_svd == "randomized":
+        w0_top = top_r_svd_randomized(W0, r, n_iter=n_iter, generator=generator)
+    elif w0_top is None:
+        raise ValueError(f"w0_svd={w0_svd!r}: use 'dense' or 'randomized'")
+    S0 = w0_top[1]
+    if S0.shape[-1] < r:
+        raise ValueError(f"w0_top holds {S0.shape[-1]} singular values of W0, need r={r}")
     U, S, Vh = factored_svd(A, B, scaling)
-    U0, _, Vh0 = torch.linalg.svd(W0, full_matrices=False)
-    U_rand = random_orthonormal(d, r, generator)
-    Vh_rand = random_orthonormal(k, r, generator).mT
+    U_rand = random_orthonormal(d, r, generator).to(dtype)
+    Vh_rand = random_orthonormal(k, r, generator).mT.to(dtype)
     proj_delta_w = projection_norm(W0, U[:, :r], Vh[:r])
     norm_delta_w = torch.linalg.vector_norm(S)
     return {
         "proj_delta_w": float(proj_delta_w),
-        "proj_w0": float(projection_norm(W0, U0[:, :r], Vh0[:r])),
+        "proj_w0": float(torch.linalg.vector_norm(S0[:r].double())),
         "proj_random": float(projection_norm(W0, U_rand, Vh_rand)),
         "norm_w0": float(torch.linalg.matrix_norm(W0)),
         "norm_delta_w": float(norm_delta_w),
         "amplification": float(norm_delta_w / proj_delta_w),
     }
+
+
+def top_r_svd_randomized(M: Tensor, r: int, n_oversample: int = 10, n_iter: int = 2,
+                         generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-r U (d×r), S (r,), Vh (r×k) of M (d×k) by randomized subspace iteration.
+
+    Y = (M·Mᵀ)^q·M·Ω with Gaussian Ω (k×(r+p)), orthonormalised by QR after every product;
+    Q = orth(Y), then the small SVD Qᵀ·M = Uc·diag(S)·Vh, U = Q·Uc (Halko, Martinsson & Tropp 2011,
+    Alg. 4.4 + 5.1), q = n_iter, p = n_oversample. Uᵀ·M·Vhᵀ = diag(S) holds exactly, as for a dense SVD.
+    Cost O(d·k·(r+p)·(2q+2)) instead of O(d·k·min(d, k)); exact when rank(M) ≤ r + p, and the
+    error in σ_i decays like (σ_{r+p+1}/σ_i)^(2q+1), so S underestimates a flat spectrum a little.
+    In M's dtype, at least float32. For W0's top-r subspace in the amplification analysis
+    (Hu et al. 2021, Sec. 7.3, Table 7) when W0 is too large for a dense SVD.
+    """
+    (M,) = _upcast(M)
+    d, k = M.shape
+    if not 1 <= r <= min(d, k):
+        raise ValueError(f"r must be in [1, {min(d, k)}] for a {d}×{k} matrix, got r={r}")
+    n = min(r + n_oversample, d, k)
+    Omega = torch.randn(k, n, generator=generator, dtype=M.dtype)
+    Q, _ = torch.linalg.qr(M @ Omega)
+    for _ in range(n_iter):
+        Z, _ = torch.linalg.qr(M.mT @ Q)
+        Q, _ = torch.linalg.qr(M @ Z)
+    Uc, S, Vh = torch.linalg.svd(Q.mT @ M, full_matrices=False)
+    return (Q @ Uc)[:, :r], S[:r], Vh[:r]
+
+
+# --- two updates -------------------------------------------------------------------------------
+
+
+def frobenius_inner(A1: Tensor, B1: Tensor, s1: float, A2: Tensor, B2: Tensor, s2: float) -> float:
+    """⟨ΔW1, ΔW2⟩_F = s1·s2·tr(A1ᵀB1ᵀB2A2) = s1·s2·Σ (B1ᵀB2) ∘ (A1A2ᵀ), in float64.
+
+    A_i (r_i×k), B_i (d×r_i), ΔW_i = s_i·B_i·A_i; only r1×r2 products are formed, O((d+k)·r1·r2).
+    The cosine ⟨ΔW1, ΔW2⟩/(‖ΔW1‖‖ΔW2‖) says whether two updates push W0 the same way
+    (Hu et al. 2021, Sec. 7 compares updates only through their subspaces; this adds the sign).
+    """
+    A1, B1, A2, B2 = _upcast(A1, B1, A2, B2, dtype=torch.float64)
+    return float(s1 * s2 * ((B1.mT @ B2) * (A1 @ A2.mT)).sum())
+
+
+def delta_distance(A1: Tensor, B1: Tensor, s1: float, A2: Tensor, B2: Tensor, s2: float) -> dict[str, float]:
+    """‖ΔW1 − ΔW2‖_F, ‖ΔW1 − ΔW2‖_2 and the cosine of ΔW1 = s1·B1·A1, ΔW2 = s2·B2·A2 (d×k each).
+
+    ΔW1 − ΔW2 = [s1·B1, −s2·B2]·[A1; A2] has rank ≤ r1 + r2, so its singular values come from
+    `factored_svd` of the stacked factors, O((d+k)(r1+r2)²), never d×k. Through QR, not through
+    ‖ΔW1‖² + ‖ΔW2‖² − 2⟨ΔW1, ΔW2⟩, which cancels catastrophically when ΔW1 ≈ ΔW2.
+    A_i (r_i×k), B_i (d×r_i). Returns frobenius, spectral, relative_frobenius (÷ ‖ΔW1‖_F, inf when
+    ΔW1 = 0) and cosine (0 when either is 0). Hu et al. 2021, Sec. 7.2 (two seeds, two ranks).
+    """
+    if A1.shape[-1] != A2.shape[-1] or B1.shape[-2] != B2.shape[-2]:
+        raise ValueError(f"ΔW1 is {B1.shape[-2]}×{A1.shape[-1]} but ΔW2 is {B2.shape[-2]}×{A2.shape[-1]}")
+    A1, B1, A2, B2 = _upcast(A1, B1, A2, B2, dtype=torch.float64)
+    _, S, _ = factored_svd(torch.cat([A1, A2]), torch.cat([s1 * B1, -s2 * B2], dim=1))
+    n1 = math.sqrt(max(frobenius_inner(A1, B1, s1, A1, B1, s1), 0.0))
+    n2 = math.sqrt(max(frobenius_inner(A2, B2, s2, A2, B2, s2), 0.0))
+    inner = frobenius_inner(A1, B1, s1, A2, B2, s2)
+    fro = float(torch.linalg.vector_norm(S))
+    return {"frobenius": fro, "spectral": float(S[0]),
+            "relative_frobenius": fro / n1 if n1 > 0 else math.inf,
+            "cosine": inner / (n1 * n2) if n1 > 0 and n2 > 0 else 0.0}
 
 
 # --- spectrum of ΔW ----------------------------------------------------------------------------
