@@ -20,14 +20,13 @@ so a 7B base is never loaded whole. Two cases where ΔW ≠ scaling·B·A:
   factored to rank r, so the update is stored as a rank-2r LowRankUpdate (what PEFT's
   ``subtract_mutated_init`` does). Without it, ΔW is relative to the given base, and we warn.
 
-The last section holds maths on pairs of updates and a randomized top-r SVD; pure torch, to move
-to ``linalg``.
+Labels come from ``models.label_for`` (attention q/k/v/o/qkv, MLP up/down/gate/gate_up, else
+``L{layer}.<rest of path>``); per-module r and α from ``runs.rank_and_alpha`` (PEFT's pattern rule).
+The analyses of these adapters are in ``lowrank_lab.external``.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,49 +36,20 @@ import torch
 from torch import Tensor
 
 from . import models
-from .linalg import factored_svd, scaling_factor
-from .runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LowRankUpdate, RunError, read_json
+from .linalg import scaling_factor, top_r_svd_randomized
+from .models import label_for
+from .runs import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LowRankUpdate, RunError, pattern_key,  # noqa: F401
+                   rank_and_alpha, read_json)
 
 ADAPTER_WEIGHTS_BIN = "adapter_model.bin"
 MUTATING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # "pissa_niter_16" counts too
 # Leading components that differ between a task model's module paths and a bare checkpoint's keys.
 MODEL_PREFIXES = ("model.", "transformer.", "bert.", "roberta.", "deberta.", "distilbert.",
                   "electra.", "albert.", "xlm_roberta.", "gpt_neox.", "language_model.")
-_LAYER_PATH = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.(\d+)\.(.+)$")
 
 
 # ---------------------------------------------------------------------------------------------
-# Labels and PEFT's per-module r and α
-
-
-def label_for(path: str) -> str:
-    """Canonical label of a module path: ``L3.q`` for attention (``models.classify_module``),
-    ``L3.mlp.up_proj`` for another module of layer 3, the path itself outside the layers."""
-    hit = models.classify_module(path)
-    if hit is not None:
-        return models.module_label(*hit)
-    m = _LAYER_PATH.search(path)
-    return models.module_label(int(m.group(1)), m.group(2)) if m else path
-
-
-def pattern_key(patterns: Mapping[str, object], path: str) -> str | None:
-    """The first key of rank_pattern / alpha_pattern matching `path`, else None.
-
-    PEFT's rule (peft.utils.other.get_pattern_key): key K matches when
-    ``re.match(rf"(.*\\.)?({K})$", path)``, i.e. K is a regex for a dotted suffix of the path."""
-    for key in patterns:
-        if re.match(rf"(.*\.)?({key})$", path):
-            return key
-    return None
-
-
-def rank_and_alpha(config: dict, path: str) -> tuple[int, float]:
-    """r and α of the module at `path` (without ``base_model.model.``), after the patterns."""
-    ranks, alphas = config.get("rank_pattern") or {}, config.get("alpha_pattern") or {}
-    r_key, a_key = pattern_key(ranks, path), pattern_key(alphas, path)
-    r = ranks[r_key] if r_key is not None else config["r"]
-    alpha = alphas[a_key] if a_key is not None else config["lora_alpha"]
-    return int(r), float(alpha)
+# PEFT's init schemes
 
 
 def mutating_init(config: dict) -> str | None:
@@ -178,9 +148,9 @@ class LazyWeights:
 class ExternalAdapter:
     """A PEFT LoRA adapter read from disk.
 
-    updates      {label: LowRankUpdate}: A (r×k), B (d×r), scaling; ΔW = scaling·B·A, d×k
+    updates      {label: LowRankUpdate}: A (r×k), B (d×r), scaling; ΔW = scaling·B·A, d×k, and
+                 its kind: "lora", "lora-minus-init" or "dora" (then ΔW is dense_delta[label])
     W0           W0(update) → float32 d×k frozen weight of that update's module, read lazily
-    kind         {label: "lora" | "dora" | "lora-minus-init"}; for "dora" ΔW is dense_delta[label]
     dense_delta  {label: effective ΔW = W' − W0}, d×k float32, computed on access (DoRA only)
     notes        what the numbers mean and what was skipped, for the report"""
 
@@ -189,9 +159,13 @@ class ExternalAdapter:
     updates: dict[str, LowRankUpdate]
     W0: Callable[[LowRankUpdate], Tensor]
     notes: list[str] = field(default_factory=list)
-    kind: dict[str, str] = field(default_factory=dict)
     dense_delta: Mapping[str, Tensor] = field(default_factory=dict)
     base: Path | None = None
+
+    @property
+    def kind(self) -> dict[str, str]:
+        """{label: update.kind}."""
+        return {label: u.kind for label, u in self.updates.items()}
 
 
 class _DoraDelta(Mapping):
@@ -376,10 +350,10 @@ def load_external(adapter: str | Path, base: str | Path | None = None,
                      f"dense_delta for the {len(magnitudes)} modules of kind 'dora'; their updates "
                      "hold only the directional factors s·B·A")
 
-    updates = {labels[p]: LowRankUpdate(labels[p], p, u.A, u.B, u.scaling, u.fan_in_fan_out)
+    updates = {labels[p]: LowRankUpdate(labels[p], p, u.A, u.B, u.scaling, u.fan_in_fan_out, kind[labels[p]])
                for p, u in by_path.items()}
     dense = _DoraDelta(updates, {labels[p]: m for p, m in magnitudes.items()}, W_given, W0)
-    return ExternalAdapter(folder, config, updates, W0, notes, kind, dense, base_dir)
+    return ExternalAdapter(folder, config, updates, W0, notes, dense, base_dir)
 
 
 def _minus_init(u: LowRankUpdate, D0: Tensor) -> tuple[LowRankUpdate, float]:
@@ -399,60 +373,3 @@ def match_updates(a: ExternalAdapter | Mapping[str, LowRankUpdate],
     ua = a.updates if isinstance(a, ExternalAdapter) else a
     ub = b.updates if isinstance(b, ExternalAdapter) else b
     return [(label, u, ub[label]) for label, u in ua.items() if label in ub]
-
-
-# ---------------------------------------------------------------------------------------------
-# Maths on factors (pure torch; proposed for linalg)
-
-
-def frobenius_inner(A1: Tensor, B1: Tensor, s1: float, A2: Tensor, B2: Tensor, s2: float) -> float:
-    """⟨ΔW1, ΔW2⟩_F = s1·s2·tr(A1ᵀB1ᵀB2A2) = s1·s2·Σ (B1ᵀB2) ∘ (A1A2ᵀ), in float64.
-
-    A_i (r_i×k), B_i (d×r_i); only r1×r2 products are formed, O((d+k)·r1·r2). The cosine
-    ⟨ΔW1, ΔW2⟩/(‖ΔW1‖‖ΔW2‖) says whether two updates push W0 the same way."""
-    A1, B1, A2, B2 = (t.double() for t in (A1, B1, A2, B2))
-    return float(s1 * s2 * ((B1.mT @ B2) * (A1 @ A2.mT)).sum())
-
-
-def delta_distance(A1: Tensor, B1: Tensor, s1: float, A2: Tensor, B2: Tensor, s2: float) -> dict[str, float]:
-    """‖ΔW1 − ΔW2‖_F, ‖ΔW1 − ΔW2‖_2 and the cosine of ΔW1 = s1·B1·A1, ΔW2 = s2·B2·A2 (d×k each).
-
-    ΔW1 − ΔW2 = [s1·B1, −s2·B2]·[A1; A2] has rank ≤ r1 + r2, so its singular values come from
-    `factored_svd` of the stacked factors, O((d+k)(r1+r2)²), never d×k. Through QR, not through
-    ‖ΔW1‖² + ‖ΔW2‖² − 2⟨ΔW1, ΔW2⟩, which cancels catastrophically when ΔW1 ≈ ΔW2.
-    Returns frobenius, spectral, relative_frobenius (÷ ‖ΔW1‖_F) and cosine."""
-    if A1.shape[-1] != A2.shape[-1] or B1.shape[-2] != B2.shape[-2]:
-        raise ValueError(f"ΔW1 is {B1.shape[-2]}×{A1.shape[-1]} but ΔW2 is {B2.shape[-2]}×{A2.shape[-1]}")
-    A = torch.cat([A1.double(), A2.double()])
-    B = torch.cat([s1 * B1.double(), -s2 * B2.double()], dim=1)
-    _, S, _ = factored_svd(A, B)
-    n1 = math.sqrt(max(frobenius_inner(A1, B1, s1, A1, B1, s1), 0.0))
-    n2 = math.sqrt(max(frobenius_inner(A2, B2, s2, A2, B2, s2), 0.0))
-    inner = frobenius_inner(A1, B1, s1, A2, B2, s2)
-    fro = float(torch.linalg.vector_norm(S))
-    return {"frobenius": fro, "spectral": float(S[0]),
-            "relative_frobenius": fro / n1 if n1 > 0 else math.inf,
-            "cosine": inner / (n1 * n2) if n1 > 0 and n2 > 0 else 0.0}
-
-
-def top_r_svd_randomized(M: Tensor, r: int, n_oversample: int = 10, n_iter: int = 2,
-                         generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Top-r U (d×r), S (r,), Vh (r×k) of M (d×k) by randomized subspace iteration.
-
-    Y = (M·Mᵀ)^q·M·Ω with Gaussian Ω (k×(r+p)), orthonormalised by QR after every product;
-    Q = orth(Y), then the small SVD of Qᵀ·M (Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1).
-    Cost O(d·k·(r+p)·(2q+2)) instead of O(d·k·min(d, k)); exact when rank(M) ≤ r + p, and the
-    error in σ_i decays like (σ_{r+p+1}/σ_i)^(2q+1). In M's dtype, at least float32. For W0's
-    top-r subspace in the amplification analysis (Hu et al. 2021, Sec. 7.3, Table 7)."""
-    dtype = torch.promote_types(M.dtype, torch.float32)
-    M = M.to(dtype)
-    d, k = M.shape
-    n = min(r + n_oversample, d, k)
-    Omega = torch.randn(k, n, generator=generator, dtype=dtype)
-    Q, _ = torch.linalg.qr(M @ Omega)
-    for _ in range(n_iter):
-        Z, _ = torch.linalg.qr(M.mT @ Q)
-        Q, _ = torch.linalg.qr(M @ Z)
-    Uc, S, Vh = torch.linalg.svd(Q.mT @ M, full_matrices=False)
-    return (Q @ Uc)[:, :r], S[:r], Vh[:r]
-

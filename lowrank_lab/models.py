@@ -36,7 +36,24 @@ ATTENTION_PATTERNS: dict[str, str] = {
     r"h\.(\d+)\.attn\.c_attn": "qkv",  # GPT-2 (Conv1D, stored in×out)
     r"h\.(\d+)\.attn\.c_proj": "o",
 }
+# MLP matrices, labelled by their role: "up" (d_model → d_ff), "down" (d_ff → d_model), "gate"
+# (Llama's SwiGLU gate) and the fused "gate_up" (Phi-3). Analyses label them; training never
+# adapts them (``find_targets`` asks for attention kinds only).
+MLP_PATTERNS: dict[str, str] = {
+    r"layer\.(\d+)\.intermediate\.dense": "up",  # BERT, RoBERTa, MiniLM
+    r"layer\.(\d+)\.output\.dense": "down",
+    r"layers?\.(\d+)\.mlp\.up_proj": "up",  # Llama, Mistral, Qwen
+    r"layers?\.(\d+)\.mlp\.down_proj": "down",
+    r"layers?\.(\d+)\.mlp\.gate_proj": "gate",
+    r"layers?\.(\d+)\.mlp\.gate_up_proj": "gate_up",  # Phi-3
+    r"layers?\.(\d+)\.fc1": "up",  # OPT, BART
+    r"layers?\.(\d+)\.fc2": "down",
+    r"h\.(\d+)\.mlp\.c_fc": "up",  # GPT-2 (Conv1D)
+    r"h\.(\d+)\.mlp\.c_proj": "down",
+}
 _COMPILED = [(re.compile(rf"(?:^|\.){p}$"), kind) for p, kind in ATTENTION_PATTERNS.items()]
+_COMPILED_MLP = [(re.compile(rf"(?:^|\.){p}$"), kind) for p, kind in MLP_PATTERNS.items()]
+_LAYER_PATH = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.(\d+)\.(.+)$")
 
 
 class ModelError(ValueError):
@@ -54,13 +71,25 @@ def parse_label(label: str) -> tuple[int, str]:
     return int(layer[1:]), kind
 
 
-def classify_module(path: str) -> tuple[int, str] | None:
-    """(layer, kind) of an attention projection given its module path, else None."""
-    for pattern, kind in _COMPILED:
+def classify_module(path: str, *, mlp: bool = False) -> tuple[int, str] | None:
+    """(layer, kind) of an attention projection given its module path, else None; with `mlp`,
+    of an MLP matrix too (kinds up, down, gate, gate_up: ``MLP_PATTERNS``)."""
+    for pattern, kind in _COMPILED + (_COMPILED_MLP if mlp else []):
         m = pattern.search(path)
         if m:
             return int(m.group(1)), kind
     return None
+
+
+def label_for(path: str) -> str:
+    """Canonical label of any adapted module path: ``L3.q`` / ``L3.up`` for attention and MLP
+    matrices (``classify_module``), ``L3.<rest of the path>`` for another module of layer 3, the
+    path itself outside the layers (an embedding, a head)."""
+    hit = classify_module(path, mlp=True)
+    if hit is not None:
+        return module_label(*hit)
+    m = _LAYER_PATH.search(path)
+    return module_label(int(m.group(1)), m.group(2)) if m else path
 
 
 def find_targets(model: nn.Module, kinds: tuple[str, ...]) -> dict[str, str]:

@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from torch import Tensor
 
 from .config import CellSpec, ExperimentSpec, cell_from_dict, spec_to_dict
 from .linalg import scaling_factor
+from .models import label_for
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -187,7 +189,11 @@ def provenance(device: str | None = None) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class LowRankUpdate:
-    """One adapted matrix: ΔW = scaling·B·A with A (r×k), B (d×r), as stored by PEFT."""
+    """One adapted matrix: ΔW = scaling·B·A with A (r×k), B (d×r), as stored by PEFT.
+
+    kind says what ΔW is: "lora" (scaling·B·A); "lora-minus-init" (a base-mutating init such as
+    PiSSA, against the original W0: still scaling·B·A, of rank 2r); "dora" (A, B hold only the
+    direction, the effective ΔW is dense: ``adapters.ExternalAdapter.dense_delta``)."""
 
     label: str
     path: str
@@ -195,6 +201,7 @@ class LowRankUpdate:
     B: Tensor
     scaling: float
     fan_in_fan_out: bool = False
+    kind: str = "lora"
 
     @property
     def r(self) -> int:
@@ -237,18 +244,24 @@ def save_adapter(folder: Path, updates: list[LowRankUpdate], *, base_model: str,
     write_json(folder / ADAPTER_CONFIG, config)
 
 
-def _rank_and_alpha(config: dict, path: str, where: Path) -> tuple[int, float]:
-    """r and α of one module after PEFT's rank_pattern / alpha_pattern (regex on the path)."""
-    import re
+def pattern_key(patterns: dict[str, object], path: str) -> str | None:
+    """The first key of rank_pattern / alpha_pattern matching module `path`, else None.
 
-    def lookup(pattern: dict, default):
-        for key, value in (pattern or {}).items():
-            if path == key or path.endswith(f".{key}") or re.fullmatch(rf"(.*\.)?{key}", path):
-                return value
-        return default
+    PEFT's rule (peft.utils.other.get_pattern_key): key K matches when
+    ``re.match(rf"(.*\\.)?({K})$", path)``, i.e. K is a regex for a dotted suffix of the path."""
+    for key in patterns:
+        if re.match(rf"(.*\.)?({key})$", path):
+            return key
+    return None
 
-    r = lookup(config.get("rank_pattern"), config["r"])
-    alpha = lookup(config.get("alpha_pattern"), config["lora_alpha"])
+
+def rank_and_alpha(config: dict, path: str) -> tuple[int, float]:
+    """r and α of the module at `path` (without ``base_model.model.``) after PEFT's rank_pattern /
+    alpha_pattern; the config's r and lora_alpha where no key matches."""
+    ranks, alphas = config.get("rank_pattern") or {}, config.get("alpha_pattern") or {}
+    r_key, a_key = pattern_key(ranks, path), pattern_key(alphas, path)
+    r = ranks[r_key] if r_key is not None else config["r"]
+    alpha = alphas[a_key] if a_key is not None else config["lora_alpha"]
     return int(r), float(alpha)
 
 
@@ -272,7 +285,7 @@ def read_adapter(folder: Path) -> tuple[dict, dict[str, LowRankUpdate], dict[str
             if b_key not in tensors:
                 raise RunError(f"{folder / ADAPTER_WEIGHTS}: {key} has no matching {b_key}")
             A, B = value, tensors[b_key]
-            r, alpha = _rank_and_alpha(config, path, folder)
+            r, alpha = rank_and_alpha(config, path)
             if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[1]:
                 raise RunError(f"{folder / ADAPTER_WEIGHTS}: {key} {tuple(A.shape)} and {b_key} "
                                f"{tuple(B.shape)} are not r×k and d×r")
@@ -282,11 +295,7 @@ def read_adapter(folder: Path) -> tuple[dict, dict[str, LowRankUpdate], dict[str
             if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
                 raise RunError(f"{folder / ADAPTER_WEIGHTS}: {key} or {b_key} holds NaN or Inf")
             rule = "alpha/sqrt(r)" if config.get("use_rslora") else "alpha/r"
-            from .models import classify_module, module_label
-
-            hit = classify_module(path)
-            label = module_label(*hit) if hit else path
-            updates[path] = LowRankUpdate(label, path, A, B, scaling_factor(alpha, r, rule),
+            updates[path] = LowRankUpdate(label_for(path), path, A, B, scaling_factor(alpha, r, rule),
                                           bool(config.get("fan_in_fan_out")))
         elif ".lora_B." not in key:
             other[key.removeprefix(PEFT_PREFIX)] = value
