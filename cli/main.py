@@ -138,3 +138,44 @@ def report(sweep: Path, base_model: str | None) -> None:
     from lowrank_lab.report import write_report
 
     _echo_paths(write_report(sweep, base_model, echo=click.echo))
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapters lowrank-lab did not train (PEFT folders): tables and figures under --out.
+
+BASE = click.option("--base", default=None, metavar="PATH|HUB_ID",
+                    help="Base model (default: the adapter_config's base_model_name_or_path).")
+OUT = click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path),
+                   help="Output folder (default: ADAPTER/analysis).")
+
+
+def _echo_notes(paths, notes) -> None:
+    for note in notes:
+        click.echo(f"note: {note}")
+    _echo_paths(paths)
+
+
+@cli.command()
+@click.argument("adapter", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@BASE
+@click.option("--original-base", default=None, metavar="PATH",
+              help="For PiSSA/OLoRA-style inits: the base before PEFT mutated it.")
+@OUT
+@user_errors
+def analyze(adapter: Path, base: str | None, original_base: str | None, out: Path | None) -> None:
+    """Spectra, φ(W0, ΔW), amplification and intruders of a PEFT LoRA adapter (and its sub-folders)."""
+    from lowrank_lab.external import analyze as analyze_adapters
+
+    _echo_notes(*analyze_adapters(adapter, base, original_base, out))
+
+
+@cli.command()
+@click.argument("adapters", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@BASE
+@OUT
+@user_errors
+def compare(adapters: tuple[Path, ...], base: str | None, out: Path | None) -> None:
+    """φ and ΔW distances (Frobenius, spectral, principal angles) between every pair of ADAPTERS."""
+    from lowrank_lab.external import compare as compare_adapters
+
+    _echo_notes(*compare_adapters(adapters, base, out))

@@ -1,0 +1,166 @@
+"""external: analyze / compare on real PEFT adapters (tiny Llama, GPT-2 DoRA) against dense
+recomputation; sidecars; the randomized W0 route equals the dense one on a low-rank W0; CLI smoke."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("peft")
+from click.testing import CliRunner  # noqa: E402
+from peft import LoraConfig  # noqa: E402
+
+from cli.main import cli  # noqa: E402
+from lowrank_lab import analysis as an  # noqa: E402
+from lowrank_lab import external, linalg  # noqa: E402
+from lowrank_lab.adapters import ExternalAdapter, load_all, load_external  # noqa: E402
+from lowrank_lab.runs import LowRankUpdate  # noqa: E402
+from tests.unit.test_adapters import _lora_modules, _make  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """A tiny Llama adapter (all-linear, rank/alpha patterns) with a second adapter "seed1" (q, v)
+    in a sub-folder; (folder, base folder)."""
+    tmp = tmp_path_factory.mktemp("external")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm, _, base = _make(tmp, "llama")
+        pm.add_adapter("seed1", LoraConfig(target_modules=["q_proj", "v_proj"], r=4, init_lora_weights=False))
+        pm.save_pretrained(tmp / "two")
+    return tmp / "two", base
+
+
+def _dense(u: LowRankUpdate) -> torch.Tensor:
+    return linalg.delta_w(u.A.double(), u.B.double(), u.scaling)
+
+
+def test_analyze_tables_match_dense_recomputation(two):
+    folder, base = two
+    ext = load_external(folder, base=base)
+    tables = external.analyze_adapter(ext)
+    metrics = tables[an.SPECTRUM_METRICS].set_index("label")
+    amp = tables[an.AMPLIFICATION].set_index("label")
+    for label, u in ext.updates.items():
+        D, W0 = _dense(u), ext.W0(u).double()
+        S = torch.linalg.svdvals(D)
+        assert metrics.loc[label, "sigma_max"] == pytest.approx(float(S[0]), rel=1e-9)
+        U, _, Vh = torch.linalg.svd(D)
+        proj = torch.linalg.matrix_norm(U[:, :u.r].mT @ W0 @ Vh[:u.r].mT)
+        assert amp.loc[label, "amplification"] == pytest.approx(float(S.norm() / proj), rel=1e-9)
+        assert amp.loc[label, "proj_w0"] == pytest.approx(float(torch.linalg.svdvals(W0)[:u.r].norm()), rel=1e-9)
+    assert set(tables[an.INTRUDERS]["label"]) == set(ext.updates)
+    assert {"up", "down", "gate", "q"} <= set(tables[an.SPECTRUM]["module"])
+
+
+def test_phi_w0_equals_the_sweep_analysis_phi_w0_table(two):
+    folder, base = two
+    ext = load_external(folder, base=base)
+    ours = external.analyze_adapter(ext)[an.PHI_W0]
+    ours = ours[ours["source"] == "adapter"].reset_index(drop=True)
+    theirs = an.phi_w0_table(ext.updates, ext.W0)
+    merged = ours.merge(theirs, on=["label", "i", "j"], suffixes=("", "_ref"))
+    assert len(merged) == len(theirs) and len(theirs) > 0
+    assert (merged["phi"] - merged["phi_ref"]).abs().max() < 1e-9
+
+
+def test_randomized_w0_route_is_exact_for_a_low_rank_w0(gen):
+    d, k, r = 80, 60, 3
+    W0 = torch.randn(d, 10, generator=gen) @ torch.randn(10, k, generator=gen)  # rank 10 ≤ r + oversampling
+    u = LowRankUpdate("L0.q", "x", torch.randn(r, k, generator=gen), torch.randn(d, r, generator=gen), 0.5)
+    ext = ExternalAdapter(None, {}, {"L0.q": u}, lambda _: W0)
+    dense = external.analyze_adapter(ext, external.AnalysisOptions(n_w0=r))
+    fast = external.analyze_adapter(ext, external.AnalysisOptions(n_w0=r, dense_max=10))
+    cols = ["proj_delta_w", "proj_w0", "norm_delta_w", "amplification"]
+    assert fast[an.AMPLIFICATION][cols].to_numpy() == pytest.approx(dense[an.AMPLIFICATION][cols].to_numpy(), rel=1e-5)
+    adapter = lambda t: t[t["source"] == "adapter"]["phi"].to_numpy()  # noqa: E731
+    assert adapter(fast[an.PHI_W0]) == pytest.approx(adapter(dense[an.PHI_W0]), abs=1e-5)
+    assert fast[an.INTRUDERS].empty and fast[an.AMPLIFICATION]["w0_svd"].item() == "randomized"
+
+
+def test_compare_distances_and_phi_match_dense(two):
+    folder, base = two
+    a, b = load_all(folder, base=base)
+    result = external.compare_adapters(a, b)
+    dist = result[external.DISTANCES].set_index("label")
+    assert set(dist.index) == {lab for lab in a.updates if lab.endswith((".q", ".v"))}
+    for label, row in dist.iterrows():
+        ua, ub = a.updates[label], b.updates[label]
+        diff = _dense(ua) - _dense(ub)
+        assert row["frobenius"] == pytest.approx(float(diff.norm()), rel=1e-9)
+        assert row["spectral"] == pytest.approx(float(torch.linalg.matrix_norm(diff, ord=2)), rel=1e-9)
+        V1, V2 = an.basis(ua), an.basis(ub)
+        assert row["phi"] == pytest.approx(float((V1.mT @ V2).square().sum() / min(ua.r, ub.r)), abs=1e-9)
+        # φ(r1, r2) = 1 − d²/p with d the projection distance (Hu et al. 2021, App. G)
+        assert row["phi"] == pytest.approx(1 - row["projection"] ** 2 / min(ua.r, ub.r), abs=1e-9)
+    assert set(result[external.COMPARE_PHI]["label"]) == set(dist.index)
+
+
+def test_compare_with_itself_has_zero_distance_and_phi_one(two):
+    folder, base = two
+    a = load_external(folder, base=base)
+    dist = external.compare_adapters(a, a)[external.DISTANCES]
+    assert dist["frobenius"].max() < 1e-9 * dist["frobenius"].size + 1e-9
+    assert dist["phi"].to_numpy() == pytest.approx(1.0) and dist["cosine"].to_numpy() == pytest.approx(1.0)
+
+
+def test_dora_is_analysed_as_its_dense_effective_delta(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm, _, base = _make(tmp_path, "gpt2", use_dora=True, rank_pattern={})
+    for module in _lora_modules(pm).values():
+        m = module.lora_magnitude_vector["default"].weight.data
+        m.mul_(1 + 0.3 * torch.rand(m.shape))
+    pm.save_pretrained(tmp_path / "dora")
+    ext = load_external(tmp_path / "dora", base=base)
+    tables = external.analyze_adapter(ext)
+    metrics = tables[an.SPECTRUM_METRICS].set_index("label")
+    amp = tables[an.AMPLIFICATION].set_index("label")
+    for label in ext.updates:
+        D = ext.dense_delta[label].double()
+        assert metrics.loc[label, "kind"] == "dora"
+        assert metrics.loc[label, "n_sigma"] == min(D.shape)  # the dense spectrum, not r values
+        assert metrics.loc[label, "frobenius"] == pytest.approx(float(D.norm()), rel=1e-6)
+        assert amp.loc[label, "norm_delta_w"] == pytest.approx(float(D.norm()), rel=1e-6)
+    same = external.compare_adapters(ext, ext)[external.DISTANCES]
+    assert same["frobenius"].max() < 1e-6
+
+
+def test_analyze_writes_every_table_with_sidecar_and_figures(two, tmp_path):
+    folder, base = two
+    paths, notes = external.analyze(folder, base=base, out=tmp_path / "out")
+    for name in external.ANALYZE_TABLES:
+        table = pd.read_csv(tmp_path / "out" / f"{name}.csv")
+        assert set(table["adapter"]) == {"two", "two/seed1"}
+        side = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+        assert side["rows"] == len(table) and side["provenance"]["torch"] == torch.__version__
+        assert side["options"]["side"] == "A" and [a["name"] for a in side["adapters"]] == ["two", "two/seed1"]
+        assert side["adapters"][0]["notes"] and "conventions" in side
+    assert (tmp_path / "out" / "amplification.md").exists()
+    assert (tmp_path / "out" / "figures" / "two-spectrum.png").exists()
+    assert any(note.startswith("two: ΔW = scaling·B·A") for note in notes)
+
+
+def test_cli_analyze_and_compare_print_notes_and_paths(two, tmp_path):
+    folder, base = two
+    runner = CliRunner()
+    result = runner.invoke(cli, ["analyze", str(folder), "--base", str(base), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "note: two: ΔW = scaling·B·A" in result.output and f"wrote {tmp_path / 'a' / 'phi_w0.csv'}" in result.output
+    result = runner.invoke(cli, ["compare", str(folder), "--base", str(base), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / 'c' / 'distances.csv'}" in result.output
+    distances = pd.read_csv(tmp_path / "c" / "distances.csv")
+    assert set(zip(distances["adapter1"], distances["adapter2"])) == {("two", "two/seed1")}
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(two, tmp_path):
+    folder, _ = two
+    result = CliRunner().invoke(cli, ["analyze", str(folder), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "give the base with --base" in result.output
+    result = CliRunner().invoke(cli, ["compare", str(folder / "seed1"), "--base", str(tmp_path)])
+    assert result.exit_code == 2
