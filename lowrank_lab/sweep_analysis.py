@@ -156,7 +156,7 @@ def phi_tables(sweep_runs: list[Run], sides: Iterable[str], base: BaseWeights) -
         for run in lora:
             c = run_columns(run)
             t = an.phi_w0_table(run.updates, base, side, generator=gen)
-            w0_frames.append(_with(t, side=side, **{k: c[k] for k in [*GROUP_KEYS, "seed", "cell"]}))
+            w0_frames.append(_with(t, side=side, **{k: c[k] for k in [*GROUP_KEYS, "seed"]}))
     return _concat(frames), _concat(w0_frames)
 
 
@@ -179,8 +179,8 @@ def spectrum_frames(sweep_runs: list[Run], base: BaseWeights) -> dict[str, pd.Da
         out[an.SPECTRUM_METRICS].append(_with(an.spectrum_metrics_table(spectra), **cols))
         out[an.INTRUDERS].append(_with(an.intruder_table(run.updates, base), **cols))
     for run in sweep_runs:
-        if run.spec.lora.method != "full":
-            continue
+        if run.spec.lora.method != "full" or not (run.path / WEIGHTS_FILE).exists():
+            continue  # transported sweeps may keep full fine-tuning's weights for one seed only
         cols = run_columns(run)
         deltas, w0s = full_deltas(run, base)
         spectra = an.dense_spectra(deltas)
