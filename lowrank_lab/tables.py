@@ -49,11 +49,24 @@ def _median_spread(values: pd.Series) -> str:
     return f"{values.median():.4f} ± {(values.max() - values.min()) / 2:.4f}"
 
 
+def target_order(targets: str) -> tuple:
+    """The paper's row order: fewer matrix kinds first, then q, k, v, o ("q" < "v" < "q,v" < "q,k,v,o")."""
+    kinds = targets.split(",") if targets else []
+    return len(kinds), tuple("qkvo".find(k) if k in ("q", "k", "v", "o") else 4 for k in kinds), targets
+
+
+def _in_target_order(table: pd.DataFrame, level: str = "targets") -> pd.DataFrame:
+    keys = table.index.get_level_values(level) if level in (table.index.names or []) else table[level]
+    order = sorted(range(len(table)), key=lambda n: target_order(keys[n]))
+    return table.iloc[order]
+
+
 def rank_target_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Table 6: main metric, median ± half-range over seeds; rows = target set, columns = r."""
+    """Table 6: main metric, median ± half-range over seeds; rows = target set (the paper's
+    order: q, q,v, q,k,v,o), columns = r."""
     lora = results[results["method"] == "lora"]
     table = lora.groupby(["targets", "r"])["value"].apply(_median_spread).unstack("r")
-    return table.rename_axis(index="targets", columns="r").fillna("")
+    return _in_target_order(table.rename_axis(index="targets", columns="r").fillna(""))
 
 
 def budget_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -70,7 +83,11 @@ def budget_table(results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     budget = max(coverage.index, key=lambda b: (coverage[b], b))
     chosen = lora[lora["budget"] == budget]
-    table = chosen.groupby(["targets", "r"])["value"].apply(_median_spread).reset_index()
+    table = _in_target_order(chosen.groupby(["targets", "r"])["value"].apply(_median_spread).reset_index())
+    table = table.reset_index(drop=True)
+    if "trainable_adapter" in chosen:  # the paper's budget is a parameter count (18M on GPT-3)
+        params = chosen.groupby("targets")["trainable_adapter"].first()
+        table.insert(2, "trainable excl. head", table["targets"].map(params))
     table.insert(0, "budget (r × matrices)", budget)
     return table.rename(columns={"value": results["metric"].iloc[0]})
 
@@ -89,17 +106,29 @@ def metric_vs_rank_table(results: pd.DataFrame, targets: str | None = None) -> p
     return table.rename(columns=lambda c: c.removeprefix("dev_")).rename_axis(f"r ({targets})")
 
 
-def method_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Table 2: rows = method (full fine-tuning, BitFit, head only, each LoRA target set and r),
-    trainable parameters, then the main metric per task (median ± half-range over seeds)."""
+def method_table(results: pd.DataFrame, lora: list[tuple[str, int]] | None = None) -> pd.DataFrame:
+    """Table 2: rows = method (full fine-tuning, BitFit, head only, then LoRA: every target set and
+    r, or only the (targets, r) pairs in `lora`, e.g. [("q,v", 8)] as the paper), trainable
+    parameters (with the classifier head; without it too when the results have the column, the
+    paper's count), then the main metric per task (median ± half-range over seeds). `results` may
+    hold several sweeps, one task each."""
+    if lora is not None:
+        keep = results["method"] != "lora"
+        for targets, r in lora:
+            keep |= (results["method"] == "lora") & (results["targets"] == targets) & (results["r"] == r)
+        results = results[keep]
     names = {"full": "Full fine-tuning", "bitfit": "BitFit", "head": "Head only"}
     rows = results.assign(method_name=[names.get(m, f"LoRA {t} r={r}") for m, t, r in
                                        zip(results["method"], results["targets"], results["r"], strict=True)])
     order = {"full": 0, "bitfit": 1, "head": 2, "lora": 3}
-    rows = rows.assign(order=rows["method"].map(order)).sort_values(["order", "targets", "r"])
-    params = rows.groupby("method_name", sort=False)["trainable_total"].first()
+    rows = rows.assign(order=rows["method"].map(order), target_order=rows["targets"].map(target_order))
+    rows = rows.sort_values(["order", "target_order", "r"], kind="stable")
+    columns = {"trainable_total": "trainable parameters"}
+    if "trainable_adapter" in rows:
+        columns["trainable_adapter"] = "trainable excl. head"
+    params = rows.groupby("method_name", sort=False)[list(columns)].first().rename(columns=columns)
     values = rows.groupby(["method_name", "task"], sort=False)["value"].apply(_median_spread).unstack("task")
-    table = pd.concat([params.rename("trainable parameters"), values], axis=1)
+    table = pd.concat([params, values[list(dict.fromkeys(rows["task"]))]], axis=1)
     return table.rename_axis("method")
 
 

@@ -62,3 +62,10 @@ def test_render_writes_markdown_latex_and_csv():
     assert tables.render(table, "md").startswith("| targets | 2 | 4 | 8 |")
     assert "\\begin{tabular}" in tables.render(table, "tex")
     assert tables.render(table, "csv").startswith("targets,2,4,8")
+
+
+def test_tables_follow_the_papers_row_order_and_table2_keeps_the_papers_lora_row():
+    assert list(tables.rank_target_table(_results()).index) == ["q", "q,v", "q,k,v,o"]
+    assert list(tables.budget_table(_results())["targets"]) == ["q", "q,v", "q,k,v,o"]
+    table = tables.method_table(_results(), lora=[("q,v", 4)])
+    assert list(table.index) == ["Full fine-tuning", "Head only", "LoRA q,v r=4"]
