@@ -49,13 +49,17 @@ def save_figure(fig: Figure, name: str, out_dir: str | Path) -> list[Path]:
     return paths
 
 
-def figure_args(doc: str | None, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The arguments every figure script takes: SWEEP [--out DIR] [--layer N]."""
+def figure_args(doc: str | None, argv: Sequence[str] | None = None, several: bool = False) -> argparse.Namespace:
+    """The arguments every figure script takes: SWEEP [--out DIR] [--layer N]. With `several`,
+    SWEEP [SWEEP …] (one task each, e.g. Table 2's columns) as `sweeps`; `sweep` is the first."""
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
-    parser.add_argument("sweep", type=Path, help="sweep directory (with analysis/ computed)")
+    parser.add_argument("sweeps" if several else "sweep", type=Path, nargs="+" if several else None,
+                        help="sweep directory (with analysis/ computed)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: SWEEP/analysis/figures)")
     parser.add_argument("--layer", type=int, default=None, help="layer to show (default: the middle one)")
     args = parser.parse_args(argv)
+    if several:
+        args.sweep = args.sweeps[0]
     args.out = args.out or args.sweep / "analysis" / "figures"
     return args
 
@@ -128,9 +132,26 @@ def phi_heatmap(ax, grid: np.ndarray, *, vmin: float = 0.0, vmax: float = 1.0, t
     ax.set_title(title)
     ax.set_xlabel("j")
     ax.set_ylabel("i")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(8, integer=True))
-    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(8, integer=True))
+    ax.set_xticks(index_ticks(r2))
+    ax.set_yticks(index_ticks(r1, start=i0))
     return im
+
+
+def index_ticks(n: int, start: int = 1, most: int = 9) -> list[int]:
+    """1-based tick positions for an axis of n cells from `start`: the first cell always (the paper's
+    i = 1, j = 1), then multiples of a round step (one dividing n when it can), every cell up to
+    `most` cells, the last cell when not crowded by the previous tick. 64 → 1, 8, 16, …, 64;
+    39 → 1, 5, 10, …, 35, 39."""
+    end = start + n - 1
+    if n <= most:
+        return list(range(start, end + 1))
+    steps = [s for s in (2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100, 128, 200, 250, 500, 1000)
+             if n / s <= most - 1]
+    step = next((s for s in steps if n % s == 0), steps[0])
+    ticks = [start] + [t for t in range(step * (start // step + 1), end + 1, step) if t - start >= step / 2]
+    if end - ticks[-1] >= step / 2:
+        ticks.append(end)
+    return ticks
 
 
 def _label_outer(axes) -> None:
@@ -140,6 +161,11 @@ def _label_outer(axes) -> None:
             ax.set_ylabel("")
         if row != axes.shape[0] - 1:
             ax.set_xlabel("")
+
+
+def _colorbar(fig: Figure, im, axes, label: str = "φ") -> None:
+    """One colour bar for all panels, about two panel rows tall however many rows there are."""
+    fig.colorbar(im, ax=axes, shrink=min(0.9, 2.2 / axes.shape[0]), aspect=15, pad=0.01, label=label)
 
 
 def _auto_vmax(values: np.ndarray) -> float:
@@ -183,7 +209,7 @@ def phi_ranks_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, 
     layers = list(layers) if layers is not None else [middle_layer(t["layer"].dropna())]
     modules = shown_modules(t)
     fig, axes = plt.subplots(len(layers), 2 * len(modules), squeeze=False,
-                             figsize=(3.4 * 2 * len(modules), 2.4 * len(layers) + 0.6),
+                             figsize=(3.0 * 2 * len(modules), 1.9 * len(layers) + 0.8),
                              gridspec_kw={"width_ratios": [3] * len(modules) + [1.3] * len(modules)},
                              layout="constrained")
     im = None
@@ -197,7 +223,7 @@ def phi_ranks_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, 
             im = phi_heatmap(axes[row, col], grid, title=f"{name}: φ(A_r={r1}, A_r={r2})")
             phi_heatmap(axes[row, len(modules) + col], grid[:, :r1], triangle=True, title=f"{name}: j ≤ {r1}")
     _label_outer(axes)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="φ")
+    _colorbar(fig, im, axes)
     fig.suptitle(f"Subspace similarity between r={r1} and r={r2} (targets {targets}, seed {seed}, "
                  f"side {side})")
     return fig
@@ -218,20 +244,24 @@ def phi_seeds_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, 
     layers = list(layers) if layers is not None else [middle_layer(t["layer"].dropna())]
     modules = shown_modules(t)
     rand = _select(phi, comparison="random", side=side, r1=r)
-    ncols = len(modules) + bool(random_panel and not rand.empty)
-    fig, axes = plt.subplots(len(layers), ncols, squeeze=False, figsize=(3.3 * ncols + 1, 2.9 * len(layers) + 0.4),
-                             layout="constrained")
     grids = {(layer, m): _grid(_select(t, layer=layer, module=m)) for layer in layers for m in modules}
     vmax = _auto_vmax(np.concatenate([g.ravel() for g in grids.values()]))
+    # One layer (Fig. 4): ΔWq, ΔWv, Random in a row. Several (Fig. 7): a row per matrix kind and
+    # a column per layer, so that a layer's ΔWq and ΔWv sit one above the other.
+    panels = [[(f"L{layer} ΔW{m}", grids[layer, m]) for m in modules] for layer in layers]
+    if len(layers) > 1:
+        panels = [list(row) for row in zip(*panels, strict=True)]
+    elif random_panel and not rand.empty:
+        panels[0].append(("Random (Gaussian)", _grid(rand[rand["dim"] == rand["dim"].iloc[0]])))
+    nrows, ncols = len(panels), len(panels[0])
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(2.9 * ncols + 0.8, 2.7 * nrows + 0.5),
+                             layout="constrained")
     im = None
-    for row, layer in enumerate(layers):
-        for col, module in enumerate(modules):
-            im = phi_heatmap(axes[row, col], grids[layer, module], vmax=vmax, title=f"L{layer} ΔW{module}")
-        if ncols > len(modules):
-            phi_heatmap(axes[row, -1], _grid(rand[rand["dim"] == rand["dim"].iloc[0]]), vmax=vmax,
-                        title="Random (Gaussian)")
+    for (row, col), ax in np.ndenumerate(axes):
+        title, grid = panels[row][col]
+        im = phi_heatmap(ax, grid, vmax=vmax, title=title)
     _label_outer(axes)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="φ")
+    _colorbar(fig, im, axes)
     fig.suptitle(f"φ(A_r={r}, A'_r={r}, i, j): seed {s1} vs seed {s2} (targets {targets}, side {side})")
     return fig
 
@@ -239,7 +269,8 @@ def phi_seeds_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, 
 def phi_w0_figure(phi_w0: pd.DataFrame, layer: int | None = None, *, module: str = "q", side: str = "A",
                   targets: str | None = None, seed: int | None = None, max_panels: int = 3) -> Figure:
     """Fig. 8: φ(W0, A_r, i, j), i over W0's top singular directions (y), j over the adapter's (x),
-    for the largest `max_panels` ranks and a random basis of the largest rank."""
+    for the paper's ranks 4, 8 and 64 when the sweep has them (else the largest `max_panels`), and
+    a random basis of the largest rank."""
     t = _select(phi_w0, side=side)
     if t.empty:
         raise MissingData(f"no W0-vs-ΔW table for side {side}")
@@ -249,7 +280,8 @@ def phi_w0_figure(phi_w0: pd.DataFrame, layer: int | None = None, *, module: str
     t = _select(t, seed=seed, layer=layer, module=module)
     if t.empty:
         raise MissingData(f"no W0-vs-ΔW φ for layer {layer}, ΔW{module}")
-    ranks = sorted(t["r2"].unique())[-max_panels:]
+    ranks = sorted(int(r) for r in t["r2"].unique())
+    ranks = [4, 8, 64] if {4, 8, 64} <= set(ranks) else ranks[-max_panels:]
     panels = [(f"φ(W{module}, A_r={r})", _grid(_select(t, r2=r, source="adapter"))) for r in ranks]
     panels.append((f"φ(W{module}, A_rand), r={ranks[-1]}", _grid(_select(t, r2=ranks[-1], source="random"))))
     values = np.concatenate([g.ravel() for _, g in panels])
@@ -262,6 +294,8 @@ def phi_w0_figure(phi_w0: pd.DataFrame, layer: int | None = None, *, module: str
         ax.set_xlabel("j (top-j directions of A)")
     _label_outer(axes)
     axes[0, 0].set_ylabel(f"i (top-i directions of W{module})")
-    fig.colorbar(im, ax=axes, shrink=0.8, label="φ")
-    fig.suptitle(f"W0 vs ΔW, layer {layer}, seed {seed}, side {side}")
+    _colorbar(fig, im, axes)
+    which = "right" if side in ("A", "dW_right") else "left"
+    fig.suptitle(f"φ(W{module}, A_r, i, j): top-i {which} singular directions of W{module} vs top-j of the "
+                 f"adapter (side {side}), layer L{layer}, seed {seed}")
     return fig

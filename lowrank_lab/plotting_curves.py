@@ -22,6 +22,13 @@ def _rank_colors(ranks) -> dict[int, tuple]:
     return {r: cmap(n / max(1, len(ranks) - 1) * 0.9) for n, r in enumerate(ranks)}
 
 
+def _plain_log2_ticks(axis, values) -> None:
+    """Log-2 axis ticked at the sweep's own values (1, 2, 4, …) as plain integers, not 2^n."""
+    axis.set_major_locator(matplotlib.ticker.FixedLocator(sorted(set(int(v) for v in values))))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def _lora(table: pd.DataFrame) -> pd.DataFrame:
     t = table[table["method"] == "lora"]
     if t.empty:
@@ -46,12 +53,15 @@ def amplification_figure(amp: pd.DataFrame, *, paper: bool = True) -> Figure:
         if paper:
             ax.plot(list(PAPER_AMPLIFICATION), list(PAPER_AMPLIFICATION.values()), "k*", ms=10,
                     label="paper (GPT-3 L48 ΔWq)")
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        _plain_log2_ticks(ax.xaxis, t["r"])
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("r")
         ax.set_title(f"targets {targets}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower left")
     axes[0, 0].set_ylabel("amplification ‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F")
     fig.suptitle("Amplification factor against r (median over layers and seeds; ΔW includes α/r)", y=1.02)
     return fig
@@ -92,9 +102,9 @@ def spectrum_figure(spectrum: pd.DataFrame, metrics: pd.DataFrame, layer: int | 
     axes[2].set(xscale="log", yscale="log", xlabel="r", ylabel="directions",
                 title=f"rank of ΔW (targets {targets}, median)")
     axes[2].set_xscale("log", base=2)
-    for axis in (axes[2].xaxis, axes[2].yaxis):  # plain numbers, not 2^n or 6×10^0
-        axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    _plain_log2_ticks(axes[2].xaxis, med.index)
+    axes[2].yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[2].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
@@ -138,22 +148,29 @@ def eckart_young_figure(ey: pd.DataFrame, *, targets: str | None = None) -> Figu
     if not lora.empty:
         lora = lora[lora["lora_targets"] == (targets or pick_targets(lora.rename(columns={"lora_targets": "targets"})))]
     modules = list(dict.fromkeys(curve["module"]))
-    top = max(1.05, float(lora["rel_error"].max()) + 0.1 if not lora.empty else 0.0)
+    curve = curve[curve["k"] >= 1]  # k = 0 (error 1) cannot sit on a log axis
+    kmax = int(curve["k"].max())
+    top = max(1.5, 2 * float(lora["rel_error"].max()) if not lora.empty else 0.0)
     fig, axes = plt.subplots(1, len(modules), figsize=(3.3 * len(modules), 3.3), squeeze=False, sharey=True)
     for ax, module in zip(axes[0], modules, strict=True):
         c = curve[curve["module"] == module]
         for _, g in c.groupby("layer"):
             ax.plot(g["k"], g["rel_error"], color="grey", lw=0.6, alpha=0.6)
         med = c.groupby("k")["rel_error"].median()
-        ax.plot(med.index, med.values, color="k", lw=2, label="full FT, best rank k")
+        ax.plot(med.index, med.values, color="k", lw=2, label="full FT, best rank k (layers: grey)")
         for r in sorted(ey.loc[ey["source"] != "best_rank_k", "k"].unique()):
             ax.axvline(r, color="tab:blue", ls=":", lw=0.8)
+        ax.axhline(1.0, color="grey", ls="--", lw=0.8)
         pts = lora[lora["module"] == module].groupby("k")["rel_error"].median()
         if not pts.empty:
-            ax.plot(pts.index, pts.values, "o", color="tab:red", label="LoRA rank r (same seed)")
-        ax.set(xlabel="k", title=f"ΔW{module}", xscale="symlog", ylim=(0, top))
-        ax.grid(True, alpha=0.3)
-    axes[0, 0].set_ylabel("‖ΔW_full − ΔW_k‖_F / ‖ΔW_full‖_F")
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle("Eckart–Young: how low-rank is full fine-tuning's ΔW (dotted: the sweep's ranks)", y=1.03)
+            ax.plot(pts.index, pts.values, "o", color="tab:red", label="LoRA ΔW at k = r (same seed)")
+        ax.set(xlabel="k", title=f"ΔW{module}", xscale="log", yscale="log", xlim=(0.8, kmax * 1.25),
+               ylim=(0.01, top))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0, 0].set_ylabel("‖ΔW_full − X‖_F / ‖ΔW_full‖_F")
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Eckart–Young: best rank-k error of full fine-tuning's ΔW, and each LoRA ΔW's distance "
+                 "from it (dotted: the sweep's ranks; dashed: ‖X‖ = 0)", y=1.03)
     return fig

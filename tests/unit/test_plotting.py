@@ -47,3 +47,9 @@ def test_seed_figure_without_two_seeds_raises_missing_data():
     phi = pd.DataFrame({"comparison": ["ranks"], "side": ["A"], "targets": ["q,v"]})
     with pytest.raises(plotting.MissingData, match="two seeds"):
         plotting.phi_seeds_figure(phi)
+
+
+def test_index_ticks_label_the_first_cell_and_round_steps():
+    assert plotting.index_ticks(64) == [1, 8, 16, 24, 32, 40, 48, 56, 64]
+    assert plotting.index_ticks(8) == list(range(1, 9))
+    assert plotting.index_ticks(39)[0] == 1 and plotting.index_ticks(39)[-1] == 39
