@@ -283,6 +283,10 @@ def eckart_young_table(deltas: Mapping[str, Tensor],
 # Reading cached tables and run results
 
 
+class EmptyTable(FileNotFoundError):
+    """A cached table with no rows: the sweep lacks its inputs (figure scripts skip, as when missing)."""
+
+
 def table_path(sweep: Path, name: str) -> Path:
     return runs.analysis_dir(Path(sweep)) / f"{name}.csv"
 
@@ -294,7 +298,11 @@ def read_table(sweep: Path, name: str) -> pd.DataFrame:
     path = table_path(sweep, name)
     if not path.exists():
         raise FileNotFoundError(f"{path}: not computed yet; run `lowrank-lab {COMMAND_OF[name]} {sweep}`")
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise EmptyTable(f"{path}: empty (the sweep has no cells this table is made from, e.g. no "
+                         "saved adapters)") from None
     for column in ("layer", "seed", "seed1", "seed2"):
         if column in table:  # nullable: random panels have no layer and no seed
             table[column] = table[column].astype("Int64")

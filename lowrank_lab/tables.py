@@ -223,8 +223,11 @@ def save_table(table: pd.DataFrame, name: str, out_dir: Path) -> list[Path]:
 
 
 def write_tables(sweep: Path) -> list[Path]:
-    """Write every table as <analysis>/tables/<name>.{md,tex,csv}; return the paths."""
+    """Write the per-cell results cache (analysis/results.csv, which the table scripts read) and
+    every table as <analysis>/tables/<name>.{md,tex,csv}; return the paths."""
     from . import runs
+    from .sweep_analysis import compute_results
 
     folder = runs.analysis_dir(Path(sweep)) / "tables"
-    return [p for name, table in sweep_tables(sweep).items() for p in save_table(table, name, folder)]
+    paths = compute_results(Path(sweep))
+    return paths + [p for name, table in sweep_tables(sweep).items() for p in save_table(table, name, folder)]
