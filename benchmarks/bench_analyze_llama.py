@@ -1,6 +1,8 @@
 """Benchmark: analyse a Llama-7B-shaped PEFT adapter (32 layers, d = 4096, r = 64 on q, k, v, o)
-against a synthetic sharded base, on the CPU: loading, spectra, φ and ΔW distances between two
-adapters, and amplification with W0's top-r subspace from a dense or a randomized SVD.
+against a synthetic sharded base, on the CPU, through the library path that `lowrank-lab analyze`
+and `compare` take (lowrank_lab.external): loading, spectra, φ(W0, ΔW) and amplification with a
+randomized top-r SVD of each W0 read once, φ and ΔW distances between two adapters, writing the
+tables with their sidecars. One W0 also goes through the dense route, for accuracy and cost.
 
 Writes the base's attention matrices (fp16, 32·4·4096²·2 B = 4 GiB) as a sharded safetensors
 checkpoint with model.safetensors.index.json into a temporary folder, deletes it afterwards.
@@ -21,8 +23,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from lowrank_lab import linalg
-from lowrank_lab.adapters import delta_distance, load_external, match_updates, top_r_svd_randomized
+from lowrank_lab import analysis as an
+from lowrank_lab import external, linalg
+from lowrank_lab.adapters import load_external
 from lowrank_lab.runs import LowRankUpdate, save_adapter
 
 KINDS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -76,8 +79,11 @@ def main() -> None:
     parser.add_argument("--r", type=int, default=64)
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--n-iter", type=int, default=1, help="power iterations of the randomized SVD")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (on a shared 2-core machine 1 is faster: see RESULTS.md)")
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     L, d, r = args.layers, args.d, args.r
     need = L * len(KINDS) * d * d * 2
     root = Path(tempfile.mkdtemp(prefix="bench-llama-", dir=args.dir))
@@ -85,6 +91,8 @@ def main() -> None:
     if free < 1.5 * need:
         sys.exit(f"{root}: {free / 2**30:.1f} GiB free, need {1.5 * need / 2**30:.1f} GiB")
     gen = torch.Generator().manual_seed(0)
+    opts = external.AnalysisOptions(n_iter=args.n_iter)
+    load_before = os.getloadavg()[0]
     try:
         (root / "base").mkdir()
         t0 = time.perf_counter()
@@ -96,72 +104,50 @@ def main() -> None:
         t_start = time.perf_counter()
         a = timed(rows, "load adapter a (+ W0 header checks)", lambda: load_external(root / "a"))
         b = timed(rows, "load adapter b", lambda: load_external(root / "b"))
-        pairs = match_updates(a, b)
-        svd = timed(rows, f"spectra: factored_svd + metrics ×{len(pairs)}",
-                    lambda: {lab: (s := linalg.factored_svd(u.A, u.B, u.scaling, dtype=torch.float64),
-                                   linalg.spectrum_metrics(s[1]))[0] for lab, u, _ in pairs})
+        n = len(a.updates)
+        tables = timed(rows, f"analyze_adapter(a): spectra, φ(W0, ΔW), amplification ×{n}",
+                       lambda: external.analyze_adapter(a, opts))
+        compared = timed(rows, f"compare_adapters(a, b): φ grid, angles, ΔW distances ×{n}",
+                         lambda: external.compare_adapters(a, b, opts))
 
-        def compare():
-            out = {}
-            for lab, ua, ub in pairs:
-                grid = linalg.phi_grid(linalg.top_right_basis(ua.A, dtype=torch.float64),
-                                       linalg.top_right_basis(ub.A, dtype=torch.float64))
-                out[lab] = (float(grid[-1, -1]), delta_distance(ua.A, ua.B, ua.scaling, ub.A, ub.B, ub.scaling))
-            return out
+        def write():
+            out, described = root / "out", [external._describe(a, "a"), external._describe(b, "b")]
+            return sum((external.write_table(out, name, t, vars(opts), described)
+                        for name, t in {**tables, **compared}.items()), [])
 
-        phis = timed(rows, f"compare a vs b: φ grid + ΔW distances ×{len(pairs)}", compare)
-        # Reading every W0 at once needs 128·64 MiB = 8 GiB in float32: read, use, drop instead.
-        first = pairs[0]
-        W0_first = timed(rows, "read one W0 (fp16 → fp32)", lambda: a.W0(first[1]))
-
-        def amplify_fast():
-            # Table 7 from the factors and ONE randomized SVD of W0, all products in float32:
-            # U0ᵀ·W0·Vh0ᵀ = diag(S0) exactly for the randomized factors, so proj_w0 = ‖S0‖.
-            out = {}
-            for lab, u, _ in pairs:
-                W0 = a.W0(u)
-                U, S, Vh = svd[lab]
-                _, S0, _ = top_r_svd_randomized(W0, r, n_iter=args.n_iter, generator=gen)
-                U_rand = linalg.random_orthonormal(d, r, gen).float()
-                Vh_rand = linalg.random_orthonormal(d, r, gen).float().mT
-                proj = float(torch.linalg.matrix_norm(U.float().mT @ W0 @ Vh.float().mT))
-                out[lab] = {"amplification": float(S.norm()) / proj, "proj_delta_w": proj,
-                            "proj_w0": float(S0.norm()),
-                            "proj_random": float(torch.linalg.matrix_norm(U_rand.mT @ W0 @ Vh_rand.mT))}
-            return out
-
-        amp = timed(rows, f"amplification, randomized W0 top-{r} (n_iter={args.n_iter}) ×{len(pairs)}", amplify_fast)
+        written = timed(rows, "write tables (CSV, Markdown, sidecar JSON)", write)
         t_total = time.perf_counter() - t_start
 
-        # The dense route, on one matrix only (linalg.amplification: full float64 SVD of W0).
-        u = first[1]
-        dense = timed(rows, "amplification, dense linalg.amplification ×1", lambda: linalg.amplification(
+        # The dense route on one matrix: linalg.amplification with a full float64 SVD of W0.
+        label, u = next(iter(a.updates.items()))
+        W0_first = a.W0(u)
+        dense = timed(rows, "amplification, dense SVD of W0 ×1 (reference)", lambda: linalg.amplification(
             W0_first, u.A, u.B, u.scaling, generator=torch.Generator().manual_seed(0)))
         t_dense_one = rows[-1][1]
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    rel_w0 = amp[first[0]]["proj_w0"] / dense["proj_w0"]
-    rel_amp = amp[first[0]]["amplification"] / dense["amplification"]
+    amp = tables[an.AMPLIFICATION].set_index("label")
+    dist = compared[external.DISTANCES]
+    rel_w0 = amp.loc[label, "proj_w0"] / dense["proj_w0"]
+    rel_amp = amp.loc[label, "amplification"] / dense["amplification"]
     print(f"Llama-shaped adapter: {L} layers × {{q,k,v,o}}, d = k = {d}, r = {r}; base fp16 sharded "
           f"in {args.shards} files ({need / 2**30:.2f} GiB), written in {t_synth:.0f} s (not timed below)")
     print(f"torch {torch.__version__}, os.cpu_count()={os.cpu_count()}, torch threads={torch.get_num_threads()}, "
-          f"1-min load average {os.getloadavg()[0]:.1f}")
+          f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"command: {' '.join([sys.executable, *sys.argv])}\n")
     width = max(len(s) for s, _ in rows)
     print(f"| {'step'.ljust(width)} | seconds |")
     print(f"|{'-' * (width + 2)}|---------|")
     for step, sec in rows:
         print(f"| {step.ljust(width)} | {sec:7.2f} |")
-    print(f"\nwhole analysis (load + spectra + compare + randomized amplification): {t_total:.1f} s "
+    print(f"\nwhole analysis (load + analyze + compare + write {len(written)} files): {t_total:.1f} s "
           f"({'PASS' if t_total < 120 else 'FAIL'}: target < 120 s)")
-    print(f"dense amplification for all {len(pairs)} matrices would take ≈ {t_dense_one * len(pairs):.0f} s")
-    print(f"on {first[0]}: proj_w0 randomized/dense = {rel_w0:.4f}, amplification randomized/dense = "
+    print(f"dense amplification for all {n} matrices would take ≈ {t_dense_one * n:.0f} s")
+    print(f"on {label}: proj_w0 randomized/dense = {rel_w0:.4f}, amplification randomized/dense = "
           f"{rel_amp:.6f} (the ΔW side is exact; only proj_w0 uses the randomized SVD)")
-    phi_mean = sum(p for p, _ in phis.values()) / len(phis)
-    rel = sum(dd["relative_frobenius"] for _, dd in phis.values()) / len(phis)
-    print(f"mean φ(a, b, r, r) = {phi_mean:.3f} (b shares half of a's rows of A); "
-          f"mean ‖ΔWa − ΔWb‖_F/‖ΔWa‖_F = {rel:.3f}")
+    print(f"mean φ(a, b, r, r) = {dist['phi'].mean():.3f} (b shares half of a's rows of A); "
+          f"mean ‖ΔWa − ΔWb‖_F/‖ΔWa‖_F = {dist['relative_frobenius'].mean():.3f}")
 
 
 if __name__ == "__main__":
