@@ -38,7 +38,8 @@ from torch import Tensor
 from . import models
 from .linalg import scaling_factor, top_r_svd_randomized
 from .models import label_for
-from .runs import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LowRankUpdate, RunError, pattern_key,  # noqa: F401
+from .runs import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LowRankUpdate, RunError, check_adapter_config,  # noqa: F401
+                   check_factors, pattern_key,
                    rank_and_alpha, read_json)
 
 ADAPTER_WEIGHTS_BIN = "adapter_model.bin"
@@ -256,14 +257,9 @@ def load_external(adapter: str | Path, base: str | Path | None = None,
     if not cfg_file.exists() and find_adapters(folder):
         names = ", ".join(p.name for p in find_adapters(folder))
         raise RunError(f"{cfg_file}: missing; the sub-folders hold adapters ({names}): use load_all")
-    config = read_json(cfg_file)
-    if not isinstance(config, dict):
-        raise RunError(f"{cfg_file}: not a JSON object")
+    config = check_adapter_config(read_json(cfg_file), cfg_file)
     if config.get("peft_type", "LORA") != "LORA":
         raise RunError(f"{cfg_file}: key 'peft_type' is {config['peft_type']!r}; only LORA adapters are read")
-    for key in ("r", "lora_alpha", "target_modules"):
-        if config.get(key) is None:
-            raise RunError(f"{cfg_file}: missing key {key!r}")
     weights_file, tensors = _read_adapter_tensors(folder)
     notes: list[str] = []
     rule = "alpha/sqrt(r)" if config.get("use_rslora") else "alpha/r"
@@ -289,9 +285,7 @@ def load_external(adapter: str | Path, base: str | Path | None = None,
             raise RunError(f"{weights_file}: {key} {tuple(A.shape)} / {b_key} {tuple(B.shape)} have rank "
                            f"{A.shape[0]}/{B.shape[1]}, but {cfg_file.name} gives r={r} for {path} "
                            "(r, rank_pattern)")
-        for k_, t in ((key, A), (b_key, B)):
-            if not torch.isfinite(t).all():
-                raise RunError(f"{weights_file}: {k_} holds NaN or Inf")
+        check_factors(A, B, key, weights_file)
         by_path[path] = LowRankUpdate("", path, A.float(), B.float(), scaling_factor(alpha, r, rule), fan_in_fan_out)
         m_key = f"{PEFT_PREFIX}{path}.lora_magnitude_vector"
         m = tensors.get(m_key, tensors.get(f"{m_key}.weight"))

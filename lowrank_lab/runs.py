@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import platform
 import re
@@ -255,6 +256,51 @@ def pattern_key(patterns: dict[str, object], path: str) -> str | None:
     return None
 
 
+def check_adapter_config(config: Any, where: Path) -> dict:
+    """The adapter_config.json values lowrank-lab relies on, checked by type and range."""
+
+    def positive(key: str, value: Any, integer: bool) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if not ok or (integer and not float(value).is_integer()):
+            kind = "a positive integer" if integer else "a positive number"
+            raise RunError(f"{where}: key {key!r} must be {kind}, not {value!r}")
+
+    if not isinstance(config, dict):
+        raise RunError(f"{where}: not a JSON object")
+    for key in ("r", "lora_alpha", "target_modules"):
+        if config.get(key) is None:
+            raise RunError(f"{where}: missing key {key!r}")
+    positive("r", config["r"], True)
+    positive("lora_alpha", config["lora_alpha"], False)
+    targets = config["target_modules"]
+    if not (isinstance(targets, str) or isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        raise RunError(f"{where}: key 'target_modules' must be a string or a list of strings")
+    for name, integer in (("rank_pattern", True), ("alpha_pattern", False)):
+        pattern = config.get(name) or {}
+        if not isinstance(pattern, dict):
+            raise RunError(f"{where}: key {name!r} must map module names to values")
+        for key, value in pattern.items():
+            try:
+                re.compile(rf"(.*\.)?({key})$")
+            except re.error:
+                raise RunError(f"{where}: {name} key {key!r} is not a regular expression") from None
+            positive(f"{name}[{key!r}]", value, integer)
+    for key in ("use_rslora", "fan_in_fan_out"):
+        if config.get(key) is not None and not isinstance(config[key], bool):
+            raise RunError(f"{where}: key {key!r} must be true or false")
+    return config
+
+
+def check_factors(A: Tensor, B: Tensor, key: str, where: Path) -> None:
+    """Floating-point, finite factors: anything else is not a LoRA update. `key` names lora_A."""
+    b_key = key.replace("lora_A", "lora_B")
+    for name, t in ((key, A), (b_key, B)):
+        if not t.is_floating_point():
+            raise RunError(f"{where}: {name} has dtype {t.dtype}; LoRA factors are floating point")
+        if not torch.isfinite(t).all():
+            raise RunError(f"{where}: {name} holds NaN or Inf")
+
+
 def rank_and_alpha(config: dict, path: str) -> tuple[int, float]:
     """r and α of the module at `path` (without ``base_model.model.``) after PEFT's rank_pattern /
     alpha_pattern; the config's r and lora_alpha where no key matches."""
@@ -271,10 +317,7 @@ def read_adapter(folder: Path) -> tuple[dict, dict[str, LowRankUpdate], dict[str
     Scaling follows PEFT: α/r, or α/√r with use_rslora; per-module r and α through
     rank_pattern / alpha_pattern. Tensors are read with safetensors only."""
     folder = Path(folder)
-    config = read_json(folder / ADAPTER_CONFIG)
-    for key in ("r", "lora_alpha", "target_modules"):
-        if key not in config:
-            raise RunError(f"{folder / ADAPTER_CONFIG}: missing key {key!r}")
+    config = check_adapter_config(read_json(folder / ADAPTER_CONFIG), folder / ADAPTER_CONFIG)
     tensors = read_tensors(folder / ADAPTER_WEIGHTS)
     updates: dict[str, LowRankUpdate] = {}
     other = {}
@@ -292,8 +335,7 @@ def read_adapter(folder: Path) -> tuple[dict, dict[str, LowRankUpdate], dict[str
             if A.shape[0] != r:
                 raise RunError(f"{folder / ADAPTER_WEIGHTS}: {key} has rank {A.shape[0]} but "
                                f"{ADAPTER_CONFIG} says r={r}")
-            if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
-                raise RunError(f"{folder / ADAPTER_WEIGHTS}: {key} or {b_key} holds NaN or Inf")
+            check_factors(A, B, key, folder / ADAPTER_WEIGHTS)
             rule = "alpha/sqrt(r)" if config.get("use_rslora") else "alpha/r"
             updates[path] = LowRankUpdate(label_for(path), path, A, B, scaling_factor(alpha, r, rule),
                                           bool(config.get("fan_in_fan_out")))

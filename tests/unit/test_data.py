@@ -206,7 +206,7 @@ def test_real_glue_counts_match_the_readme(name):
 @pytest.mark.skipif(not SHARED_GLUE.is_dir(), reason="no shared GLUE folder beside the repository")
 def test_real_glue_default_caps_and_qnli_without_train_is_an_error():
     task = load_task(DataSpec(task="glue:SST-2", path=str(SHARED_GLUE)))
-    assert (len(task.train), len(task.dev)) == (4000, 872)
+    assert (len(task.train), len(task.dev)) == (DataSpec().max_train, DataSpec().max_eval)
     assert task.source["rows"] == {"train": 67349, "dev": 872}
     with pytest.raises(DataError, match=r"QNLI/train\.tsv: no such file"):
         load_task(DataSpec(task="glue:QNLI", path=str(SHARED_GLUE)))
@@ -334,16 +334,19 @@ def use_cache(monkeypatch, root: Path) -> Path:
     return root / "vader"
 
 
-def test_vader_default_task_has_4000_balanced_training_snippets(vader_cache):
+def test_vader_default_task_has_the_default_caps_of_balanced_snippets(vader_cache, monkeypatch):
+    use_cache(monkeypatch, vader_cache[0])
     _, task = vader_cache
-    assert (task.name, len(task.train), len(task.dev)) == ("vader", 4000, 1000)
+    uncapped = load_task(DataSpec(max_train=None, max_eval=None))
+    assert set(task.train) <= set(uncapped.train) and set(task.dev) <= set(uncapped.dev)
+    assert (task.name, len(task.train), len(task.dev)) == ("vader", DataSpec().max_train, DataSpec().max_eval)
     assert task.source["rows"] == {"train": 8034, "dev": 2009}  # 20% of 10,043 binary snippets
     assert (task.num_labels, task.metrics, task.source["labels"]) == (2, ("accuracy",), {"negative": 0, "positive": 1})
     assert 0.45 < np.mean([e.label for e in task.train]) < 0.55
     assert task.source["sdist"]["sha256"] == data.VADER_SDIST_SHA256
     rock = ("The Rock is destined to be the 21st Century's new ''Conan'' and that he's going to make a splash even "
             "greater than Arnold Schwarzenegger, Jean Claud Van Damme or Steven Segal.")  # id 1, mean 2.27
-    assert task.train[0] == Example(rock, None, 1)
+    assert uncapped.train[0] == Example(rock, None, 1)
 
 
 def test_vader_sources_load_from_the_cache_offline(vader_cache, monkeypatch):
@@ -378,7 +381,7 @@ def test_vader_from_a_folder_given_as_data_path(vader_cache, monkeypatch, tmp_pa
     use_cache(monkeypatch, tmp_path / "empty-cache")
     name = data.VADER_FILES["tweets"][0]
     shutil.copy(vader_cache[0] / "vader" / name, tmp_path / name)
-    task = load_task(DataSpec(task="vader-tweets", path=str(tmp_path)))
+    task = load_task(DataSpec(task="vader-tweets", path=str(tmp_path), max_train=None, max_eval=None))
     assert len(task.train) + len(task.dev) == VADER_COUNTS["vader-tweets"][0]
     with pytest.raises(DataError, match="amazonReviewSnippets_GroundTruth.txt: sha256 missing"):
         load_task(DataSpec(task="vader-amazon", path=str(tmp_path)))

@@ -1,0 +1,91 @@
+"""Fuzzing the adapter reader: any adapter folder gives updates or a RunError naming the file."""
+
+import json
+import struct
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import save
+
+from lowrank_lab import runs
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+KEY = "base_model.model.encoder.layer.0.attention.self.query"
+
+
+def _valid_tensors(r=2, d=6, k=5, dtype=torch.float32):
+    return {f"{KEY}.lora_A.weight": torch.randn(r, k).to(dtype), f"{KEY}.lora_B.weight": torch.randn(d, r).to(dtype)}
+
+
+def _write(folder, config, weights: bytes):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / runs.ADAPTER_CONFIG).write_text(config if isinstance(config, str) else json.dumps(config))
+    (folder / runs.ADAPTER_WEIGHTS).write_bytes(weights)
+
+
+def _read_or_clean_error(folder):
+    try:
+        _, updates, _ = runs.read_adapter(folder)
+    except runs.RunError as err:
+        assert str(folder) in str(err)  # the message names the file
+        return None
+    return updates
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-5, 70) | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     max_leaves=10)
+
+
+@SETTINGS
+@given(config=st.dictionaries(st.sampled_from(["r", "lora_alpha", "target_modules", "use_rslora", "rank_pattern",
+                                               "alpha_pattern", "fan_in_fan_out", "peft_type"]), _json, max_size=8))
+def test_fuzz_config_values(tmp_path, config):
+    _write(tmp_path / "a", config, save(_valid_tensors()))
+    _read_or_clean_error(tmp_path / "a")
+
+
+@SETTINGS
+@given(data=st.binary(max_size=300))
+def test_fuzz_weight_bytes(tmp_path, data):
+    _write(tmp_path / "a", {"r": 2, "lora_alpha": 4, "target_modules": ["query"]}, data)
+    _read_or_clean_error(tmp_path / "a")
+
+
+@SETTINGS
+@given(cut=st.integers(0, 400), flip=st.integers(0, 400), byte=st.integers(0, 255))
+def test_fuzz_truncated_or_corrupted_safetensors(tmp_path, cut, flip, byte):
+    data = bytearray(save(_valid_tensors()))
+    if flip < len(data):
+        data[flip] = byte
+    _write(tmp_path / "a", {"r": 2, "lora_alpha": 4, "target_modules": ["query"]}, bytes(data[: len(data) - cut]))
+    updates = _read_or_clean_error(tmp_path / "a")
+    if updates is not None:  # a flipped byte inside the data may still read; it must then be finite
+        assert all(torch.isfinite(u.A).all() and torch.isfinite(u.B).all() for u in updates.values())
+
+
+@pytest.mark.parametrize("problem", ["not json", "no r", "rank mismatch", "nan", "int dtype", "no B",
+                                     "huge header"])
+def test_each_bad_adapter_is_a_clean_error(tmp_path, problem):
+    config = {"r": 2, "lora_alpha": 4, "target_modules": ["query"]}
+    tensors = _valid_tensors()
+    weights = None
+    if problem == "not json":
+        config = "{r: 2"
+    elif problem == "no r":
+        del config["r"]
+    elif problem == "rank mismatch":
+        config["r"] = 3
+    elif problem == "nan":
+        tensors[f"{KEY}.lora_B.weight"][0, 0] = float("nan")
+    elif problem == "int dtype":
+        tensors = {k: v.round().to(torch.int32) for k, v in tensors.items()}
+    elif problem == "no B":
+        del tensors[f"{KEY}.lora_B.weight"]
+    elif problem == "huge header":
+        weights = struct.pack("<Q", 2**40) + b"{}"
+    _write(tmp_path / "a", config, weights if weights is not None else save(tensors))
+    with pytest.raises(runs.RunError, match=str(tmp_path / "a")):
+        runs.read_adapter(tmp_path / "a")
