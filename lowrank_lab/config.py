@@ -77,7 +77,7 @@ class DataSpec:
     text_pair_column: str | None = None
     label_column: str = "label"
     # Caps on examples (None: all); the defaults keep the embedded demo within minutes on a CPU.
-    max_train: int | None = 2000
+    max_train: int | None = 4000
     max_eval: int | None = 500
 
     def __post_init__(self) -> None:
@@ -132,7 +132,7 @@ class TrainSpec:
     max_steps: int | None = None
     batch_size: int = 32
     # Learning rate of the adapter (or of all weights for full fine-tuning).
-    lr: float = 5e-4
+    lr: float = 2e-3
     # Learning rates of the encoder's weights for the full fine-tuning and BitFit baselines.
     full_lr: float = 2e-5
     bitfit_lr: float = 1e-3
