@@ -50,6 +50,7 @@ def write_base(folder: Path, layers: int, d: int, n_shards: int, gen: torch.Gene
 
 def write_adapters(folder: Path, base: Path, layers: int, d: int, r: int, gen: torch.Generator) -> None:
     """Adapters a and b; b's A shares a's top half of rows (plus noise), so φ is neither 0 nor 1."""
+    previous: list[LowRankUpdate] = []
     for name in ("a", "b"):
         updates = []
         for i in range(layers):
@@ -58,9 +59,9 @@ def write_adapters(folder: Path, base: Path, layers: int, d: int, r: int, gen: t
                 B = torch.randn(d, r, generator=gen) * 0.01
                 updates.append(LowRankUpdate(f"L{i}.{kind[0]}", f"model.layers.{i}.self_attn.{kind}", A, B, 16 / r))
         if name == "b":
-            for u, ua in zip(updates, a_updates):
+            for u, ua in zip(updates, previous):
                 u.A[: r // 2] = ua.A[: r // 2] + 0.3 * u.A[: r // 2]
-        a_updates = updates
+        previous = updates
         save_adapter(folder / name, updates, base_model=str(base), revision=None, alpha=16,
                      scaling_rule="alpha/r", init="kaiming", dropout=0.0)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from .config import CellSpec, ExperimentSpec, cell_from_dict, spec_to_dict

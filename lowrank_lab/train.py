@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from .config import CellSpec, SpecError
-from .data import Task, compute_metrics
+from .data import Task
+from .metrics import compute_metrics
 from .linalg import scaling_factor
 from .lora import LoRALinear, PackedLinear, inject
 from .models import Classifier, find_targets, parse_label

@@ -20,7 +20,8 @@ import scipy.stats
 
 from lowrank_lab import data
 from lowrank_lab.config import DataSpec, SpecError
-from lowrank_lab.data import DataError, Example, compute_metrics, load_task
+from lowrank_lab.data import DataError, Example, load_task
+from lowrank_lab.metrics import compute_metrics
 
 FIXTURE_GLUE = Path(__file__).parents[1] / "fixtures" / "data" / "glue"
 # CI gets a copy of shared/ beside the clone; it is not part of the repository.

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from lowrank_lab import runs
 from lowrank_lab.config import (CellSpec, DataSpec, LoRASpec, ModelSpec, SpecError, TrainSpec, build_spec,
                                 load_spec, parse_override)
-from lowrank_lab.data import DataError, load_task
+from lowrank_lab.data import load_task
 from lowrank_lab.models import ModelError, load_base
 from lowrank_lab.sweep import run_sweep
 from lowrank_lab.train import build_pack, encode, train_pack
