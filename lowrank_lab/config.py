@@ -188,8 +188,12 @@ class SweepSpec:
     # Fixed budget (paper Table 5): r = budget_rank / (number of matrix types) for each target
     # set, so the trainable LoRA parameters stay fixed; replaces the r axis when set.
     budget_rank: int | None = None
-    # Adapters trained together in one forward pass (None: as many as fit, 1 on the CPU).
+    # Adapters trained together in one forward pass (None: the cells split evenly over the
+    # processes, as many as fit in the accelerator's free memory).
     pack: int | None = None
+    # Under torchrun: train each pack on all processes at once, each on a slice of every batch
+    # (data parallelism), instead of giving each process its own packs.
+    data_parallel: bool = False
 
     def __post_init__(self) -> None:
         if not self.r or any(r <= 0 for r in self.r):

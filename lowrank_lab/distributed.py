@@ -4,6 +4,10 @@ Each process (one GPU each) trains a share of the sweep's packs into the same sw
 which must be on a file system that every process sees. A cell's own files are written only by
 the process that trains it; the manifest only by rank 0, rebuilt from the cells' summaries, so
 a process that dies loses no finished cell and a rerun trains exactly what is missing.
+
+With ``sweep.data_parallel = true`` the processes instead train every pack together, each on a
+slice of every batch, gradients averaged (data parallelism, for cells too large for one GPU's
+share of the work); rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -65,6 +69,19 @@ def share(costs: list[float], world: World) -> list[int]:
         if owner == world.rank:
             mine.append(i)
     return sorted(mine)
+
+
+def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
+    """Average `tensors` in place across processes, in one flat buffer (one collective)."""
+    if not tensors:
+        return
+    flat = torch.cat([t.reshape(-1).float() for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
 
 
 def close(world: World) -> None:

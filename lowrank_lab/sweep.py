@@ -163,13 +163,15 @@ def _run_sweep(spec: ExperimentSpec, world: World, echo) -> Path:
         echo(f"sweep {sweep}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
              f"{world.size} process(es), device {device}")
         n_lora = sum(c.lora.method == "lora" for c in todo)
+        data_parallel = spec.sweep.data_parallel and world.size > 1
         free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
-        size = auto_pack_size(spec, n_lora, world.size, inputs.encoder if inputs else None, free)
+        size = auto_pack_size(spec, n_lora, 1 if data_parallel else world.size,
+                              inputs.encoder if inputs else None, free)
         packs = plan_packs(todo, size)
-        mine = [packs[i] for i in share([float(len(p)) for p in packs], world)]
+        mine = packs if data_parallel else [packs[i] for i in share([float(len(p)) for p in packs], world)]
         overall = tqdm(total=sum(map(len, mine)), desc="sweep", unit="cell", disable=_quiet(), position=0)
         for cells_of_pack in mine:
-            _run_pack(sweep, cells_of_pack, inputs, device, world)
+            _run_pack(sweep, cells_of_pack, inputs, device, world, data_parallel)
             if world.is_main:
                 write_manifest(sweep, cells)
             overall.update(len(cells_of_pack))
@@ -196,7 +198,11 @@ def _quiet() -> bool | None:
     return None if sys.stderr.isatty() else True
 
 
-def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.device, world: World) -> None:
+def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.device, world: World,
+              data_parallel: bool = False) -> None:
+    """Train one pack and save its cells; with `data_parallel`, every process trains it on a slice
+    of each batch and only rank 0 writes."""
+    writer = world.is_main or not data_parallel
     task, train_set, dev_set, tokenizer = inputs.task, inputs.train, inputs.dev, inputs.tokenizer
     pack = build_pack(cells, copy.deepcopy(inputs.encoder), task.num_labels, inputs.pooling)
     pid = pack_id(cells)
@@ -206,7 +212,7 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
     saved = runs.load_checkpoint(ckpt_dir)
     if saved is not None:
         start_step, resume, states = _restore(pack, saved, dirs)
-    else:
+    elif writer:
         for d, cell in zip(dirs, cells, strict=True):
             runs.write_cell_config(d, cell)
             for stale in ("metrics.jsonl", "summary.json"):
@@ -226,12 +232,15 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
                disable=_quiet(), position=1, leave=False)
     t0 = time.perf_counter()
     states = train_pack(pack, task, train_set, dev_set, tokenizer, device, start_step=start_step,
-                        resume=resume, states=states, on_eval=on_eval, on_checkpoint=on_checkpoint,
-                        progress=bar)
+                        resume=resume, states=states, on_eval=on_eval if writer else None,
+                        on_checkpoint=on_checkpoint if writer else None, progress=bar,
+                        shard=(world.rank, world.size) if data_parallel else (0, 1))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     bar.close()
+    if not writer:
+        return
     steps = total - start_step
     provenance = runs.provenance(str(device))
     for n, (cell, d, st) in enumerate(zip(cells, dirs, states, strict=True)):
@@ -240,7 +249,8 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
             "cell": cell.name, "status": status, "error": st.failed, "best": st.best,
             "main_metric": task.main_metric, "task": task.name,
             "trainable_parameters": trainable_parameters(pack, n),
-            "pack": {"id": pid, "size": len(cells), "resumed_at_step": start_step, "rank": world.rank},
+            "pack": {"id": pid, "size": len(cells), "resumed_at_step": start_step, "rank": world.rank,
+                     "data_parallel_processes": world.size if data_parallel else 1},
             "wall_seconds": seconds, "steps": steps,
             "examples_per_second": steps * spec.batch_size / seconds if seconds else None,
             "pack_examples_per_second": steps * spec.batch_size * len(cells) / seconds if seconds else None,

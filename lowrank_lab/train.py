@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .config import CellSpec, SpecError
 from .data import Task
+from .distributed import all_reduce_mean_
 from .metrics import compute_metrics
 from .linalg import scaling_factor
 from .lora import LoRALinear, PackedLinear, inject
@@ -264,13 +265,20 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
                *, start_step: int = 0, resume: dict | None = None, states: list[CellState] | None = None,
                on_eval: Callable[[int, dict], None] | None = None,
                on_checkpoint: Callable | None = None,
-               progress=None) -> list[CellState]:
+               progress=None, shard: tuple[int, int] = (0, 1)) -> list[CellState]:
     """Train every cell of `pack` for the spec's epochs (or max_steps), evaluating
     evals_per_epoch times an epoch. ``on_eval(n, record)`` is called for each cell's evaluation
     (the caller saves the best adapter); ``on_checkpoint(step, optimizer, schedule, states)``
-    every checkpoint_every steps. `resume` holds optimizer and schedule state dicts."""
+    every checkpoint_every steps. `resume` holds optimizer and schedule state dicts.
+
+    ``shard = (rank, world)`` trains the pack data-parallel over `world` processes: each takes rows
+    rank, rank + world, ... of every cell's batch, and the gradients are averaged across processes
+    before clipping, so every process takes the same step as one process on the whole batch."""
     spec = pack.cells[0].train
     K, b = pack.K, spec.batch_size
+    rank, world = shard
+    if b % world:
+        raise SpecError(f"train.batch_size={b} must be divisible by the {world} data-parallel processes")
     regression = task.num_labels == 1
     steps_per_epoch = max(1, len(train) // b)
     total = spec.max_steps or steps_per_epoch * spec.epochs
@@ -296,7 +304,7 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
         epoch, within = divmod(step, steps_per_epoch)
         if epoch not in orders:
             orders = {epoch: [epoch_order(len(train), c.train.resolved_data_seed, epoch) for c in pack.cells]}
-        rows = [orders[epoch][n][within * b : (within + 1) * b] for n in range(K)]
+        rows = [orders[epoch][n][within * b : (within + 1) * b][rank::world] for n in range(K)]
         index = torch.cat(rows)
         input_ids, mask, labels = train.batch(index)
         labels = labels.to(device, non_blocking=True)
@@ -304,6 +312,8 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
             logits = pack.model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
         losses = loss_per_cell(logits, labels, K, regression)
         losses.sum().backward()
+        if world > 1:
+            all_reduce_mean_([p.grad for p in pack.trainable if p.grad is not None])
         if spec.grad_clip is not None:
             clip_per_cell(pack, spec.grad_clip)
         optimizer.step()
@@ -314,6 +324,8 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
         if progress is not None:
             progress.update(1)
         if step + 1 in eval_steps:
+            if world > 1:
+                all_reduce_mean_([loss_sum])
             mean_loss = (loss_sum / seen).tolist()  # one host sync per evaluation
             loss_sum.zero_()
             seen = 0

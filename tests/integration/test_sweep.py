@@ -90,3 +90,22 @@ def test_two_processes_share_one_sweep_with_gloo(tiny_bert, tiny_task, tmp_path)
     assert all(e["status"] == "done" for e in manifest["cells"].values()) and len(manifest["cells"]) == 4
     ranks = [json.loads(p.read_text())["pack"]["rank"] for p in sweep.rglob("summary.json")]
     assert sorted(ranks) == [0, 0, 1, 1]
+
+
+def test_data_parallel_over_two_processes_equals_one_process(tiny_bert, tiny_task, tmp_path):
+    extra = {"sweep.pack": 2, "sweep.r": "[2]", "train.epochs": 3}
+    reference = run_sweep(load_spec(None, _overrides(tiny_bert, tiny_task, tmp_path / "one", **extra)),
+                          echo=lambda *_: None)
+    args = ["-m", "lowrank_lab", "rank-sweep",
+            *[x for o in _overrides(tiny_bert, tiny_task, tmp_path / "two", **extra, **{"sweep.data_parallel": "true"})
+              for x in ("--set", o)]]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                           "--master-port", "29518", *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sweep = tmp_path / "two" / "default"
+    summaries = [json.loads(p.read_text()) for p in sweep.rglob("summary.json")]
+    assert len(summaries) == 2 and all(s["pack"]["data_parallel_processes"] == 2 for s in summaries)
+    ours, theirs = _factors(sweep), _factors(reference)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5, msg=key)
