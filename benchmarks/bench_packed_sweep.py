@@ -30,7 +30,7 @@ from torch import nn
 from lowrank_lab.config import DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
 from lowrank_lab.data import load_task
 from lowrank_lab.models import Classifier, load_base
-from lowrank_lab.train import build_pack, encode, epoch_order, train_pack
+from lowrank_lab.train import build_pack, encode, epoch_order, to_device, train_pack
 
 PEAK_TFLOPS = 790.0
 
@@ -74,10 +74,10 @@ def peft_sequential(cells, task, train, dev, tokenizer, model_name, steps, devic
         b = cell.train.batch_size
         for step in range(steps):
             index = order[step * b:(step + 1) * b]
-            ids, mask, labels = train.batch(index)
-            tokens += ids.numel()
+            inputs, labels = train.batch(index)
+            tokens += inputs["input_ids"].numel()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device))
+                logits = model(**to_device(inputs, device))
             loss = nn.functional.cross_entropy(logits.float(), labels.to(device))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -88,9 +88,9 @@ def peft_sequential(cells, task, train, dev, tokenizer, model_name, steps, devic
         correct = 0
         with torch.no_grad():
             for s in range(0, len(dev), 256):
-                ids, mask, _ = dev.batch(torch.arange(s, min(s + 256, len(dev))))
+                inputs, _ = dev.batch(torch.arange(s, min(s + 256, len(dev))))
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    pred = model(input_ids=ids.to(device), attention_mask=mask.to(device)).argmax(-1).cpu()
+                    pred = model(**to_device(inputs, device)).argmax(-1).cpu()
                 correct += (pred == dev.labels[s:s + 256]).sum().item()
         results.append(correct / len(dev))
     return results, tokens

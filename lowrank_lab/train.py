@@ -44,21 +44,33 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass(frozen=True)
 class Encoded:
-    """A tokenised split, padded once: token ids (n × max_length), true lengths, labels."""
+    """A tokenised split, padded once: token ids (n × max_length), segment ids for sentence pairs
+    (BERT's token_type_ids; None when the tokenizer gives none), true lengths, labels."""
 
     input_ids: Tensor
+    token_type_ids: Tensor | None
     lengths: Tensor
     labels: Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(input_ids, attention_mask, labels) of rows `index`, trimmed to their longest sequence."""
+    def batch(self, index: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """(model inputs, labels) of rows `index`, trimmed to their longest sequence."""
         lengths = self.lengths[index]
         width = int(lengths.max())
-        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
-        return self.input_ids[index, :width], mask, self.labels[index]
+        inputs = {"input_ids": self.input_ids[index, :width],
+                  "attention_mask": (torch.arange(width)[None, :] < lengths[:, None]).long()}
+        if self.token_type_ids is not None:
+            inputs["token_type_ids"] = self.token_type_ids[index, :width]
+        return inputs, self.labels[index]
+
+
+def _pad(rows: list[list[int]], value: int) -> Tensor:
+    out = torch.full((len(rows), max(len(x) for x in rows)), value, dtype=torch.long)
+    for n, x in enumerate(rows):
+        out[n, : len(x)] = torch.tensor(x)
+    return out
 
 
 def encode(tokenizer, examples, max_length: int, regression: bool) -> Encoded:
@@ -67,13 +79,14 @@ def encode(tokenizer, examples, max_length: int, regression: bool) -> Encoded:
     kwargs = {"truncation": True, "max_length": max_length}
     out = tokenizer(texts, pairs, **kwargs) if any(p is not None for p in pairs) else tokenizer(texts, **kwargs)
     ids = out["input_ids"]
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-    for n, x in enumerate(ids):
-        input_ids[n, : len(x)] = torch.tensor(x)
-    lengths = torch.tensor([len(x) for x in ids])
+    types = _pad(out["token_type_ids"], 0) if "token_type_ids" in out else None
     dtype = torch.float32 if regression else torch.long
-    return Encoded(input_ids, lengths, torch.tensor([e.label for e in examples], dtype=dtype))
+    return Encoded(_pad(ids, tokenizer.pad_token_id), types, torch.tensor([len(x) for x in ids]),
+                   torch.tensor([e.label for e in examples], dtype=dtype))
+
+
+def to_device(inputs: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
 
 
 def epoch_order(n_examples: int, data_seed: int, epoch: int) -> Tensor:
@@ -240,9 +253,9 @@ def evaluate(pack: Pack, dev: Encoded, task: Task, device: torch.device,
     preds = [[] for _ in range(pack.K)]
     for start in range(0, len(dev), batch_size):
         index = torch.arange(start, min(start + batch_size, len(dev)))
-        input_ids, mask, _ = dev.batch(index.repeat(pack.K))
+        inputs, _ = dev.batch(index.repeat(pack.K))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = pack.model(input_ids.to(device), mask.to(device)).float()
+            logits = pack.model(**to_device(inputs, device)).float()
         logits = logits.reshape(pack.K, len(index), -1)
         out = logits.squeeze(-1) if regression else logits.argmax(-1)
         for n in range(pack.K):
@@ -306,10 +319,10 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
             orders = {epoch: [epoch_order(len(train), c.train.resolved_data_seed, epoch) for c in pack.cells]}
         rows = [orders[epoch][n][within * b : (within + 1) * b][rank::world] for n in range(K)]
         index = torch.cat(rows)
-        input_ids, mask, labels = train.batch(index)
+        inputs, labels = train.batch(index)
         labels = labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = pack.model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
+            logits = pack.model(**to_device(inputs, device))
         losses = loss_per_cell(logits, labels, K, regression)
         losses.sum().backward()
         if world > 1:

@@ -75,3 +75,17 @@ def test_pack_size_follows_the_spec_then_free_memory(tiny_bert):
     assert auto_pack_size(spec, 21, 2) == 11  # split over two processes
     assert auto_pack_size(spec, 21, 1, Encoder(), free_bytes=10 * per_cell) == 8  # 80% of free memory
     assert auto_pack_size(replace(spec, sweep=SweepSpec(pack=5)), 21, 1, Encoder(), 10 * per_cell) == 5
+
+
+def test_sentence_pairs_keep_their_segment_ids(tiny_bert):
+    from lowrank_lab.data import Example
+    from lowrank_lab.models import load_base
+
+    _, tokenizer = load_base(str(tiny_bert))
+    pairs = encode(tokenizer, [Example("a cat sat", "on the mat", 1), Example("yes", "no", 0)], 32, False)
+    inputs, labels = pairs.batch(torch.tensor([0, 1]))
+    types = inputs["token_type_ids"]
+    assert types.shape == inputs["input_ids"].shape and labels.tolist() == [1, 0]
+    # BERT marks the second sentence (and its [SEP]) with segment 1: "[CLS] a cat sat [SEP]" is 0.
+    assert types[0].tolist()[:5] == [0, 0, 0, 0, 0] and types[0, 5:9].tolist() == [1, 1, 1, 1]
+    assert (types * (1 - inputs["attention_mask"])).sum() == 0
