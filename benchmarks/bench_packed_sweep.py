@@ -21,6 +21,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     model_name = args.model
     if args.shape == "roberta-base":
-        model_name = roberta_base_shape(args.model, Path("/tmp/roberta-base-shape"))
+        model_name = roberta_base_shape(args.model, Path(tempfile.mkdtemp(prefix="roberta-base-shape-")))
     spec = ExperimentSpec(
         model=ModelSpec(name=model_name, pooling="mean", max_length=args.max_length),
         data=DataSpec(task="glue:SST-2", path=args.glue, max_train=None, max_eval=None),
