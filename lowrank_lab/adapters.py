@@ -36,11 +36,10 @@ import torch
 from torch import Tensor
 
 from . import models
-from .linalg import scaling_factor, top_r_svd_randomized
+from .linalg import top_r_svd_randomized
 from .models import label_for
-from .runs import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LowRankUpdate, RunError, check_adapter_config,  # noqa: F401
-                   check_factors, pattern_key,
-                   rank_and_alpha, read_json)
+from .runs import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LowRankUpdate, RunError, check_adapter_config,
+                   lora_factors, read_json)
 
 ADAPTER_WEIGHTS_BIN = "adapter_model.bin"
 MUTATING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # "pissa_niter_16" counts too
@@ -267,34 +266,18 @@ def load_external(adapter: str | Path, base: str | Path | None = None,
     notes.append(f"ΔW = scaling·B·A with scaling = {rule} (PEFT's use_rslora={bool(config.get('use_rslora'))})"
                  ", in the out×in (d×k) layout")
 
-    by_path: dict[str, LowRankUpdate] = {}
+    pairs, conv = lora_factors(config, tensors, weights_file)
+    notes += [f"skipped {path}: factors that are not 2-D (convolution LoRA is not analysed)" for path in conv]
+    by_path = {p: LowRankUpdate("", p, A.float(), B.float(), scaling, fan_in_fan_out)
+               for p, (A, B, scaling) in pairs.items()}
     magnitudes: dict[str, Tensor] = {}
-    for key in sorted(tensors):
-        if not key.endswith(".lora_A.weight"):
-            continue
-        path = key.removeprefix(PEFT_PREFIX)[: -len(".lora_A.weight")]
-        b_key = key[: -len("lora_A.weight")] + "lora_B.weight"
-        if b_key not in tensors:
-            raise RunError(f"{weights_file}: {key} has no matching {b_key}")
-        A, B = tensors[key], tensors[b_key]
-        if A.ndim != 2 or B.ndim != 2:
-            notes.append(f"skipped {path}: {A.ndim}-D factors (convolution LoRA is not analysed)")
-            continue
-        r, alpha = rank_and_alpha(config, path)
-        if A.shape[0] != r or B.shape[1] != r:
-            raise RunError(f"{weights_file}: {key} {tuple(A.shape)} / {b_key} {tuple(B.shape)} have rank "
-                           f"{A.shape[0]}/{B.shape[1]}, but {cfg_file.name} gives r={r} for {path} "
-                           "(r, rank_pattern)")
-        check_factors(A, B, key, weights_file)
-        by_path[path] = LowRankUpdate("", path, A.float(), B.float(), scaling_factor(alpha, r, rule), fan_in_fan_out)
+    for path, u in by_path.items():
         m_key = f"{PEFT_PREFIX}{path}.lora_magnitude_vector"
         m = tensors.get(m_key, tensors.get(f"{m_key}.weight"))
         if m is not None:
-            if m.shape != (B.shape[0],) or not torch.isfinite(m).all():
-                raise RunError(f"{weights_file}: {m_key} must be {B.shape[0]} finite numbers, got {tuple(m.shape)}")
+            if m.shape != (u.B.shape[0],) or not torch.isfinite(m).all():
+                raise RunError(f"{weights_file}: {m_key} must be {u.B.shape[0]} finite numbers, got {tuple(m.shape)}")
             magnitudes[path] = m.float()
-    if not by_path:
-        raise RunError(f"{weights_file}: no lora_A / lora_B weights")
     skipped = sorted({k.removeprefix(PEFT_PREFIX).split(".lora_embedding_")[0] for k in tensors if ".lora_embedding_" in k})
     if skipped:
         notes.append(f"skipped embedding adapters: {', '.join(skipped)}")

@@ -311,38 +311,48 @@ def rank_and_alpha(config: dict, path: str) -> tuple[int, float]:
     return int(r), float(alpha)
 
 
-def read_adapter(folder: Path) -> tuple[dict, dict[str, LowRankUpdate], dict[str, Tensor]]:
-    """(adapter_config, {path: LowRankUpdate}, other tensors) of a PEFT LoRA folder.
+def lora_factors(config: dict, tensors: dict[str, Tensor], where: Path
+                 ) -> tuple[dict[str, tuple[Tensor, Tensor, float]], list[str]]:
+    """The checked LoRA pairs of a PEFT state dict: ({module path: (A, B, scaling)}, paths whose
+    factors are not 2-D, e.g. convolution LoRA). Scaling follows PEFT: α/r, or α/√r with
+    use_rslora; r and α per module through rank_pattern / alpha_pattern."""
+    rule = "alpha/sqrt(r)" if config.get("use_rslora") else "alpha/r"
+    pairs, skipped = {}, []
+    for key in sorted(tensors):
+        if not key.endswith(".lora_A.weight"):
+            continue
+        path = key.removeprefix(PEFT_PREFIX)[: -len(".lora_A.weight")]
+        b_key = key[: -len("lora_A.weight")] + "lora_B.weight"
+        if b_key not in tensors:
+            raise RunError(f"{where}: {key} has no matching {b_key}")
+        A, B = tensors[key], tensors[b_key]
+        if A.ndim != 2 or B.ndim != 2:
+            skipped.append(path)
+            continue
+        r, alpha = rank_and_alpha(config, path)
+        if A.shape[0] != r or B.shape[1] != r:
+            raise RunError(f"{where}: {key} {tuple(A.shape)} / {b_key} {tuple(B.shape)} have rank "
+                           f"{A.shape[0]}/{B.shape[1]}, but {ADAPTER_CONFIG} gives r={r} for {path} "
+                           "(r, rank_pattern)")
+        check_factors(A, B, key, where)
+        pairs[path] = (A, B, scaling_factor(alpha, r, rule))
+    if not pairs:
+        raise RunError(f"{where}: no lora_A / lora_B weights")
+    return pairs, skipped
 
-    Scaling follows PEFT: α/r, or α/√r with use_rslora; per-module r and α through
-    rank_pattern / alpha_pattern. Tensors are read with safetensors only."""
+
+def read_adapter(folder: Path) -> tuple[dict, dict[str, LowRankUpdate], dict[str, Tensor]]:
+    """(adapter_config, {path: LowRankUpdate}, other tensors) of a PEFT LoRA folder, read with
+    safetensors only (``lora_factors`` checks the factors)."""
     folder = Path(folder)
     config = check_adapter_config(read_json(folder / ADAPTER_CONFIG), folder / ADAPTER_CONFIG)
     tensors = read_tensors(folder / ADAPTER_WEIGHTS)
-    updates: dict[str, LowRankUpdate] = {}
-    other = {}
-    for key, value in tensors.items():
-        if ".lora_A." in key or key.endswith(".lora_A.weight"):
-            path = key.removeprefix(PEFT_PREFIX).rpartition(".lora_A")[0]
-            b_key = key.replace(".lora_A.", ".lora_B.")
-            if b_key not in tensors:
-                raise RunError(f"{folder / ADAPTER_WEIGHTS}: {key} has no matching {b_key}")
-            A, B = value, tensors[b_key]
-            r, alpha = rank_and_alpha(config, path)
-            if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[1]:
-                raise RunError(f"{folder / ADAPTER_WEIGHTS}: {key} {tuple(A.shape)} and {b_key} "
-                               f"{tuple(B.shape)} are not r×k and d×r")
-            if A.shape[0] != r:
-                raise RunError(f"{folder / ADAPTER_WEIGHTS}: {key} has rank {A.shape[0]} but "
-                               f"{ADAPTER_CONFIG} says r={r}")
-            check_factors(A, B, key, folder / ADAPTER_WEIGHTS)
-            rule = "alpha/sqrt(r)" if config.get("use_rslora") else "alpha/r"
-            updates[path] = LowRankUpdate(label_for(path), path, A, B, scaling_factor(alpha, r, rule),
-                                          bool(config.get("fan_in_fan_out")))
-        elif ".lora_B." not in key:
-            other[key.removeprefix(PEFT_PREFIX)] = value
-    if not updates:
-        raise RunError(f"{folder / ADAPTER_WEIGHTS}: no lora_A / lora_B tensors")
+    pairs, skipped = lora_factors(config, tensors, folder / ADAPTER_WEIGHTS)
+    if skipped:
+        raise RunError(f"{folder / ADAPTER_WEIGHTS}: the factors of {skipped[0]} are not r×k and d×r")
+    fan_in_fan_out = bool(config.get("fan_in_fan_out"))
+    updates = {p: LowRankUpdate(label_for(p), p, A, B, scaling, fan_in_fan_out) for p, (A, B, scaling) in pairs.items()}
+    other = {k.removeprefix(PEFT_PREFIX): v for k, v in tensors.items() if ".lora_A." not in k and ".lora_B." not in k}
     return config, updates, other
 
 
