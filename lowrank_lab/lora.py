@@ -80,6 +80,11 @@ class LoRALinear(nn.Module):
         self.merged = False
 
     @property
+    def fan_in_fan_out(self) -> bool:
+        """True when the base stores W0ᵀ (GPT-2's Conv1D), as PEFT's config says it."""
+        return bool(Conv1D) and isinstance(self.base, Conv1D)
+
+    @property
     def n_adapters(self) -> int:
         return len(self.ranks)
 

@@ -391,9 +391,9 @@ def load_sweep(sweep: Path) -> list[Run]:
 
 def save_checkpoint(folder: Path, tensors: dict[str, Tensor], state: dict) -> None:
     """Resume state: tensors (parameters, optimizer moments) in safetensors, the rest in JSON.
-    The JSON is written last and names the step, so a torn checkpoint is never trusted."""
+    Both files name the step, so a kill between the two writes is never trusted."""
     folder = Path(folder)
-    write_tensors(folder / "state.safetensors", tensors)
+    write_tensors(folder / "state.safetensors", {**tensors, "checkpoint_step": torch.tensor(state["step"])})
     write_json(folder / "state.json", state)
 
 
@@ -406,6 +406,8 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, Tensor], dict] | None:
         tensors = read_tensors(folder / "state.safetensors")
     except RunError:
         return None  # a checkpoint killed mid-write: start the cell again
+    if int(tensors.pop("checkpoint_step", -1)) != state.get("step"):
+        return None  # the two files come from different checkpoints
     return tensors, state
 
 

@@ -275,7 +275,7 @@ def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
         if layer.ranks[n]:
             updates.append(LowRankUpdate(pack.labels[path], path, tensors[f"{path}.lora_A"],
                                          tensors[f"{path}.lora_B"], float(layer.scaling[n]),
-                                         layer.base.__class__.__name__ == "Conv1D"))
+                                         layer.fan_in_fan_out))
     lora = cell.lora
     runs.save_adapter(folder / "adapter", updates, base_model=base_model, revision=cell.model.revision,
                       alpha=lora.alpha, scaling_rule=lora.scaling_rule, init=lora.init,

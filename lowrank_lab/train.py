@@ -10,6 +10,7 @@ reason. A pack of one cell is plain LoRA training.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -113,6 +114,12 @@ class Pack:
     def K(self) -> int:
         return len(self.cells)
 
+    @functools.cached_property
+    def packed(self) -> frozenset[int]:
+        """ids of the parameters whose dim 0 is the cell (LoRA factors and heads)."""
+        params = [p for layer in self.layers.values() for p in (layer.A, layer.B)]
+        return frozenset(map(id, params + [self.model.head.weight, self.model.head.bias]))
+
 
 def build_pack(cells: Sequence[CellSpec], encoder: nn.Module, num_labels: int, pooling: str) -> Pack:
     """Inject K adapters (or unfreeze weights for full fine-tuning / BitFit, K = 1) and heads,
@@ -194,8 +201,7 @@ def per_cell_grad_norms(pack: Pack) -> Tensor:
 
 
 def _is_packed(pack: Pack, p: nn.Parameter) -> bool:
-    return any(p is layer.A or p is layer.B for layer in pack.layers.values()) or \
-        p is pack.model.head.weight or p is pack.model.head.bias
+    return id(p) in pack.packed
 
 
 def clip_per_cell(pack: Pack, max_norm: float) -> Tensor:
