@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from . import models
-from .linalg import top_r_svd_randomized
+from .linalg import delta_w, top_r_svd_randomized
 from .models import label_for
 from .runs import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LowRankUpdate, RunError, check_adapter_config,
                    lora_factors, read_json)
@@ -176,7 +176,7 @@ class _DoraDelta(Mapping):
 
     def __getitem__(self, label: str) -> Tensor:
         u = self._updates[label]
-        V = self._W_given(u).double() + u.scaling * (u.B.double() @ u.A.double())
+        V = self._W_given(u).double() + delta_w(u.A.double(), u.B.double(), u.scaling)
         W_new = (self._m[label].double() / torch.linalg.vector_norm(V, dim=1))[:, None] * V
         return (W_new - self._W0(u).double()).float()
 

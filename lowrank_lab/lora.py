@@ -175,9 +175,3 @@ def inject(model: nn.Module, paths: Sequence[str], ranks: Sequence[Sequence[int]
         setattr(parent, child, layer)
         layers[path] = layer
     return layers
-
-
-def merge_all(model: nn.Module) -> None:
-    """Merge every single-adapter LoRA layer of `model` into its W0."""
-    for layer in lora_layers(model).values():
-        layer.merge()
