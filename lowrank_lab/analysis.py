@@ -78,6 +78,21 @@ def _w0(W0: W0Source, update: LowRankUpdate) -> Tensor:
     return W.detach().to(torch.float64)
 
 
+# W0's thin SVD per update, (U, S, Vh) in float64: φ(W0, ΔW), amplification and intruders all use
+# it, so a caller that analyses many runs on one base passes a cached one (``w0_svd`` computes it).
+W0SVD = Callable[[LowRankUpdate], tuple[Tensor, Tensor, Tensor]]
+
+
+def w0_svd(W: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Thin SVD of W0 (d×k) in float64: U (d×p), S (p,), Vh (p×k), p = min(d, k)."""
+    return torch.linalg.svd(W.detach().to(torch.float64), full_matrices=False)
+
+
+def lead_columns(frame: pd.DataFrame, **columns) -> pd.DataFrame:
+    """`frame` with constant columns put first (the tidy tables lead with the spec keys)."""
+    return frame.assign(**columns)[[*columns, *[c for c in frame.columns if c not in columns]]]
+
+
 def label_columns(label: str) -> dict:
     """``L3.q`` → {label, layer: 3, module: "q"}; other labels keep layer = None."""
     try:
@@ -157,7 +172,8 @@ def w0_basis(W0: Tensor, side: str, n: int) -> Tensor:
 
 
 def phi_w0_table(updates: Mapping[str, LowRankUpdate], W0: W0Source, side: str = "A",
-                 n_w0: int | None = None, generator: torch.Generator | None = None) -> pd.DataFrame:
+                 n_w0: int | None = None, generator: torch.Generator | None = None,
+                 svd0: W0SVD | None = None) -> pd.DataFrame:
     """φ(W0, ΔW, i, j) per label: i ≤ n_w0 over W0's top directions, j ≤ r over the adapter's
     (App. H.3, Fig. 8). With a generator, also a "random" row block per label: the same W0
     against a Haar-random r-dimensional basis (Fig. 8's A_rand). Columns as ``phi_table`` plus
@@ -166,7 +182,12 @@ def phi_w0_table(updates: Mapping[str, LowRankUpdate], W0: W0Source, side: str =
     for label, u in updates.items():
         W = _w0(W0, u)
         n = n_w0 or default_n_w0(*W.shape)
-        V0, V = w0_basis(W, side, n), basis(u, side)
+        if svd0 is None:
+            V0 = w0_basis(W, side, n)
+        else:
+            U0, _, Vh0 = svd0(u)
+            V0 = Vh0[:n].mT if side in ("A", "dW_right") else U0[:, :n]
+        V = basis(u, side)
         cols = label_columns(label)
         blocks.append(_grid_block(linalg.phi_grid(V0, V), V.shape[0], **cols, source="adapter",
                                   r1=n, r2=V.shape[1]))
@@ -182,13 +203,14 @@ def phi_w0_table(updates: Mapping[str, LowRankUpdate], W0: W0Source, side: str =
 
 
 def amplification_table(updates: Mapping[str, LowRankUpdate], W0: W0Source,
-                        generator: torch.Generator | None = None) -> pd.DataFrame:
+                        generator: torch.Generator | None = None, svd0: W0SVD | None = None) -> pd.DataFrame:
     """Table 7 per label: proj_delta_w, proj_w0, proj_random (‖Uᵀ W0 Vhᵀ‖_F), norm_w0,
     norm_delta_w (scaling included), amplification = norm_delta_w / proj_delta_w; r, d, k, scaling."""
     rows = []
     for label, u in updates.items():
         W = _w0(W0, u)
-        values = linalg.amplification(W, u.A, u.B, u.scaling, generator)
+        values = linalg.amplification(W, u.A, u.B, u.scaling, generator,
+                                      w0_top=None if svd0 is None else svd0(u))
         rows.append({**label_columns(label), "r": u.r, "d": W.shape[0], "k": W.shape[1],
                      "scaling": u.scaling, **values})
     return pd.DataFrame(rows)
@@ -229,9 +251,10 @@ def spectrum_metrics_table(spectra: Mapping[str, Tensor]) -> pd.DataFrame:
 
 
 def intruder_rows(label: str, W0: Tensor, W_tuned: Tensor, epsilons=EPSILONS,
-                  top_k: int = INTRUDER_TOP_K) -> list[dict]:
-    """Rows (label, epsilon, n_intruders, top_k) for one matrix; two dense SVDs, reused for all ε."""
-    found = linalg.intruder_dimensions(W0, W_tuned, top_k, dtype=torch.float64)
+                  top_k: int = INTRUDER_TOP_K, U_w0: Tensor | None = None) -> list[dict]:
+    """Rows (label, epsilon, n_intruders, top_k) for one matrix; two dense SVDs (one when W0's
+    left singular vectors U_w0 are given), reused for all ε."""
+    found = linalg.intruder_dimensions(W0, W_tuned, top_k, dtype=torch.float64, U_w0=U_w0)
     counts = linalg.intruder_counts(found["max_cos"], torch.tensor(epsilons, dtype=torch.float64))
     top_k = len(found["max_cos"])
     return [{**label_columns(label), "epsilon": eps, "n_intruders": int(c), "top_k": top_k}
@@ -239,13 +262,13 @@ def intruder_rows(label: str, W0: Tensor, W_tuned: Tensor, epsilons=EPSILONS,
 
 
 def intruder_table(updates: Mapping[str, LowRankUpdate], W0: W0Source, epsilons=EPSILONS,
-                   top_k: int = INTRUDER_TOP_K) -> pd.DataFrame:
+                   top_k: int = INTRUDER_TOP_K, svd0: W0SVD | None = None) -> pd.DataFrame:
     """Intruder counts of W0 + ΔW against W0 per label and ε (ΔW dense here: W0 is dense anyway)."""
     rows = []
     for label, u in updates.items():
         W = _w0(W0, u)
         rows += intruder_rows(label, W, W + linalg.delta_w(u.A.double(), u.B.double(), u.scaling),
-                              epsilons, top_k)
+                              epsilons, top_k, None if svd0 is None else svd0(u)[0])
     return pd.DataFrame(rows)
 
 

@@ -106,11 +106,6 @@ def effective_updates(ext: ExternalAdapter, opts: AnalysisOptions = AnalysisOpti
     return out
 
 
-def _columns(frame: pd.DataFrame, **columns) -> pd.DataFrame:
-    """`frame` with constant columns put first."""
-    return frame.assign(**columns)[[*columns, *[c for c in frame.columns if c not in columns]]]
-
-
 def analyze_adapter(ext: ExternalAdapter, opts: AnalysisOptions = AnalysisOptions()) -> dict[str, pd.DataFrame]:
     """{spectrum, spectrum_metrics, phi_w0, amplification, intruders} of one adapter, the columns of
     ``analysis``'s tables plus kind (and r where missing). Each W0 is read once and dropped."""
@@ -130,8 +125,8 @@ def analyze_adapter(ext: ExternalAdapter, opts: AnalysisOptions = AnalysisOption
         w0 = {label: _factors(U0[:, :n_w0], S0[:n_w0], Vh0[:n_w0], u)}
         rand = {label: LowRankUpdate(label, u.path, torch.randn(u.r, k, generator=gen, dtype=torch.float64),
                                      torch.randn(d, u.r, generator=gen, dtype=torch.float64), 1.0)}
-        phi += [_columns(an.phi_table(w0, {label: u}, opts.side), source="adapter"),
-                _columns(an.phi_table(w0, rand, opts.side), source="random")]
+        phi += [an.lead_columns(an.phi_table(w0, {label: u}, opts.side), source="adapter"),
+                an.lead_columns(an.phi_table(w0, rand, opts.side), source="random")]
         row = linalg.amplification(W0, u.A, u.B, u.scaling, gen, w0_top=(U0, S0, Vh0),
                                    dtype=torch.float64 if dense else torch.float32)
         if u.kind == "dora":  # ‖ΔW‖_F of the dense update, not of its rank-r part
@@ -282,7 +277,7 @@ def analyze(adapter: str | Path, base: str | Path | None = None, original_base: 
                "original_base": None if original_base is None else str(original_base)}
     paths = []
     for table in ANALYZE_TABLES:
-        frame = pd.concat([_columns(per[n][table], adapter=n) for n in names if not per[n][table].empty]
+        frame = pd.concat([an.lead_columns(per[n][table], adapter=n) for n in names if not per[n][table].empty]
                           or [pd.DataFrame()], ignore_index=True)
         paths += write_table(out, table, frame, options, described)
     if figures:
@@ -309,7 +304,7 @@ def compare(adapters: Sequence[str | Path], base: str | Path | None = None, out:
             notes.append(f"{n1} vs {n2}: no label adapted in both (with the same shape)")
         for key, frame in result.items():
             if not frame.empty:
-                frames[key].append(_columns(frame, adapter1=n1, adapter2=n2, side=opts.side))
+                frames[key].append(an.lead_columns(frame, adapter1=n1, adapter2=n2, side=opts.side))
     options = {**asdict(opts), "base": None if base is None else str(base)}
     described = [_describe(e, n) for n, e in found]
     paths = []

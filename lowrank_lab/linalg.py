@@ -470,7 +470,7 @@ def eckart_young_error(S: Tensor, k: int) -> float:
 
 def intruder_dimensions(
     W0: Tensor, W_tuned: Tensor, top_k: int = 10, epsilon: float = 0.5,
-    *, dtype: torch.dtype | None = None,
+    *, dtype: torch.dtype | None = None, U_w0: Tensor | None = None,
 ) -> dict[str, Tensor | int]:
     """Top singular vectors of W_tuned with no counterpart among W0's (Shuttleworth et al. 2024).
 
@@ -480,12 +480,14 @@ def intruder_dimensions(
     top_k is capped at min(d, k).
     arXiv:2410.21228; defaults top_k = 10, ε = 0.5 follow their find_intruder_dimensions.py.
     LoRA tends to add new high-ranking directions; full fine-tuning mostly rotates existing ones.
-    Dense SVDs (W0 is dense anyway), in `dtype` (default: input dtype, at least float32).
+    Dense SVDs (W0 is dense anyway), in `dtype` (default: input dtype, at least float32); U_w0,
+    W0's left singular vectors (d×min(d, k)), spares the SVD of W0 when the caller has it.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     W0, W_tuned = _upcast(W0, W_tuned, dtype=dtype)
-    U_w0, _, _ = torch.linalg.svd(W0, full_matrices=False)
+    if U_w0 is None:
+        U_w0, _, _ = torch.linalg.svd(W0, full_matrices=False)
     U_tuned, _, _ = torch.linalg.svd(W_tuned, full_matrices=False)
     max_cos = (U_tuned[..., :, :top_k].mT @ U_w0).abs().amax(dim=-1)
     is_intruder = max_cos < epsilon

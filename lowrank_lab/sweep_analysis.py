@@ -50,6 +50,7 @@ class BaseWeights:
 
     def __init__(self, name: str, revision: str | None = None):
         self.name, self.revision = name, revision
+        self._svds: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
 
     @property
     def encoder(self):
@@ -61,6 +62,12 @@ class BaseWeights:
 
     def __call__(self, update: LowRankUpdate) -> Tensor:
         return weight_as_W0(self.module(update.path.removeprefix(CLASSIFIER_PREFIX))).detach()
+
+    def svd(self, update: LowRankUpdate) -> tuple[Tensor, Tensor, Tensor]:
+        """W0's thin float64 SVD, computed once per matrix for every run and table of the sweep."""
+        if update.path not in self._svds:
+            self._svds[update.path] = an.w0_svd(self(update))
+        return self._svds[update.path]
 
 
 @functools.lru_cache(maxsize=2)
@@ -95,11 +102,6 @@ def full_deltas(run: Run, base: BaseWeights) -> tuple[dict[str, Tensor], dict[st
 
 def _lora_runs(sweep_runs: Iterable[Run]) -> list[Run]:
     return [r for r in sweep_runs if r.spec.lora.method == "lora" and r.updates]
-
-
-def _with(frame: pd.DataFrame, **columns) -> pd.DataFrame:
-    """`frame` with constant columns put first (the tidy tables lead with the spec keys)."""
-    return frame.assign(**columns)[[*columns, *[c for c in frame.columns if c not in columns]]]
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -143,26 +145,26 @@ def phi_tables(sweep_runs: list[Run], sides: Iterable[str], base: BaseWeights) -
             for seed in seeds:
                 for r1, r2 in itertools.combinations([r for r in ranks if (seed, r) in cells], 2):
                     t = an.phi_table(cells[seed, r1].updates, cells[seed, r2].updates, side)
-                    frames.append(_with(t, comparison="ranks", side=side, **keys, seed1=seed, seed2=seed))
+                    frames.append(an.lead_columns(t, comparison="ranks", side=side, **keys, seed1=seed, seed2=seed))
             for r in ranks:
                 for s1, s2 in itertools.combinations([s for s in seeds if (s, r) in cells], 2):
                     t = an.phi_table(cells[s1, r].updates, cells[s2, r].updates, side)
-                    frames.append(_with(t, comparison="seeds", side=side, **keys, seed1=s1, seed2=s2))
+                    frames.append(an.lead_columns(t, comparison="seeds", side=side, **keys, seed1=s1, seed2=s2))
                     shapes |= {(r, d) for d in t["dim"].unique()}
         for r, dim in sorted(shapes):
             t = an.random_phi_table(r, r, int(dim), gen)
-            frames.append(_with(t, comparison="random", side=side, **dict.fromkeys(GROUP_KEYS, ""),
+            frames.append(an.lead_columns(t, comparison="random", side=side, **dict.fromkeys(GROUP_KEYS, ""),
                                 seed1=None, seed2=None))
         for run in lora:
             c = run_columns(run)
-            t = an.phi_w0_table(run.updates, base, side, generator=gen)
-            w0_frames.append(_with(t, side=side, **{k: c[k] for k in [*GROUP_KEYS, "seed"]}))
+            t = an.phi_w0_table(run.updates, base, side, generator=gen, svd0=base.svd)
+            w0_frames.append(an.lead_columns(t, side=side, **{k: c[k] for k in [*GROUP_KEYS, "seed"]}))
     return _concat(frames), _concat(w0_frames)
 
 
 def amplification_frame(sweep_runs: list[Run], base: BaseWeights) -> pd.DataFrame:
     gen = torch.Generator().manual_seed(RANDOM_SEED)
-    return _concat([_with(an.amplification_table(run.updates, base, gen).drop(columns="r"), **run_columns(run))
+    return _concat([an.lead_columns(an.amplification_table(run.updates, base, gen, svd0=base.svd).drop(columns="r"), **run_columns(run))
                     for run in _lora_runs(sweep_runs)])
 
 
@@ -175,27 +177,27 @@ def spectrum_frames(sweep_runs: list[Run], base: BaseWeights) -> dict[str, pd.Da
     for run in lora:
         cols = run_columns(run)
         spectra = an.lowrank_spectra(run.updates)
-        out[an.SPECTRUM].append(_with(an.spectrum_table(spectra), **cols))
-        out[an.SPECTRUM_METRICS].append(_with(an.spectrum_metrics_table(spectra), **cols))
-        out[an.INTRUDERS].append(_with(an.intruder_table(run.updates, base), **cols))
+        out[an.SPECTRUM].append(an.lead_columns(an.spectrum_table(spectra), **cols))
+        out[an.SPECTRUM_METRICS].append(an.lead_columns(an.spectrum_metrics_table(spectra), **cols))
+        out[an.INTRUDERS].append(an.lead_columns(an.intruder_table(run.updates, base, svd0=base.svd), **cols))
     for run in sweep_runs:
         if run.spec.lora.method != "full" or not (run.path / WEIGHTS_FILE).exists():
             continue  # transported sweeps may keep full fine-tuning's weights for one seed only
         cols = run_columns(run)
         deltas, w0s = full_deltas(run, base)
         spectra = an.dense_spectra(deltas)
-        out[an.SPECTRUM].append(_with(an.spectrum_table(spectra), **cols))
-        out[an.SPECTRUM_METRICS].append(_with(an.spectrum_metrics_table(spectra), **cols))
+        out[an.SPECTRUM].append(an.lead_columns(an.spectrum_table(spectra), **cols))
+        out[an.SPECTRUM_METRICS].append(an.lead_columns(an.spectrum_metrics_table(spectra), **cols))
         rows = []
         for label, D in deltas.items():
             rows += an.intruder_rows(label, w0s[label], w0s[label] + D)
-        out[an.INTRUDERS].append(_with(pd.DataFrame(rows), **cols))
+        out[an.INTRUDERS].append(an.lead_columns(pd.DataFrame(rows), **cols))
         same_seed = [r for r in lora if r.spec.train.seed == run.spec.train.seed]
         ey = an.eckart_young_table(deltas, {r.path.name: r.updates for r in same_seed})
         meta = pd.DataFrame([{"source": r.path.name, "lora_targets": r.spec.lora.targets} for r in same_seed],
                             columns=["source", "lora_targets"])
         ey = ey.merge(meta, on="source", how="left").fillna({"lora_targets": ""})
-        out[an.ECKART_YOUNG].append(_with(ey, **{k: cols[k] for k in ("task", "cell", "seed")}))
+        out[an.ECKART_YOUNG].append(an.lead_columns(ey, **{k: cols[k] for k in ("task", "cell", "seed")}))
     return {name: _concat(frames) for name, frames in out.items()}
 
 
@@ -252,6 +254,7 @@ def analyze_sweep(sweep: Path, sides: Iterable[str] = ("A",), base_model: str | 
     for step in (lambda: compute_subspace(sweep, sides, base_model),
                  lambda: compute_amplification(sweep, base_model),
                  lambda: compute_spectrum(sweep, base_model)):
-        paths += step()
-        echo(f"wrote {', '.join(p.name for p in paths[-2:])} …")
+        written = step()
+        paths += written
+        echo(f"wrote {', '.join(p.name for p in written)} …")
     return paths
