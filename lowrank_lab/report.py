@@ -106,14 +106,13 @@ def write_report(sweep: Path, base_model: str | None = None, echo=print) -> tupl
     out = runs.analysis_dir(sweep) / "report"
     figures = render_figures(sweep, out)
     ours = tables.sweep_tables(sweep)
-    tables.write_tables(sweep)
+    tables.write_tables(sweep, ours)
     spec = runs.read_json(sweep / "spec.json")
     md = [f"# lowrank-lab report: {sweep.name}", "",
           f"Model `{spec['model']['name']}`, task `{spec['data']['task']}`; sweep axes: r = {spec['sweep']['r']}, "
           f"seeds = {spec['sweep']['seeds']}, targets = {spec['sweep']['targets']}, "
           f"baselines = {spec['sweep']['baselines']}. Paper: Hu et al. 2021 (arXiv:2106.09685).", "",
           "## Conventions", "", *[f"- {line}" for line in _conventions(sweep)], "", "## Figures", ""]
-    parts_html = []
     for name, title, skipped, paper in figures:
         md += [f"### {title}", ""]
         if skipped:
@@ -128,10 +127,10 @@ def write_report(sweep: Path, base_model: str | None = None, echo=print) -> tupl
         if name in PAPER_TABLES:
             md += ["Paper (GPT-3 175B):", "", tables.to_markdown(PAPER_TABLES[name].set_index(PAPER_TABLES[name].columns[0]))]
     md_text = "\n".join(md)
-    parts_html = _html(md_text)
+    html = _html(md_text)
     md_path, html_path = out / "report.md", out / "report.html"
     runs.write_text(md_path, md_text)
-    runs.write_text(html_path, parts_html)
+    runs.write_text(html_path, html)
     return md_path, html_path
 
 

@@ -222,12 +222,14 @@ def save_table(table: pd.DataFrame, name: str, out_dir: Path) -> list[Path]:
     return paths
 
 
-def write_tables(sweep: Path) -> list[Path]:
+def write_tables(sweep: Path, ours: dict[str, pd.DataFrame] | None = None) -> list[Path]:
     """Write the per-cell results cache (analysis/results.csv, which the table scripts read) and
-    every table as <analysis>/tables/<name>.{md,tex,csv}; return the paths."""
+    every table as <analysis>/tables/<name>.{md,tex,csv}; `ours`: the tables when the caller has
+    already built them with ``sweep_tables``. Returns the paths."""
     from . import runs
     from .sweep_analysis import compute_results
 
     folder = runs.analysis_dir(Path(sweep)) / "tables"
     paths = compute_results(Path(sweep))
-    return paths + [p for name, table in sweep_tables(sweep).items() for p in save_table(table, name, folder)]
+    ours = sweep_tables(sweep) if ours is None else ours
+    return paths + [p for name, table in ours.items() for p in save_table(table, name, folder)]
