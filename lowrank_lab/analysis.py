@@ -294,8 +294,8 @@ def eckart_young_table(deltas: Mapping[str, Tensor],
                 continue
             u = updates[label]
             A, B = u.A.double(), u.B.double()
-            S = linalg.factored_svd(A, B, u.scaling, dtype=torch.float64)[1]
-            err2 = norm2 - 2 * u.scaling * float(((B.mT @ D) * A).sum()) + float(S.square().sum())
+            lora2 = linalg.frobenius_inner(A, B, u.scaling, A, B, u.scaling)  # ‖s·B·A‖², r×r products only
+            err2 = norm2 - 2 * u.scaling * float(((B.mT @ D) * A).sum()) + lora2
             frames.append(pd.DataFrame([{"source": name, "k": u.r, "rel_error": math.sqrt(max(err2, 0.0) / norm2),
                                          **label_columns(label)}]))
     cols = ["label", "layer", "module", "source", "k", "rel_error"]

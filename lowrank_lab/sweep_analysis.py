@@ -131,13 +131,14 @@ def phi_tables(sweep_runs: list[Run], sides: Iterable[str], base: BaseWeights) -
     comparison's shape); phi_w0: every LoRA run against W0 plus a random basis (Fig. 8)."""
     lora = _lora_runs(sweep_runs)
     frames, w0_frames = [], []
+    columns = {id(run): run_columns(run) for run in lora}
+    by_group: dict[tuple, dict[tuple[int, int], Run]] = {}
+    for run in lora:
+        c = columns[id(run)]
+        by_group.setdefault(tuple(c[k] for k in GROUP_KEYS), {})[(c["seed"], c["r"])] = run
     for side in sides:
-        gen = torch.Generator().manual_seed(RANDOM_SEED)
+        gen = torch.Generator().manual_seed(RANDOM_SEED)  # per side, so each side's random tables repeat
         shapes = set()
-        by_group: dict[tuple, dict[tuple[int, int], Run]] = {}
-        for run in lora:
-            c = run_columns(run)
-            by_group.setdefault(tuple(c[k] for k in GROUP_KEYS), {})[(c["seed"], c["r"])] = run
         for group, cells in by_group.items():
             keys = dict(zip(GROUP_KEYS, group, strict=True))
             seeds = sorted({s for s, _ in cells})
@@ -156,7 +157,7 @@ def phi_tables(sweep_runs: list[Run], sides: Iterable[str], base: BaseWeights) -
             frames.append(an.lead_columns(t, comparison="random", side=side, **dict.fromkeys(GROUP_KEYS, ""),
                                 seed1=None, seed2=None))
         for run in lora:
-            c = run_columns(run)
+            c = columns[id(run)]
             t = an.phi_w0_table(run.updates, base, side, generator=gen, svd0=base.svd)
             w0_frames.append(an.lead_columns(t, side=side, **{k: c[k] for k in [*GROUP_KEYS, "seed"]}))
     return _concat(frames), _concat(w0_frames)
