@@ -173,12 +173,17 @@ class _DoraDelta(Mapping):
 
     def __init__(self, updates, magnitudes, W_given, W0):
         self._updates, self._m, self._W_given, self._W0 = updates, magnitudes, W_given, W0
+        self._last: tuple[str, Tensor] | None = None  # analyses ask for one label several times in a row
 
     def __getitem__(self, label: str) -> Tensor:
+        if self._last is not None and self._last[0] == label:
+            return self._last[1]
         u = self._updates[label]
         V = self._W_given(u).double() + delta_w(u.A.double(), u.B.double(), u.scaling)
         W_new = (self._m[label].double() / torch.linalg.vector_norm(V, dim=1))[:, None] * V
-        return (W_new - self._W0(u).double()).float()
+        delta = (W_new - self._W0(u).double()).float()
+        self._last = (label, delta)  # one d×k matrix kept, not one per module
+        return delta
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._m)

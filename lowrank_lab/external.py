@@ -152,15 +152,17 @@ def analyze_adapter(ext: ExternalAdapter, opts: AnalysisOptions = AnalysisOption
 # Two adapters
 
 
-def compare_adapters(a: ExternalAdapter, b: ExternalAdapter,
-                     opts: AnalysisOptions = AnalysisOptions()) -> dict[str, pd.DataFrame]:
+def compare_adapters(a: ExternalAdapter, b: ExternalAdapter, opts: AnalysisOptions = AnalysisOptions(),
+                     effective: tuple[dict[str, LowRankUpdate], dict[str, LowRankUpdate]] | None = None
+                     ) -> dict[str, pd.DataFrame]:
     """{phi, distances} between the updates of `a` and `b` at every label both adapt (same d×k).
 
     phi: ``analysis.phi_table`` rows, i ≤ r1 over a's directions, j ≤ r2 over b's.
     distances: one row per label: phi = φ(r1, r2), principal angles between the two `side`
     subspaces, and ‖ΔWa − ΔWb‖ from ``linalg.delta_distance`` (for DoRA: the dense ΔW when
-    min(d, k) ≤ dense_max, else the rank-r approximations)."""
-    ua, ub = effective_updates(a, opts), effective_updates(b, opts)
+    min(d, k) ≤ dense_max, else the rank-r approximations). `effective`: both adapters'
+    ``effective_updates`` when the caller has them (comparing many pairs)."""
+    ua, ub = effective or (effective_updates(a, opts), effective_updates(b, opts))
     shared = [lab for lab in ua if lab in ub and ua[lab].B.shape[0] == ub[lab].B.shape[0]
               and ua[lab].A.shape[1] == ub[lab].A.shape[1]]
     phi = an.phi_table({lab: ua[lab] for lab in shared}, ub, opts.side)
@@ -298,8 +300,9 @@ def compare(adapters: Sequence[str | Path], base: str | Path | None = None, out:
     out = Path(out) if out is not None else roots[0] / "analysis" / "compare"
     notes = [f"{n}: {note}" for n, e in found for note in e.notes]
     frames: dict[str, list[pd.DataFrame]] = {COMPARE_PHI: [], DISTANCES: []}
+    effective = {n: effective_updates(e, opts) for n, e in found}  # once per adapter, not per pair
     for (n1, e1), (n2, e2) in itertools.combinations(found, 2):
-        result = compare_adapters(e1, e2, opts)
+        result = compare_adapters(e1, e2, opts, (effective[n1], effective[n2]))
         if result[DISTANCES].empty:
             notes.append(f"{n1} vs {n2}: no label adapted in both (with the same shape)")
         for key, frame in result.items():
