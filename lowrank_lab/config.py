@@ -153,13 +153,20 @@ class TrainSpec:
     checkpoint_every: int = 200
     # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
-    # bf16 autocast on CUDA (always float32 on the CPU).
+    # On CUDA: the frozen base in bf16, adapters and heads float32 (full fine-tuning and BitFit:
+    # bf16 autocast). Always float32 on the CPU.
     bf16: bool = True
+    # torch.compile the model for training (one graph for every batch width); pays on long runs.
+    compile: bool = False
+    # Sort each run of this many batches by length (0: off); fewer padding tokens on a GPU.
+    group_by_length: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "evals_per_epoch", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise SpecError(f"train.{name}={getattr(self, name)}: must be positive")
+        if self.group_by_length < 0:
+            raise SpecError(f"train.group_by_length={self.group_by_length}: must be 0 (off) or a number of batches")
         if self.max_steps is not None and self.max_steps <= 0:
             raise SpecError(f"train.max_steps={self.max_steps}: must be positive or unset")
         if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):

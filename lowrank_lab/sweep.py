@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from .distributed import World, close, device_for, init_world, share
 from .lora import base_shape
 from .models import default_pooling, find_targets, load_base, resolve_model_path
 from .runs import LowRankUpdate
-from .train import (CellState, Pack, build_pack, cell_slices, encode, resolve_device, train_pack,
+from .train import (CellState, Pack, StepMeter, build_pack, cell_slices, encode, resolve_device, train_pack,
                     trainable_parameters)
 
 
@@ -38,14 +38,18 @@ def _pack_key(cell: CellSpec) -> tuple:
 
 
 def plan_packs(cells: Sequence[CellSpec], pack_size: int) -> list[list[CellSpec]]:
-    """Group cells into packs of at most `pack_size`; full fine-tuning and BitFit train alone."""
+    """Group cells into packs of at most `pack_size`; full fine-tuning and BitFit train alone.
+
+    Cells that can share a pack are dealt out round-robin over as few packs as fit, so every pack
+    gets the same mix of ranks and target sets and the packs take about equally long (which is
+    what lets several GPUs finish together)."""
     groups: dict[tuple, list[CellSpec]] = {}
     for cell in cells:
         groups.setdefault(_pack_key(cell), []).append(cell)
     packs = []
     for key, members in groups.items():
-        size = 1 if key[0] in ("full", "bitfit") else pack_size
-        packs += [members[i : i + size] for i in range(0, len(members), size)]
+        n_packs = len(members) if key[0] in ("full", "bitfit") else math.ceil(len(members) / pack_size)
+        packs += [members[i::n_packs] for i in range(n_packs)]
     return packs
 
 
@@ -231,10 +235,11 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
     bar = tqdm(total=total, initial=start_step, desc=f"pack of {len(cells)}", unit="step",
                disable=_quiet(), position=1, leave=False)
     t0 = time.perf_counter()
+    meter = StepMeter()
     states = train_pack(pack, task, train_set, dev_set, tokenizer, device, start_step=start_step,
                         resume=resume, states=states, on_eval=on_eval if writer else None,
                         on_checkpoint=on_checkpoint if writer else None, progress=bar,
-                        shard=(world.rank, world.size) if data_parallel else (0, 1))
+                        shard=(world.rank, world.size) if data_parallel else (0, 1), meter=meter)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
@@ -254,6 +259,7 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
             "wall_seconds": seconds, "steps": steps,
             "examples_per_second": steps * spec.batch_size / seconds if seconds else None,
             "pack_examples_per_second": steps * spec.batch_size * len(cells) / seconds if seconds else None,
+            "throughput": asdict(meter),
             "data": task.source, "provenance": provenance,
         }
         runs.write_json(d / "summary.json", summary)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -46,25 +47,39 @@ def resolve_device(name: str) -> torch.device:
 @dataclass(frozen=True)
 class Encoded:
     """A tokenised split, padded once: token ids (n × max_length), segment ids for sentence pairs
-    (BERT's token_type_ids; None when the tokenizer gives none), true lengths, labels."""
+    (BERT's token_type_ids; None when the tokenizer gives none), true lengths, labels.
+
+    ``lengths`` stay on the CPU, where batch widths and length groups are decided; ``to(device)``
+    moves the rest once, so that a training step gathers its batch on the device."""
 
     input_ids: Tensor
     token_type_ids: Tensor | None
     lengths: Tensor
     labels: Tensor
+    device_lengths: Tensor | None = None  # a copy of lengths beside input_ids, for the attention mask
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, index: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """(model inputs, labels) of rows `index`, trimmed to their longest sequence."""
-        lengths = self.lengths[index]
-        width = int(lengths.max())
-        inputs = {"input_ids": self.input_ids[index, :width],
-                  "attention_mask": (torch.arange(width)[None, :] < lengths[:, None]).long()}
+    def to(self, device: torch.device) -> Encoded:
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        return Encoded(move(self.input_ids), move(self.token_type_ids), self.lengths, move(self.labels),
+                       self.lengths.to(device))
+
+    def batch(self, index: Tensor, multiple: int = 1) -> tuple[dict[str, Tensor], Tensor]:
+        """(model inputs, labels) of rows `index` (a CPU tensor), trimmed to their longest sequence,
+        rounded up to a multiple of `multiple` (so that a compiled model sees few distinct widths)."""
+        width = min(-(-int(self.lengths[index].max()) // multiple) * multiple, self.input_ids.shape[1])
+        where = self.input_ids.device
+        rows = index.to(where, non_blocking=True)
+        lengths = (self.lengths if self.device_lengths is None else self.device_lengths)[rows]
+        inputs = {"input_ids": self.input_ids[rows, :width],
+                  "attention_mask": (torch.arange(width, device=where)[None, :] < lengths[:, None]).long()}
         if self.token_type_ids is not None:
-            inputs["token_type_ids"] = self.token_type_ids[index, :width]
-        return inputs, self.labels[index]
+            inputs["token_type_ids"] = self.token_type_ids[rows, :width]
+        return inputs, self.labels[rows]
 
 
 def _pad(rows: list[list[int]], value: int) -> Tensor:
@@ -86,14 +101,31 @@ def encode(tokenizer, examples, max_length: int, regression: bool) -> Encoded:
                    torch.tensor([e.label for e in examples], dtype=dtype))
 
 
-def to_device(inputs: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+def epoch_order(n_examples: int, data_seed: int, epoch: int, lengths: Tensor | None = None,
+                batch_size: int = 1, group: int = 0) -> Tensor:
+    """The data order of one epoch: a permutation seeded by (data seed, epoch) alone.
 
-
-def epoch_order(n_examples: int, data_seed: int, epoch: int) -> Tensor:
-    """The data order of one epoch: a permutation seeded by (data seed, epoch) alone."""
+    With ``group`` > 0 (train.group_by_length) and the examples' `lengths`, each run of
+    group·batch_size examples of that permutation is sorted by length and cut into batches, and
+    the batches of every run are put in an order seeded by the epoch alone. Each cell still gets
+    its own examples, but at any step every cell of a pack draws from the same length quantile,
+    so the pack's padded width stays close to each cell's own (group_by_length, aligned across
+    the pack). Examples past the last full batch stay at the end, where the loop drops them."""
     gen = torch.Generator().manual_seed(data_seed * 100_003 + epoch)
-    return torch.randperm(n_examples, generator=gen)
+    order = torch.randperm(n_examples, generator=gen)
+    if not group:
+        return order
+    if lengths is None:
+        raise ValueError("epoch_order: group_by_length needs the examples' lengths")
+    b = batch_size
+    shared = torch.Generator().manual_seed(epoch)
+    full = n_examples // b * b
+    runs = []
+    for start in range(0, full, group * b):
+        run = order[start : min(start + group * b, full)]
+        run = run[torch.sort(lengths[run], stable=True).indices].reshape(-1, b)
+        runs.append(run[torch.randperm(len(run), generator=shared)].reshape(-1))
+    return torch.cat(runs + [order[full:]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,20 +287,55 @@ def evaluate(pack: Pack, dev: Encoded, task: Task, device: torch.device,
              batch_size: int, autocast: bool) -> list[dict[str, float]]:
     """Metrics of every cell of the pack on the dev split (each cell sees every example)."""
     pack.model.eval()
+    dev = dev.to(device)
     regression = task.num_labels == 1
     preds = [[] for _ in range(pack.K)]
     for start in range(0, len(dev), batch_size):
         index = torch.arange(start, min(start + batch_size, len(dev)))
         inputs, _ = dev.batch(index.repeat(pack.K))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = pack.model(**to_device(inputs, device)).float()
+            logits = pack.model(**inputs).float()
         logits = logits.reshape(pack.K, len(index), -1)
         out = logits.squeeze(-1) if regression else logits.argmax(-1)
         for n in range(pack.K):
             preds[n].append(out[n].cpu())
     pack.model.train()
-    labels = dev.labels.numpy()
+    labels = dev.labels.cpu().numpy()
     return [compute_metrics(task.metrics, torch.cat(p).numpy(), labels) for p in preds]
+
+
+def set_precision(pack: Pack, device: torch.device, bf16: bool) -> bool:
+    """Put the pack in its training precision; return whether the forward needs autocast.
+
+    On a GPU with train.bf16, a LoRA or head-only pack stores its frozen base in bf16 and runs
+    without autocast, while the trained factors and heads stay float32 (cast per product; AdamW
+    updates the float32 masters). Autocast's per-operation casts made the packed step 2.5× slower
+    on the H200 (benchmarks/RESULTS.md). Full fine-tuning and BitFit train the base's own weights,
+    which stay float32 masters under autocast. On the CPU everything is float32."""
+    if device.type != "cuda" or not bf16:
+        return False
+    if pack.cells[0].lora.method in ("full", "bitfit"):
+        return True
+    with torch.no_grad():
+        for p in pack.model.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(torch.bfloat16)
+    return False
+
+
+@dataclass
+class StepMeter:
+    """What a training loop did: optimizer steps, and for the steps after the first, the tokens
+    through the model (padded: rows × batch width; real: the examples' own lengths) and the wall
+    seconds they took. The first step (compilation, allocator warm-up) is timed alone in
+    warmup_seconds; evaluations in eval_seconds."""
+
+    steps: int = 0
+    tokens_padded: int = 0
+    tokens_real: int = 0
+    train_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    eval_seconds: float = 0.0
 
 
 @dataclass
@@ -284,7 +351,7 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
                *, start_step: int = 0, resume: dict | None = None, states: list[CellState] | None = None,
                on_eval: Callable[[int, dict], None] | None = None,
                on_checkpoint: Callable | None = None,
-               progress=None, shard: tuple[int, int] = (0, 1)) -> list[CellState]:
+               progress=None, shard: tuple[int, int] = (0, 1), meter: StepMeter | None = None) -> list[CellState]:
     """Train every cell of `pack` for the spec's epochs (or max_steps), evaluating
     evals_per_epoch times an epoch. ``on_eval(n, record)`` is called for each cell's evaluation
     (the caller saves the best adapter); ``on_checkpoint(step, optimizer, schedule, states)``
@@ -292,7 +359,9 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
 
     ``shard = (rank, world)`` trains the pack data-parallel over `world` processes: each takes rows
     rank, rank + world, ... of every cell's batch, and the gradients are averaged across processes
-    before clipping, so every process takes the same step as one process on the whole batch."""
+    before clipping, so every process takes the same step as one process on the whole batch.
+
+    `meter`, when given, counts steps, tokens and seconds (``StepMeter``)."""
     spec = pack.cells[0].train
     K, b = pack.K, spec.batch_size
     rank, world = shard
@@ -304,8 +373,12 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
     eval_steps = {min(total, round((e + f / spec.evals_per_epoch) * steps_per_epoch))
                   for e in range(spec.epochs) for f in range(1, spec.evals_per_epoch + 1)}
     eval_steps.add(total)
-    autocast = device.type == "cuda" and spec.bf16
+    autocast = set_precision(pack, device, spec.bf16)
     pack.model.to(device).train()
+    train = train.to(device)
+    forward, multiple = pack.model, 1
+    if spec.compile:
+        forward, multiple = torch.compile(pack.model), 8  # widths rounded up: one graph serves all
     optimizer = make_optimizer(pack, device)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, spec.warmup_ratio))
     # LoRA dropout draws from the global generator: seed it from the pack, or restore it on resume,
@@ -319,16 +392,21 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
     orders: dict[int, list[Tensor]] = {}
     loss_sum = torch.zeros(K, device=device)
     seen = 0
+    meter = meter if meter is not None else StepMeter()
+    clock = time.perf_counter()
     for step in range(start_step, total):
         epoch, within = divmod(step, steps_per_epoch)
         if epoch not in orders:
-            orders = {epoch: [epoch_order(len(train), c.train.resolved_data_seed, epoch) for c in pack.cells]}
+            orders = {epoch: [epoch_order(len(train), c.train.resolved_data_seed, epoch, train.lengths, b,
+                                          spec.group_by_length) for c in pack.cells]}
         rows = [orders[epoch][n][within * b : (within + 1) * b][rank::world] for n in range(K)]
         index = torch.cat(rows)
-        inputs, labels = train.batch(index)
-        labels = labels.to(device, non_blocking=True)
+        inputs, labels = train.batch(index, multiple)
+        if spec.compile:
+            for t in inputs.values():
+                torch._dynamo.mark_dynamic(t, 1)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = pack.model(**to_device(inputs, device))
+            logits = forward(**inputs)
         losses = loss_per_cell(logits, labels, K, regression)
         losses.sum().backward()
         if world > 1:
@@ -340,6 +418,14 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
         optimizer.zero_grad(set_to_none=True)
         loss_sum += losses.detach()
         seen += 1
+        meter.steps += 1
+        if meter.steps == 1:
+            _sync(device)
+            now = time.perf_counter()
+            meter.warmup_seconds, clock = now - clock, now
+        else:
+            meter.tokens_padded += inputs["input_ids"].numel()
+            meter.tokens_real += int(train.lengths[index].sum())
         if progress is not None:
             progress.update(1)
         if step + 1 in eval_steps:
@@ -348,7 +434,11 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
             mean_loss = (loss_sum / seen).tolist()  # one host sync per evaluation
             loss_sum.zero_()
             seen = 0
+            now = time.perf_counter()
+            meter.train_seconds += now - clock
             results = evaluate(pack, dev, task, device, max(b, 64), autocast)
+            clock = time.perf_counter()
+            meter.eval_seconds += clock - now
             for n, metrics in enumerate(results):
                 st = states[n]
                 if st.failed:
@@ -367,6 +457,11 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
         if on_checkpoint is not None and (step + 1) % spec.checkpoint_every == 0 and step + 1 < total:
             on_checkpoint(step + 1, optimizer, schedule, states)
     return states
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _better(value: float, best: float) -> bool:

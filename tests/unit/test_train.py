@@ -89,3 +89,57 @@ def test_sentence_pairs_keep_their_segment_ids(tiny_bert):
     # BERT marks the second sentence (and its [SEP]) with segment 1: "[CLS] a cat sat [SEP]" is 0.
     assert types[0].tolist()[:5] == [0, 0, 0, 0, 0] and types[0, 5:9].tolist() == [1, 1, 1, 1]
     assert (types * (1 - inputs["attention_mask"])).sum() == 0
+
+
+def test_grouped_order_is_a_permutation_of_sorted_runs_aligned_across_cells():
+    from lowrank_lab.train import epoch_order
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 60, (1000,), generator=gen)
+    b, group = 8, 16
+    full = len(lengths) // b * b
+    widths = {}
+    for seed in (0, 1, 2):
+        order = epoch_order(len(lengths), seed, epoch=1, lengths=lengths, batch_size=b, group=group)
+        assert sorted(order.tolist()) == list(range(len(lengths)))
+        plain = epoch_order(len(lengths), seed, epoch=1)
+        assert torch.equal(order[full:], plain[full:])  # the dropped tail is untouched
+        for start in range(0, full, group * b):  # a run holds the same examples, sorted batch by batch
+            run, ref = order[start:start + group * b], plain[start:start + group * b]
+            assert sorted(run.tolist()) == sorted(ref.tolist())
+            batches = lengths[run].reshape(-1, b)
+            lo, hi = batches.min(1).values, batches.max(1).values
+            ranks = lo.argsort(stable=True)
+            assert (hi[ranks][:-1] <= lo[ranks][1:]).all()  # batches do not overlap in length
+        widths[seed] = lengths[order[:full]].reshape(-1, b).max(1).values
+    # Every cell is at the same length quantile at the same step: the pack's padded width (the
+    # max over cells) stays near each cell's own, far below the ungrouped pack's.
+    pack_width = torch.stack(list(widths.values())).max(0).values.float()
+    own = torch.stack(list(widths.values())).float().mean(0)
+    assert (pack_width - own).mean() < 4
+    ungrouped = torch.stack([lengths[epoch_order(len(lengths), s, 1)[:full]].reshape(-1, b).max(1).values
+                             for s in (0, 1, 2)]).max(0).values.float()
+    assert pack_width.mean() < 0.8 * ungrouped.mean()
+
+
+def test_grouped_packs_still_equal_cells_trained_alone(tiny_bert, tiny_task):
+    cells = _cells(tiny_bert, tiny_task, r=(2, 4), seeds=(0, 1))[:3]
+    cells = [replace(c, train=replace(c.train, group_by_length=2)) for c in cells]
+    task = load_task(cells[0].data)
+    packed, _ = _train(cells, task, tiny_bert)
+    for n, cell in enumerate(cells):
+        alone, _ = _train([cell], task, tiny_bert)
+        for key, value in cell_slices(packed, n).items():
+            torch.testing.assert_close(value, cell_slices(alone, 0)[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_packs_are_dealt_round_robin_so_each_holds_the_same_mix(tiny_bert, tiny_task):
+    from lowrank_lab.sweep import plan_packs
+
+    cells = _cells(tiny_bert, tiny_task, r=(1, 2, 4, 8), seeds=(0, 1, 2), targets=("q", "q,k,v,o"))
+    packs = plan_packs(cells, 10)
+    assert [len(p) for p in packs] == [8, 8, 8]
+    assert sorted(c.name for p in packs for c in p) == sorted(c.name for c in cells)
+    for p in packs:  # every pack holds both target sets and every rank
+        assert {c.lora.kinds for c in p} == {("q",), ("q", "k", "v", "o")}
+        assert {c.lora.r for c in p} == {1, 2, 4, 8}
