@@ -172,6 +172,9 @@ def _run_sweep(spec: ExperimentSpec, world: World, echo) -> Path:
         size = auto_pack_size(spec, n_lora, 1 if data_parallel else world.size,
                               inputs.encoder if inputs else None, free)
         packs = plan_packs(todo, size)
+        if todo:
+            why = "sweep.pack" if spec.sweep.pack else ("free GPU memory and processes" if free else "processes")
+            echo(f"{len(packs)} pack(s) of up to {size} cells (from {why})")
         mine = packs if data_parallel else [packs[i] for i in share([float(len(p)) for p in packs], world)]
         overall = tqdm(total=sum(map(len, mine)), desc="sweep", unit="cell", disable=_quiet(), position=0)
         for cells_of_pack in mine:
@@ -234,6 +237,8 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
     total = spec.max_steps or max(1, len(train_set) // spec.batch_size) * spec.epochs
     bar = tqdm(total=total, initial=start_step, desc=f"pack of {len(cells)}", unit="step",
                disable=_quiet(), position=1, leave=False)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     meter = StepMeter()
     states = train_pack(pack, task, train_set, dev_set, tokenizer, device, start_step=start_step,
@@ -260,6 +265,7 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
             "examples_per_second": steps * spec.batch_size / seconds if seconds else None,
             "pack_examples_per_second": steps * spec.batch_size * len(cells) / seconds if seconds else None,
             "throughput": asdict(meter),
+            "peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
             "data": task.source, "provenance": provenance,
         }
         runs.write_json(d / "summary.json", summary)
