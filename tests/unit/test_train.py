@@ -143,3 +143,59 @@ def test_packs_are_dealt_round_robin_so_each_holds_the_same_mix(tiny_bert, tiny_
     for p in packs:  # every pack holds both target sets and every rank
         assert {c.lora.kinds for c in p} == {("q",), ("q", "k", "v", "o")}
         assert {c.lora.r for c in p} == {1, 2, 4, 8}
+
+
+def test_gpu_precision_keeps_trained_tensors_float32_and_the_bf16_forward_close(tiny_bert, tiny_task):
+    from lowrank_lab.train import set_precision
+
+    cells = _cells(tiny_bert, tiny_task, r=(2, 4))
+    task = load_task(cells[0].data)
+    encoder, tokenizer = load_base(str(tiny_bert))
+    pack = build_pack(cells, encoder, task.num_labels, "mean")
+    for layer in pack.layers.values():  # a nonzero ΔW, so the adapters take part in the forward
+        torch.nn.init.normal_(layer.B, std=0.1)
+    inputs, _ = encode(tokenizer, task.train, 32, False).batch(torch.arange(8).repeat(2))
+    reference = pack.model(**inputs)
+    # The rule is decided by the device type alone; the casts themselves run on the CPU here.
+    assert set_precision(pack, torch.device("cuda"), bf16=True) is False  # LoRA: no autocast
+    assert all(p.dtype == torch.float32 for p in pack.trainable)
+    frozen = [p for p in pack.model.parameters() if not p.requires_grad]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    logits = pack.model(**inputs)
+    assert logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.float(), reference, atol=0.05, rtol=0.05)
+    logits.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in pack.trainable)
+
+    full = [c for c in _cells(tiny_bert, tiny_task, r=(2,), baselines=("full",)) if c.lora.method == "full"]
+    full_pack = build_pack(full, load_base(str(tiny_bert))[0], task.num_labels, "mean")
+    assert set_precision(full_pack, torch.device("cuda"), bf16=True) is True  # autocast, float32 masters
+    assert all(p.dtype == torch.float32 for p in full_pack.model.parameters())
+    assert set_precision(pack, torch.device("cpu"), bf16=True) is False
+
+
+def test_step_meter_counts_steps_tokens_and_seconds(tiny_bert, tiny_task):
+    from lowrank_lab.train import StepMeter
+
+    cells = _cells(tiny_bert, tiny_task, r=(2,))
+    task = load_task(cells[0].data)
+    encoder, tokenizer = load_base(str(tiny_bert))
+    pack = build_pack(cells, encoder, task.num_labels, "mean")
+    train = encode(tokenizer, task.train, 32, False)
+    meter = StepMeter()
+    train_pack(pack, task, train, encode(tokenizer, task.dev, 32, False), tokenizer, torch.device("cpu"), meter=meter)
+    steps = 2 * (len(train) // 8)  # 2 epochs of batch 8
+    assert meter.steps == steps
+    assert 0 < meter.tokens_real <= meter.tokens_padded <= (steps - 1) * 8 * train.input_ids.shape[1]
+    assert meter.train_seconds > 0 and meter.warmup_seconds > 0 and meter.eval_seconds > 0
+
+
+@pytest.mark.slow
+def test_compiled_training_equals_eager(tiny_bert, tiny_task):
+    cells = _cells(tiny_bert, tiny_task, r=(2, 4))
+    task = load_task(cells[0].data)
+    eager, _ = _train(cells, task, tiny_bert)
+    compiled, _ = _train([replace(c, train=replace(c.train, compile=True)) for c in cells], task, tiny_bert)
+    for n in range(len(cells)):
+        for key, value in cell_slices(compiled, n).items():
+            torch.testing.assert_close(value, cell_slices(eager, n)[key], rtol=1e-4, atol=1e-5, msg=key)
