@@ -180,12 +180,13 @@ def phi_w0_table(updates: Mapping[str, LowRankUpdate], W0: W0Source, side: str =
     source ("adapter" | "random"), r1 = n_w0, r2 = r."""
     blocks = []
     for label, u in updates.items():
-        W = _w0(W0, u)
-        n = n_w0 or default_n_w0(*W.shape)
         if svd0 is None:
+            W = _w0(W0, u)
+            n = n_w0 or default_n_w0(*W.shape)
             V0 = w0_basis(W, side, n)
         else:
             U0, _, Vh0 = svd0(u)
+            n = n_w0 or default_n_w0(U0.shape[0], Vh0.shape[1])
             V0 = Vh0[:n].mT if side in ("A", "dW_right") else U0[:, :n]
         V = basis(u, side)
         cols = label_columns(label)

@@ -122,11 +122,7 @@ def analyze_adapter(ext: ExternalAdapter, opts: AnalysisOptions = AnalysisOption
         dense = min(d, k) <= opts.dense_max
         n_w0 = opts.n_w0 or (an.default_n_w0(d, k) if dense else u.r)
         U0, S0, Vh0 = _top_svd(W0, min(max(n_w0, u.r), d, k), opts, gen)
-        w0 = {label: _factors(U0[:, :n_w0], S0[:n_w0], Vh0[:n_w0], u)}
-        rand = {label: LowRankUpdate(label, u.path, torch.randn(u.r, k, generator=gen, dtype=torch.float64),
-                                     torch.randn(d, u.r, generator=gen, dtype=torch.float64), 1.0)}
-        phi += [an.lead_columns(an.phi_table(w0, {label: u}, opts.side), source="adapter"),
-                an.lead_columns(an.phi_table(w0, rand, opts.side), source="random")]
+        phi.append(an.phi_w0_table({label: u}, {label: W0}, opts.side, n_w0, gen, svd0=lambda _: (U0, S0, Vh0)))
         row = linalg.amplification(W0, u.A, u.B, u.scaling, gen, w0_top=(U0, S0, Vh0),
                                    dtype=torch.float64 if dense else torch.float32)
         if u.kind == "dora":  # ‖ΔW‖_F of the dense update, not of its rank-r part
