@@ -145,12 +145,13 @@ def basis(update: LowRankUpdate, side: str = "A") -> Tensor:
 
 
 def phi_table(first: Mapping[str, LowRankUpdate], second: Mapping[str, LowRankUpdate],
-              side: str = "A") -> pd.DataFrame:
+              side: str = "A", basis_of: Callable[[LowRankUpdate, str], Tensor] = basis) -> pd.DataFrame:
     """φ grid of every label present in both: rows (label, layer, module, r1, r2, i, j, phi,
-    phi_random, dim), i ≤ r1 over `first`'s directions, j ≤ r2 over `second`'s."""
+    phi_random, dim), i ≤ r1 over `first`'s directions, j ≤ r2 over `second`'s. `basis_of` lets a
+    caller that compares one run with many pass a cached ``basis``."""
     blocks = []
     for label in [lab for lab in first if lab in second]:
-        V1, V2 = basis(first[label], side), basis(second[label], side)
+        V1, V2 = basis_of(first[label], side), basis_of(second[label], side)
         blocks.append(_grid_block(linalg.phi_grid(V1, V2), V1.shape[0], **label_columns(label),
                                   r1=V1.shape[1], r2=V2.shape[1]))
     return _frame(blocks)

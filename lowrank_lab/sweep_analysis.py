@@ -141,15 +141,22 @@ def phi_tables(sweep_runs: list[Run], sides: Iterable[str], base: BaseWeights) -
         shapes = set()
         for group, cells in by_group.items():
             keys = dict(zip(GROUP_KEYS, group, strict=True))
+            bases: dict[int, Tensor] = {}  # each run's bases serve all its pairs in the group
+
+            def basis_of(u: LowRankUpdate, side: str, bases=bases) -> Tensor:
+                if id(u) not in bases:
+                    bases[id(u)] = an.basis(u, side)
+                return bases[id(u)]
+
             seeds = sorted({s for s, _ in cells})
             ranks = sorted({r for _, r in cells})
             for seed in seeds:
                 for r1, r2 in itertools.combinations([r for r in ranks if (seed, r) in cells], 2):
-                    t = an.phi_table(cells[seed, r1].updates, cells[seed, r2].updates, side)
+                    t = an.phi_table(cells[seed, r1].updates, cells[seed, r2].updates, side, basis_of)
                     frames.append(an.lead_columns(t, comparison="ranks", side=side, **keys, seed1=seed, seed2=seed))
             for r in ranks:
                 for s1, s2 in itertools.combinations([s for s in seeds if (s, r) in cells], 2):
-                    t = an.phi_table(cells[s1, r].updates, cells[s2, r].updates, side)
+                    t = an.phi_table(cells[s1, r].updates, cells[s2, r].updates, side, basis_of)
                     frames.append(an.lead_columns(t, comparison="seeds", side=side, **keys, seed1=s1, seed2=s2))
                     shapes |= {(r, d) for d in t["dim"].unique()}
         for r, dim in sorted(shapes):
