@@ -327,8 +327,8 @@ def set_precision(pack: Pack, device: torch.device, bf16: bool) -> bool:
 class StepMeter:
     """What a training loop did: optimizer steps, and for the steps after the first, the tokens
     through the model (padded: rows × batch width; real: the examples' own lengths) and the wall
-    seconds they took. The first step (compilation, allocator warm-up) is timed alone in
-    warmup_seconds; evaluations in eval_seconds."""
+    seconds they took (checkpoint writes included). The first step (compilation, allocator
+    warm-up) is timed alone in warmup_seconds; evaluations in eval_seconds."""
 
     steps: int = 0
     tokens_padded: int = 0
