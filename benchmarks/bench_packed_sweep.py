@@ -188,7 +188,7 @@ def main() -> None:
         examples = K * args.steps * args.batch_size
         # Attention's FLOPs grow with the batch width; count them at the mean padded width.
         width = meter.tokens_padded / (examples * (args.steps - 1) / args.steps)
-        flops = {t: meter.__dict__[f"tokens_{t}"] * 2 * encoder_flops_per_token(config, width) for t in ("padded", "real")}
+        flops = {t: getattr(meter, f"tokens_{t}") * 2 * encoder_flops_per_token(config, width) for t in ("padded", "real")}
         mfu = {t: f / meter.train_seconds / (PEAK_TFLOPS * 1e12) for t, f in flops.items()}
         rows.append({"run": key, "method": name, "cells": K, "steps_per_cell": args.steps,
                      "seconds": seconds, "train_seconds": meter.train_seconds,
