@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 from pathlib import Path
@@ -69,3 +70,12 @@ def write_tiny_task(path: Path, n: int = 64, seed: int = 0) -> Path:
 @pytest.fixture
 def tiny_task(tmp_path) -> Path:
     return write_tiny_task(tmp_path / "task.csv")
+
+
+@pytest.fixture(scope="session")
+def analyzed(tmp_path_factory) -> Path:
+    """The fixture sweep with every analysis table computed, once per session (tests/fixtures/make_sweep.py)."""
+    spec = importlib.util.spec_from_file_location("make_sweep", Path(__file__).parent / "fixtures/make_sweep.py")
+    make_sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_sweep)
+    return make_sweep.analyzed_copy(tmp_path_factory.getbasetemp())

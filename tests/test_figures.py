@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import runpy
 from pathlib import Path
 
@@ -14,14 +13,6 @@ from lowrank_lab_cli.main import cli
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "figures").glob("fig*.py"))
 TABLE_SCRIPTS = sorted((ROOT / "figures").glob("table*.py"))
-_spec = importlib.util.spec_from_file_location("make_sweep", ROOT / "tests/fixtures/make_sweep.py")
-make_sweep = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_sweep)
-
-
-@pytest.fixture(scope="session")
-def analyzed(tmp_path_factory) -> Path:
-    return make_sweep.analyzed_copy(tmp_path_factory.getbasetemp())
 
 
 def test_there_is_a_script_per_paper_figure():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,14 +14,6 @@ from lowrank_lab import sweep_analysis as sa
 from lowrank_lab.runs import LowRankUpdate
 
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("make_sweep", ROOT / "tests/fixtures/make_sweep.py")
-make_sweep = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_sweep)
-
-
-@pytest.fixture(scope="session")
-def analyzed(tmp_path_factory) -> Path:
-    return make_sweep.analyzed_copy(tmp_path_factory.getbasetemp())
 
 
 def _update(gen, r, d=12, k=10, label="L0.q", scaling=0.5) -> LowRankUpdate:
