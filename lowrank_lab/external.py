@@ -161,11 +161,12 @@ def compare_adapters(a: ExternalAdapter, b: ExternalAdapter, opts: AnalysisOptio
     ua, ub = effective or (effective_updates(a, opts), effective_updates(b, opts))
     shared = [lab for lab in ua if lab in ub and ua[lab].B.shape[0] == ub[lab].B.shape[0]
               and ua[lab].A.shape[1] == ub[lab].A.shape[1]]
-    phi = an.phi_table({lab: ua[lab] for lab in shared}, ub, opts.side)
+    bases = {id(u): an.basis(u, opts.side) for lab in shared for u in (ua[lab], ub[lab])}
+    phi = an.phi_table({lab: ua[lab] for lab in shared}, ub, opts.side, lambda u, _: bases[id(u)])
     rows = []
     for label in shared:
         u1, u2 = ua[label], ub[label]
-        V1, V2 = an.basis(u1, opts.side), an.basis(u2, opts.side)
+        V1, V2 = bases[id(u1)], bases[id(u2)]
         theta = linalg.principal_angles(V1, V2)
         if "dora" in (u1.kind, u2.kind) and min(u1.B.shape[0], u1.A.shape[1]) <= opts.dense_max:
             dist = _dense_distance(*(ext.dense_delta[label] if u.kind == "dora" else

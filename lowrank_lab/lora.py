@@ -158,11 +158,6 @@ class PackedLinear(nn.Module):
         return y.reshape(-1, y.shape[-1])
 
 
-def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
-    """Every LoRALinear in `model`, by module path."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
-
-
 def inject(model: nn.Module, paths: Sequence[str], ranks: Sequence[Sequence[int]],
            scalings: Sequence[float], dropout: float = 0.0) -> dict[str, LoRALinear]:
     """Replace each module at `paths[i]` with a LoRALinear holding K adapters of ranks
