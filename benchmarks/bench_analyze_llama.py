@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from lowrank_lab import analysis as an
-from lowrank_lab import external, linalg
-from lowrank_lab.adapters import load_external
-from lowrank_lab.runs import LowRankUpdate, save_adapter
+from lowrank_lab.analysis import tables as an
+from lowrank_lab.analysis import external
+from lowrank_lab.maths import linalg
+from lowrank_lab.store.adapters import load_external
+from lowrank_lab.store.runs import LowRankUpdate, save_adapter
 
 KINDS = ("q_proj", "k_proj", "v_proj", "o_proj")
 

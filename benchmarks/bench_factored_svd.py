@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from lowrank_lab.linalg import delta_w, factored_svd
+from lowrank_lab.maths.linalg import delta_w, factored_svd
 
 
 def timed(fn):

@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lowrank_lab.config import DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
-from lowrank_lab.data import load_task
-from lowrank_lab.models import Classifier, load_base
-from lowrank_lab.train import StepMeter, build_pack, encode, epoch_order, train_pack
+from lowrank_lab.spec import DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
+from lowrank_lab.train.data import load_task
+from lowrank_lab.model.base import Classifier, load_base
+from lowrank_lab.train.loop import StepMeter, build_pack, encode, epoch_order, train_pack
 
 PEAK_TFLOPS = 790.0
 

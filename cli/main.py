@@ -47,7 +47,7 @@ def spec() -> None:
 @user_errors
 def spec_show(spec: Path | None, overrides: tuple[str, ...]) -> None:
     """Print the fully resolved spec (defaults + SPEC file + --set overrides) as JSON."""
-    from lowrank_lab.config import load_spec, spec_to_dict
+    from lowrank_lab.spec import load_spec, spec_to_dict
 
     click.echo(json.dumps(spec_to_dict(load_spec(spec, overrides)), indent=2))
 
@@ -59,9 +59,9 @@ def spec_show(spec: Path | None, overrides: tuple[str, ...]) -> None:
 @user_errors
 def rank_sweep(spec: Path | None, overrides: tuple[str, ...], device: str | None) -> None:
     """Train LoRA at every rank × seed × target set of SPEC (default: the embedded model and data)."""
-    from lowrank_lab.config import load_spec
-    from lowrank_lab.sweep import failed_cells, run_sweep
-    from lowrank_lab.tables import sweep_table
+    from lowrank_lab.spec import load_spec
+    from lowrank_lab.train.sweep import failed_cells, run_sweep
+    from lowrank_lab.present.tables import sweep_table
 
     extra = (f"train.device={device}",) if device else ()
     sweep = run_sweep(load_spec(spec, overrides + extra), echo=click.echo)
@@ -92,7 +92,7 @@ def _echo_paths(paths) -> None:
 @user_errors
 def subspace(sweep: Path, sides: tuple[str, ...], base_model: str | None) -> None:
     """φ between ranks, seeds and W0 vs ΔW (paper Fig. 3, 4, 6, 7, 8) for every layer and matrix."""
-    from lowrank_lab.sweep_analysis import compute_subspace
+    from lowrank_lab.analysis.sweep import compute_subspace
 
     _echo_paths(compute_subspace(sweep, sides, base_model))
 
@@ -103,7 +103,7 @@ def subspace(sweep: Path, sides: tuple[str, ...], base_model: str | None) -> Non
 @user_errors
 def amplify(sweep: Path, base_model: str | None) -> None:
     """‖UᵀW0V‖_F from ΔW, W0 and random, and the amplification factor (paper Table 7, App. H.4)."""
-    from lowrank_lab.sweep_analysis import compute_amplification
+    from lowrank_lab.analysis.sweep import compute_amplification
 
     _echo_paths(compute_amplification(sweep, base_model))
 
@@ -114,7 +114,7 @@ def amplify(sweep: Path, base_model: str | None) -> None:
 @user_errors
 def spectrum(sweep: Path, base_model: str | None) -> None:
     """Singular values, energy, stable/effective rank, rank_90, intruders and Eckart–Young of ΔW."""
-    from lowrank_lab.sweep_analysis import compute_spectrum
+    from lowrank_lab.analysis.sweep import compute_spectrum
 
     _echo_paths(compute_spectrum(sweep, base_model))
 
@@ -124,7 +124,7 @@ def spectrum(sweep: Path, base_model: str | None) -> None:
 @user_errors
 def tables(sweep: Path) -> None:
     """Tables 2, 5, 6, 7, 18 and storage per matrix, as Markdown, LaTeX and CSV."""
-    from lowrank_lab.tables import write_tables
+    from lowrank_lab.present.tables import write_tables
 
     _echo_paths(write_tables(sweep))
 
@@ -135,7 +135,7 @@ def tables(sweep: Path) -> None:
 @user_errors
 def report(sweep: Path, base_model: str | None) -> None:
     """One Markdown and HTML report with every figure and table (computes missing tables first)."""
-    from lowrank_lab.report import write_report
+    from lowrank_lab.present.report import write_report
 
     _echo_paths(write_report(sweep, base_model, echo=click.echo))
 
@@ -164,7 +164,7 @@ def _echo_notes(paths, notes) -> None:
 @user_errors
 def analyze(adapter: Path, base: str | None, original_base: str | None, out: Path | None) -> None:
     """Spectra, φ(W0, ΔW), amplification and intruders of a PEFT LoRA adapter (and its sub-folders)."""
-    from lowrank_lab.external import analyze as analyze_adapters
+    from lowrank_lab.analysis.external import analyze as analyze_adapters
 
     _echo_notes(*analyze_adapters(adapter, base, original_base, out))
 
@@ -176,6 +176,6 @@ def analyze(adapter: Path, base: str | None, original_base: str | None, out: Pat
 @user_errors
 def compare(adapters: tuple[Path, ...], base: str | None, out: Path | None) -> None:
     """φ and ΔW distances (Frobenius, spectral, principal angles) between every pair of ADAPTERS."""
-    from lowrank_lab.external import compare as compare_adapters
+    from lowrank_lab.analysis.external import compare as compare_adapters
 
     _echo_notes(*compare_adapters(adapters, base, out))

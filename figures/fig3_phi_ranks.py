@@ -5,7 +5,8 @@ are the sweep's own (8 and 64 when present, else the two largest). Reads analysi
 (`lowrank-lab subspace SWEEP`).
 """
 
-from lowrank_lab import analysis, plotting
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
 
 NAME = "fig3_phi_ranks"
 

@@ -3,7 +3,8 @@ rank (the paper's r = 64), middle layer, for ΔWq, ΔWv and two random Gaussian 
 shape. Reads analysis/phi.csv (`lowrank-lab subspace SWEEP`).
 """
 
-from lowrank_lab import analysis, plotting
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
 
 NAME = "fig4_phi_seeds"
 

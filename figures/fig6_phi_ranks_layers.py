@@ -3,7 +3,8 @@ a small model, or at the first, ⅓, ⅔ and last layers (the paper's 1, 32, 64,
 Reads analysis/phi.csv (`lowrank-lab subspace SWEEP`).
 """
 
-from lowrank_lab import analysis, plotting
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
 
 NAME = "fig6_phi_ranks_layers"
 

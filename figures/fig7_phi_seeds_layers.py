@@ -3,7 +3,8 @@
 Reads analysis/phi.csv (`lowrank-lab subspace SWEEP`).
 """
 
-from lowrank_lab import analysis, plotting
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
 
 NAME = "fig7_phi_seeds_layers"
 

@@ -3,7 +3,8 @@ the adapter's top-j, for the sweep's largest ranks and a random basis, middle la
 Reads analysis/phi_w0.csv (`lowrank-lab subspace SWEEP`).
 """
 
-from lowrank_lab import analysis, plotting
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
 
 NAME = "fig8_phi_w0"
 

@@ -3,7 +3,9 @@ r (the paper states ≈20 at r = 4 and ≈2 at r = 64 in words only), per target
 Reads analysis/amplification.csv (`lowrank-lab amplify SWEEP`).
 """
 
-from lowrank_lab import analysis, plotting, plotting_curves
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
+from lowrank_lab.present import curves as plotting_curves
 
 NAME = "figH4_amplification"
 

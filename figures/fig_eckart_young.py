@@ -3,7 +3,9 @@
 Reads analysis/eckart_young.csv (`lowrank-lab spectrum SWEEP`).
 """
 
-from lowrank_lab import analysis, plotting, plotting_curves
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
+from lowrank_lab.present import curves as plotting_curves
 
 NAME = "fig_eckart_young"
 

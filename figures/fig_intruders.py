@@ -3,7 +3,9 @@ vectors, how many have max |cos| < ε with every singular vector of W0, against 
 full fine-tuning. Reads analysis/intruders.csv (`lowrank-lab spectrum SWEEP`).
 """
 
-from lowrank_lab import analysis, plotting, plotting_curves
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
+from lowrank_lab.present import curves as plotting_curves
 
 NAME = "fig_intruders"
 

@@ -2,7 +2,9 @@
 (q,v by default). Reads analysis/results.csv.
 """
 
-from lowrank_lab import analysis, plotting, tables
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
+from lowrank_lab.present import tables
 
 NAME = "table18_metric_vs_rank"
 

@@ -6,7 +6,9 @@ Reads analysis/results.csv of each SWEEP (`lowrank-lab tables SWEEP`); writes .m
 
 import pandas as pd
 
-from lowrank_lab import analysis, plotting, tables
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
+from lowrank_lab.present import tables
 
 NAME = "table2_methods"
 PAPER_LORA = [("q,v", 8)]  # RoBERTa-base/large LoRA in Table 2: rq = rv = 8

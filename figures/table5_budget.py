@@ -2,7 +2,9 @@
 matrix kinds); the budget shared by the most target sets of the sweep. Reads analysis/results.csv.
 """
 
-from lowrank_lab import analysis, plotting, tables
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
+from lowrank_lab.present import tables
 
 NAME = "table5_budget"
 

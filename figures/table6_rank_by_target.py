@@ -2,7 +2,9 @@
 median ± half-range over seeds. Reads analysis/results.csv.
 """
 
-from lowrank_lab import analysis, plotting, tables
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
+from lowrank_lab.present import tables
 
 NAME = "table6_rank_by_target"
 

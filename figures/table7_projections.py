@@ -3,7 +3,9 @@
 analysis/amplification.csv (`lowrank-lab amplify SWEEP`).
 """
 
-from lowrank_lab import analysis, plotting, tables
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
+from lowrank_lab.present import tables
 
 NAME = "table7_projections"
 

@@ -2,7 +2,9 @@
 reduction, for every matrix kind and rank of the sweep. Reads analysis/amplification.csv.
 """
 
-from lowrank_lab import analysis, plotting, tables
+from lowrank_lab.analysis import tables as analysis
+from lowrank_lab.present import plotting
+from lowrank_lab.present import tables
 
 NAME = "table_storage"
 

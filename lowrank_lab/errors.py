@@ -1,8 +1,8 @@
 """The errors that mean "bad input": the CLI shows their one-line message and exits with 2."""
 
-from .config import SpecError
-from .data import DataError
-from .models import ModelError
-from .runs import RunError
+from lowrank_lab.spec import SpecError
+from lowrank_lab.train.data import DataError
+from lowrank_lab.model.base import ModelError
+from lowrank_lab.store.runs import RunError
 
 USER_ERRORS = (SpecError, DataError, ModelError, RunError)

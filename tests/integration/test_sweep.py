@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from lowrank_lab import runs
-from lowrank_lab.config import load_spec
-from lowrank_lab.sweep import run_sweep
+from lowrank_lab.store import runs
+from lowrank_lab.spec import load_spec
+from lowrank_lab.train.sweep import run_sweep
 
 
 def _overrides(tiny_bert, tiny_task, out, **extra):

@@ -16,10 +16,10 @@ peft = pytest.importorskip("peft")
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from lowrank_lab import runs  # noqa: E402
-from lowrank_lab.adapters import LazyWeights, find_adapters, load_all, load_external, match_updates  # noqa: E402
-from lowrank_lab.linalg import delta_w  # noqa: E402
-from lowrank_lab.runs import RunError  # noqa: E402
+from lowrank_lab.store import runs  # noqa: E402
+from lowrank_lab.store.adapters import LazyWeights, find_adapters, load_all, load_external, match_updates  # noqa: E402
+from lowrank_lab.maths.linalg import delta_w  # noqa: E402
+from lowrank_lab.store.runs import RunError  # noqa: E402
 
 H = 32  # hidden size of every tiny model
 
@@ -317,13 +317,13 @@ def test_base_that_does_not_fit_raises(made, tmp_path):
     ("lm_head", "lm_head"),
 ])
 def test_label_for_names_attention_and_mlp_kinds(path, label):
-    from lowrank_lab.models import label_for
+    from lowrank_lab.model.base import label_for
 
     assert label_for(path) == label
 
 
 def test_find_targets_still_chooses_attention_matrices_only(made):
-    from lowrank_lab.models import find_targets
+    from lowrank_lab.model.base import find_targets
 
     pm, _, _ = made["llama"]
     targets = find_targets(pm.get_base_model(), ("q", "k", "v", "o"))
@@ -331,7 +331,7 @@ def test_find_targets_still_chooses_attention_matrices_only(made):
 
 
 def test_read_adapter_uses_peft_pattern_rule(made):
-    from lowrank_lab.runs import read_adapter
+    from lowrank_lab.store.runs import read_adapter
 
     _, adapter_dir, _ = made["llama"]
     _, by_path, _ = read_adapter(adapter_dir)

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lowrank_lab import analysis as an
-from lowrank_lab import linalg, runs
-from lowrank_lab import sweep_analysis as sa
-from lowrank_lab.runs import LowRankUpdate
+from lowrank_lab.analysis import tables as an
+from lowrank_lab.maths import linalg
+from lowrank_lab.store import runs
+from lowrank_lab.analysis import sweep as sa
+from lowrank_lab.store.runs import LowRankUpdate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,7 +134,7 @@ def test_sweep_amplification_matches_the_run_and_base_weights_directly(analyzed)
     amp = an.read_table(analyzed, an.AMPLIFICATION)
     run = runs.load_run(analyzed / "cells" / "lora-qv-r4-alpha_r-kaiming-seed1")
     u = run.updates["L2.v"]
-    from lowrank_lab.models import load_base
+    from lowrank_lab.model.base import load_base
 
     encoder, _ = load_base(str(ROOT / "tests/fixtures/sweep/base"))
     W0 = encoder.encoder.layer[2].attention.self.value.weight.detach().double()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lowrank_lab.config import (ExperimentSpec, SpecError, SweepSpec, cell_from_dict, expand_sweep, load_spec,
+from lowrank_lab.spec import (ExperimentSpec, SpecError, SweepSpec, cell_from_dict, expand_sweep, load_spec,
                                 spec_to_dict)
 
 ANALYSES = sorted((Path(__file__).parents[2] / "analyses").glob("*.toml"))

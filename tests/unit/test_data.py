@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from lowrank_lab import data
-from lowrank_lab.config import DataSpec, SpecError
-from lowrank_lab.data import DataError, Example, load_task
-from lowrank_lab.metrics import compute_metrics
+from lowrank_lab.train import data
+from lowrank_lab.spec import DataSpec, SpecError
+from lowrank_lab.train.data import DataError, Example, load_task
+from lowrank_lab.maths.metrics import compute_metrics
 
 FIXTURE_GLUE = Path(__file__).parents[1] / "fixtures" / "data" / "glue"
 # CI gets a copy of shared/ beside the clone; it is not part of the repository.

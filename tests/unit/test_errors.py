@@ -9,13 +9,13 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lowrank_lab import runs
-from lowrank_lab.config import (CellSpec, DataSpec, LoRASpec, ModelSpec, SpecError, TrainSpec, build_spec,
+from lowrank_lab.store import runs
+from lowrank_lab.spec import (CellSpec, DataSpec, LoRASpec, ModelSpec, SpecError, TrainSpec, build_spec,
                                 load_spec, parse_override)
-from lowrank_lab.data import load_task
-from lowrank_lab.models import ModelError, load_base
-from lowrank_lab.sweep import run_sweep
-from lowrank_lab.train import build_pack, encode, train_pack
+from lowrank_lab.train.data import load_task
+from lowrank_lab.model.base import ModelError, load_base
+from lowrank_lab.train.sweep import run_sweep
+from lowrank_lab.train.loop import build_pack, encode, train_pack
 from lowrank_lab_cli.main import cli
 
 
@@ -71,7 +71,7 @@ def test_missing_data_columns_are_named_and_nothing_is_written(tiny_bert, tmp_pa
 def test_a_model_without_the_target_matrices_is_a_clear_error(tmp_path):
     from torch import nn
 
-    from lowrank_lab.models import find_targets
+    from lowrank_lab.model.base import find_targets
 
     with pytest.raises(ModelError, match="no attention matrix of kind q"):
         find_targets(nn.Sequential(nn.Linear(3, 3)), ("q",))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lowrank_lab.linalg import (
+from lowrank_lab.maths.linalg import (
     amplification,
     delta_distance,
     delta_w,

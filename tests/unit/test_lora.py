@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from lowrank_lab.linalg import delta_w
-from lowrank_lab.lora import LoRALinear, PackedLinear, init_A, inject, weight_as_W0
+from lowrank_lab.maths.linalg import delta_w
+from lowrank_lab.model.lora import LoRALinear, PackedLinear, init_A, inject, weight_as_W0
 
 
 def _randomise(layer: LoRALinear, gen: torch.Generator) -> None:

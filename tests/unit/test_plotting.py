@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lowrank_lab import plotting
+from lowrank_lab.present import plotting
 
 
-@pytest.mark.parametrize("module", ["lowrank_lab.plotting", "lowrank_lab.plotting_curves"])
+@pytest.mark.parametrize("module", ["lowrank_lab.present.plotting", "lowrank_lab.present.curves"])
 def test_plotting_modules_do_not_import_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from lowrank_lab import runs
-from lowrank_lab.config import CellSpec, DataSpec, LoRASpec, ModelSpec, TrainSpec
-from lowrank_lab.linalg import scaling_factor
-from lowrank_lab.models import Classifier, load_base
-from lowrank_lab.sweep import save_cell
-from lowrank_lab.train import build_pack
+from lowrank_lab.store import runs
+from lowrank_lab.spec import CellSpec, DataSpec, LoRASpec, ModelSpec, TrainSpec
+from lowrank_lab.maths.linalg import scaling_factor
+from lowrank_lab.model.base import Classifier, load_base
+from lowrank_lab.train.sweep import save_cell
+from lowrank_lab.train.loop import build_pack
 
 peft = pytest.importorskip("peft")
 

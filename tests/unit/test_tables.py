@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from lowrank_lab import tables
+from lowrank_lab.present import tables
 
 
 def _results():

@@ -5,10 +5,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from lowrank_lab.config import DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
-from lowrank_lab.data import load_task
-from lowrank_lab.models import load_base
-from lowrank_lab.train import build_pack, cell_slices, encode, train_pack
+from lowrank_lab.spec import DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
+from lowrank_lab.train.data import load_task
+from lowrank_lab.model.base import load_base
+from lowrank_lab.train.loop import build_pack, cell_slices, encode, train_pack
 
 
 def _cells(tiny_bert, tiny_task, **sweep):
@@ -60,8 +60,8 @@ def test_training_lowers_the_loss_and_moves_delta_w_away_from_zero(tiny_bert, ti
 def test_pack_size_follows_the_spec_then_free_memory(tiny_bert):
     from transformers import BertConfig
 
-    from lowrank_lab.config import ExperimentSpec, SweepSpec
-    from lowrank_lab.sweep import activation_bytes_per_cell, auto_pack_size
+    from lowrank_lab.spec import ExperimentSpec, SweepSpec
+    from lowrank_lab.train.sweep import activation_bytes_per_cell, auto_pack_size
 
     spec = ExperimentSpec()
     minilm = BertConfig(hidden_size=384, num_attention_heads=12, num_hidden_layers=6)
@@ -78,8 +78,8 @@ def test_pack_size_follows_the_spec_then_free_memory(tiny_bert):
 
 
 def test_sentence_pairs_keep_their_segment_ids(tiny_bert):
-    from lowrank_lab.data import Example
-    from lowrank_lab.models import load_base
+    from lowrank_lab.train.data import Example
+    from lowrank_lab.model.base import load_base
 
     _, tokenizer = load_base(str(tiny_bert))
     pairs = encode(tokenizer, [Example("a cat sat", "on the mat", 1), Example("yes", "no", 0)], 32, False)
@@ -92,7 +92,7 @@ def test_sentence_pairs_keep_their_segment_ids(tiny_bert):
 
 
 def test_grouped_order_is_a_permutation_of_sorted_runs_aligned_across_cells():
-    from lowrank_lab.train import epoch_order
+    from lowrank_lab.train.loop import epoch_order
 
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(3, 60, (1000,), generator=gen)
@@ -134,7 +134,7 @@ def test_grouped_packs_still_equal_cells_trained_alone(tiny_bert, tiny_task):
 
 
 def test_packs_are_dealt_round_robin_so_each_holds_the_same_mix(tiny_bert, tiny_task):
-    from lowrank_lab.sweep import plan_packs
+    from lowrank_lab.train.sweep import plan_packs
 
     cells = _cells(tiny_bert, tiny_task, r=(1, 2, 4, 8), seeds=(0, 1, 2), targets=("q", "q,k,v,o"))
     packs = plan_packs(cells, 10)
@@ -146,7 +146,7 @@ def test_packs_are_dealt_round_robin_so_each_holds_the_same_mix(tiny_bert, tiny_
 
 
 def test_gpu_precision_keeps_trained_tensors_float32_and_the_bf16_forward_close(tiny_bert, tiny_task):
-    from lowrank_lab.train import set_precision
+    from lowrank_lab.train.loop import set_precision
 
     cells = _cells(tiny_bert, tiny_task, r=(2, 4))
     task = load_task(cells[0].data)
@@ -175,7 +175,7 @@ def test_gpu_precision_keeps_trained_tensors_float32_and_the_bf16_forward_close(
 
 
 def test_step_meter_counts_steps_tokens_and_seconds(tiny_bert, tiny_task):
-    from lowrank_lab.train import StepMeter
+    from lowrank_lab.train.loop import StepMeter
 
     cells = _cells(tiny_bert, tiny_task, r=(2,))
     task = load_task(cells[0].data)

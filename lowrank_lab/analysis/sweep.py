@@ -17,11 +17,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from . import analysis as an
-from . import runs
-from .lora import Conv1D, weight_as_W0
-from .models import classify_module, load_base, module_label
-from .runs import LowRankUpdate, Run
+from lowrank_lab.analysis import tables as an
+from lowrank_lab.store import runs
+from lowrank_lab.model.lora import Conv1D, weight_as_W0
+from lowrank_lab.model.base import classify_module, load_base, module_label
+from lowrank_lab.store.runs import LowRankUpdate, Run
 
 COMMAND_OF = {an.PHI: "subspace", an.PHI_W0: "subspace", an.AMPLIFICATION: "amplify",
               an.SPECTRUM: "spectrum", an.SPECTRUM_METRICS: "spectrum", an.INTRUDERS: "spectrum",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analysis import results_table
+from lowrank_lab.analysis.tables import results_table
 
 FORMATS = ("md", "tex", "csv")
 
@@ -98,7 +98,7 @@ def metric_vs_rank_table(results: pd.DataFrame, targets: str | None = None) -> p
     lora = results[results["method"] == "lora"]
     if lora.empty:
         return pd.DataFrame()
-    from .plotting import pick_targets
+    from lowrank_lab.present.plotting import pick_targets
 
     targets = targets or pick_targets(lora)
     metrics = [c for c in lora.columns if c.startswith("dev_")]
@@ -152,7 +152,7 @@ def table7(amp: pd.DataFrame, layer: int | None = None, module: str = "q", targe
     lora = amp[amp["method"] == "lora"]
     if lora.empty:
         return pd.DataFrame()
-    from .plotting import middle_layer, pick_targets  # pandas-only helpers; keeps one layer rule
+    from lowrank_lab.present.plotting import middle_layer, pick_targets  # pandas-only helpers; keeps one layer rule
 
     targets = targets or pick_targets(lora)
     layer = middle_layer(lora["layer"].dropna()) if layer is None else layer
@@ -199,7 +199,7 @@ def render(table: pd.DataFrame, fmt: str) -> str:
 
 def sweep_tables(sweep: Path) -> dict[str, pd.DataFrame]:
     """Every table of a sweep, by file name; those whose inputs are missing are left out."""
-    from . import analysis as an
+    from lowrank_lab.analysis import tables as an
 
     results = an.results_table(Path(sweep))
     tables = {"table2_methods": method_table(results), "table5_budget": budget_table(results),
@@ -214,7 +214,7 @@ def sweep_tables(sweep: Path) -> dict[str, pd.DataFrame]:
 
 def save_table(table: pd.DataFrame, name: str, out_dir: Path) -> list[Path]:
     """Write `table` as <out_dir>/<name>.{md,tex,csv}; the table counterpart of save_figure."""
-    from . import runs
+    from lowrank_lab.store import runs
 
     paths = [Path(out_dir) / f"{name}.{fmt}" for fmt in FORMATS]
     for path, fmt in zip(paths, FORMATS, strict=True):
@@ -226,8 +226,8 @@ def write_tables(sweep: Path, ours: dict[str, pd.DataFrame] | None = None) -> li
     """Write the per-cell results cache (analysis/results.csv, which the table scripts read) and
     every table as <analysis>/tables/<name>.{md,tex,csv}; `ours`: the tables when the caller has
     already built them with ``sweep_tables``. Returns the paths."""
-    from . import runs
-    from .sweep_analysis import compute_results
+    from lowrank_lab.store import runs
+    from lowrank_lab.analysis.sweep import compute_results
 
     folder = runs.analysis_dir(Path(sweep)) / "tables"
     paths = compute_results(Path(sweep))

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .linalg import delta_w
+from lowrank_lab.maths.linalg import delta_w
 
 try:  # GPT-2's Conv1D stores its weight in×out
     from transformers.pytorch_utils import Conv1D

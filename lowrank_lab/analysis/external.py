@@ -30,10 +30,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from . import analysis as an
-from . import linalg, runs
-from .adapters import ExternalAdapter, load_all
-from .runs import LowRankUpdate
+from lowrank_lab.analysis import tables as an
+from lowrank_lab.maths import linalg
+from lowrank_lab.store import runs
+from lowrank_lab.store.adapters import ExternalAdapter, load_all
+from lowrank_lab.store.runs import LowRankUpdate
 
 DISTANCES = "distances"  # one row per shared label: φ(r1, r2), principal angles, ‖ΔWa − ΔWb‖
 COMPARE_PHI = "phi"  # φ grids between two adapters, per label
@@ -209,7 +210,7 @@ def _describe(ext: ExternalAdapter, name: str) -> dict:
 
 def write_table(out: Path, name: str, table: pd.DataFrame, options: dict, adapters: list[dict]) -> list[Path]:
     """<out>/<name>.csv, .md (tables up to MARKDOWN_MAX_ROWS rows) and the sidecar .json."""
-    from .tables import to_markdown
+    from lowrank_lab.present.tables import to_markdown
 
     out = Path(out)
     paths = [out / f"{name}.csv"]
@@ -233,7 +234,8 @@ def _plot_columns(frame: pd.DataFrame, index: int) -> pd.DataFrame:
 
 def _figures(out: Path, tables: dict[str, pd.DataFrame], name: str, side: str, notes: list[str]) -> list[Path]:
     """Spectrum, φ(W0, ΔW), amplification and intruder figures of one adapter (``plotting``)."""
-    from . import plotting, plotting_curves
+    from lowrank_lab.present import plotting
+    from lowrank_lab.present import curves as plotting_curves
 
     t = {key: _plot_columns(frame, 0) for key, frame in tables.items() if not frame.empty}
     safe = name.replace("/", "__")
@@ -248,7 +250,7 @@ def _figures(out: Path, tables: dict[str, pd.DataFrame], name: str, side: str, n
 
 
 def _draw(out: Path, drawings: dict, notes: list[str]) -> list[Path]:
-    from . import plotting
+    from lowrank_lab.present import plotting
 
     paths = []
     for fig_name, draw in drawings.items():
@@ -318,7 +320,7 @@ def compare(adapters: Sequence[str | Path], base: str | Path | None = None, out:
 
 def _compare_figures(out: Path, parts: list[pd.DataFrame], notes: list[str]) -> list[Path]:
     """Fig. 4's layout (same ranks) or Fig. 3's (two ranks) for each pair, through ``plotting``."""
-    from . import plotting
+    from lowrank_lab.present import plotting
 
     drawings = {}
     for part in parts:

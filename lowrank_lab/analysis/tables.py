@@ -28,9 +28,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from . import linalg, runs
-from .models import parse_label
-from .runs import LowRankUpdate
+from lowrank_lab.maths import linalg
+from lowrank_lab.store import runs
+from lowrank_lab.model.base import parse_label
+from lowrank_lab.store.runs import LowRankUpdate
 
 # Cached tables, as <runs.analysis_dir(sweep)>/<name>.csv with a sidecar <name>.json.
 PHI = "phi"  # φ between ranks, between seeds, and a random pair (Fig. 3, 4, 6, 7)
@@ -318,7 +319,7 @@ def table_path(sweep: Path, name: str) -> Path:
 
 def read_table(sweep: Path, name: str) -> pd.DataFrame:
     """A cached table of a sweep; FileNotFoundError naming the command that computes it."""
-    from .sweep_analysis import COMMAND_OF
+    from lowrank_lab.analysis.sweep import COMMAND_OF
 
     path = table_path(sweep, name)
     if not path.exists():

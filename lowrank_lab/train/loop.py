@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .config import CellSpec, SpecError
-from .data import Task
-from .distributed import all_reduce_mean_
-from .metrics import compute_metrics
-from .linalg import scaling_factor
-from .lora import LoRALinear, PackedLinear, inject
-from .models import Classifier, find_targets, parse_label
+from lowrank_lab.spec import CellSpec, SpecError
+from lowrank_lab.train.data import Task
+from lowrank_lab.train.distributed import all_reduce_mean_
+from lowrank_lab.maths.metrics import compute_metrics
+from lowrank_lab.maths.linalg import scaling_factor
+from lowrank_lab.model.lora import LoRALinear, PackedLinear, inject
+from lowrank_lab.model.base import Classifier, find_targets, parse_label
 
 # ---------------------------------------------------------------------------------------------
 # Devices and tokenised data

@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import models
-from .linalg import delta_w, top_r_svd_randomized
-from .models import label_for
-from .runs import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LowRankUpdate, RunError, check_adapter_config,
+from lowrank_lab.model import base as models
+from lowrank_lab.maths.linalg import delta_w, top_r_svd_randomized
+from lowrank_lab.model.base import label_for
+from lowrank_lab.store.runs import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LowRankUpdate, RunError, check_adapter_config,
                    lora_factors, read_json)
 
 ADAPTER_WEIGHTS_BIN = "adapter_model.bin"
@@ -236,7 +236,7 @@ def resolve_base(base: str | Path | None, config: dict, where: Path) -> Path:
 def _read_adapter_tensors(folder: Path) -> tuple[Path, dict[str, Tensor]]:
     file = folder / ADAPTER_WEIGHTS
     if file.exists():
-        from .runs import read_tensors
+        from lowrank_lab.store.runs import read_tensors
 
         return file, read_tensors(file)
     file = folder / ADAPTER_WEIGHTS_BIN

@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import runs
-from .config import CellSpec, ExperimentSpec, SpecError, expand_sweep, spec_to_dict
-from .data import load_task
-from .distributed import World, close, device_for, init_world, share
-from .lora import base_shape
-from .models import default_pooling, find_targets, load_base, resolve_model_path
-from .runs import LowRankUpdate
-from .train import (CellState, Pack, StepMeter, build_pack, cell_slices, encode, resolve_device, train_pack,
+from lowrank_lab.store import runs
+from lowrank_lab.spec import CellSpec, ExperimentSpec, SpecError, expand_sweep, spec_to_dict
+from lowrank_lab.train.data import load_task
+from lowrank_lab.train.distributed import World, close, device_for, init_world, share
+from lowrank_lab.model.lora import base_shape
+from lowrank_lab.model.base import default_pooling, find_targets, load_base, resolve_model_path
+from lowrank_lab.store.runs import LowRankUpdate
+from lowrank_lab.train.loop import (CellState, Pack, StepMeter, build_pack, cell_slices, encode, resolve_device, train_pack,
                     trainable_parameters)
 
 

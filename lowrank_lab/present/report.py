@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import analysis as an
-from . import plotting, plotting_curves, runs, tables
+from lowrank_lab.analysis import tables as an
+from lowrank_lab.present import plotting
+from lowrank_lab.present import curves as plotting_curves
+from lowrank_lab.store import runs
+from lowrank_lab.present import tables
 
 # (file name, title, tables it reads, how to draw it, the paper's statement to compare with)
 FIGURES: list[tuple[str, str, tuple[str, ...], Callable, str]] = [
@@ -68,7 +71,7 @@ PAPER_TABLES = {
 def _ensure_tables(sweep: Path, base_model: str | None, echo) -> None:
     missing = [name for name in an.TABLES if not an.table_path(sweep, name).exists()]
     if missing:
-        from .sweep_analysis import analyze_sweep
+        from lowrank_lab.analysis.sweep import analyze_sweep
 
         echo(f"computing the analysis tables ({', '.join(missing)} missing) …")
         analyze_sweep(sweep, base_model=base_model, echo=echo)

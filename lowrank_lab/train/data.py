@@ -38,7 +38,7 @@ from typing import Any, Callable, NamedTuple
 
 import pandas as pd
 
-from lowrank_lab.config import DataSpec, SpecError
+from lowrank_lab.spec import DataSpec, SpecError
 
 DEV_FRACTION = 0.2
 

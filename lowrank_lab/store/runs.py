@@ -37,9 +37,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
-from .config import CellSpec, ExperimentSpec, cell_from_dict, spec_to_dict
-from .linalg import scaling_factor
-from .models import label_for
+from lowrank_lab.spec import CellSpec, ExperimentSpec, cell_from_dict, spec_to_dict
+from lowrank_lab.maths.linalg import scaling_factor
+from lowrank_lab.model.base import label_for
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -160,7 +160,7 @@ def provenance(device: str | None = None) -> dict[str, Any]:
     """Versions, git commit of this project and device: what is needed to trust a result."""
     import transformers
 
-    from . import __version__
+    from lowrank_lab import __version__
 
     repo = Path(__file__).resolve().parent.parent
 

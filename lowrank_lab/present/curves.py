@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .plotting import MissingData, _select, middle_layer, pick_targets
+from lowrank_lab.present.plotting import MissingData, _select, middle_layer, pick_targets
 
 # Hu et al. 2021, Table 7 / App. H.4: GPT-3 175B, layer 48, ΔWq (6.91/0.32 and 3.57/1.90).
 PAPER_AMPLIFICATION = {4: 21.5, 64: 3.57 / 1.90}
