@@ -27,7 +27,8 @@ from lowrank_lab.analysis import tables as an
 from lowrank_lab.analysis import external
 from lowrank_lab.maths import linalg
 from lowrank_lab.store.adapters import load_external
-from lowrank_lab.store.runs import LowRankUpdate, save_adapter
+from lowrank_lab.maths.update import LowRankUpdate
+from lowrank_lab.store.peft_format import save_adapter
 
 KINDS = ("q_proj", "k_proj", "v_proj", "o_proj")
 

@@ -3,6 +3,6 @@
 from lowrank_lab.spec import SpecError
 from lowrank_lab.train.data import DataError
 from lowrank_lab.model.base import ModelError
-from lowrank_lab.store.runs import RunError
+from lowrank_lab.store.files import RunError
 
 USER_ERRORS = (SpecError, DataError, ModelError, RunError)

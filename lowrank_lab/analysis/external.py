@@ -32,9 +32,9 @@ from torch import Tensor
 
 from lowrank_lab.analysis import tables as an
 from lowrank_lab.maths import linalg
-from lowrank_lab.store import runs
+from lowrank_lab.store import files
 from lowrank_lab.store.adapters import ExternalAdapter, load_all
-from lowrank_lab.store.runs import LowRankUpdate
+from lowrank_lab.maths.update import LowRankUpdate
 
 DISTANCES = "distances"  # one row per shared label: φ(r1, r2), principal angles, ‖ΔWa − ΔWb‖
 COMPARE_PHI = "phi"  # φ grids between two adapters, per label
@@ -72,9 +72,9 @@ class AnalysisOptions:
 
     def __post_init__(self):
         if self.side not in an.SIDES:
-            raise runs.RunError(f"AnalysisOptions.side={self.side!r}: use one of {', '.join(an.SIDES)}")
+            raise files.RunError(f"AnalysisOptions.side={self.side!r}: use one of {', '.join(an.SIDES)}")
         if self.n_w0 is not None and self.n_w0 < 1:
-            raise runs.RunError(f"AnalysisOptions.n_w0={self.n_w0}: must be >= 1")
+            raise files.RunError(f"AnalysisOptions.n_w0={self.n_w0}: must be >= 1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,14 +214,14 @@ def write_table(out: Path, name: str, table: pd.DataFrame, options: dict, adapte
 
     out = Path(out)
     paths = [out / f"{name}.csv"]
-    runs.write_text(paths[0], table.to_csv(index=False, float_format="%.6g"))
+    files.write_text(paths[0], table.to_csv(index=False, float_format="%.6g"))
     if len(table) <= MARKDOWN_MAX_ROWS:
         paths.append(out / f"{name}.md")
-        runs.write_text(paths[-1], to_markdown(table))
+        files.write_text(paths[-1], to_markdown(table))
     paths.append(out / f"{name}.json")
-    runs.write_json(paths[-1], {"table": name, "rows": len(table), "columns": list(table.columns),
+    files.write_json(paths[-1], {"table": name, "rows": len(table), "columns": list(table.columns),
                                 "options": options, "conventions": CONVENTIONS, "adapters": adapters,
-                                "provenance": runs.provenance()})
+                                "provenance": files.provenance()})
     return paths
 
 
@@ -295,7 +295,7 @@ def compare(adapters: Sequence[str | Path], base: str | Path | None = None, out:
     roots = [Path(p) for p in adapters]
     found = [(adapter_name(e, root), e) for root in roots for e in load_all(root, base)]
     if len(found) < 2:
-        raise runs.RunError(f"{', '.join(map(str, roots))}: compare needs two adapters, found {len(found)}")
+        raise files.RunError(f"{', '.join(map(str, roots))}: compare needs two adapters, found {len(found)}")
     out = Path(out) if out is not None else roots[0] / "analysis" / "compare"
     notes = [f"{n}: {note}" for n, e in found for note in e.notes]
     frames: dict[str, list[pd.DataFrame]] = {COMPARE_PHI: [], DISTANCES: []}

@@ -18,10 +18,12 @@ import torch
 from torch import Tensor
 
 from lowrank_lab.analysis import tables as an
+from lowrank_lab.store import files
 from lowrank_lab.store import runs
 from lowrank_lab.model.lora import Conv1D, weight_as_W0
 from lowrank_lab.model.base import classify_module, load_base, module_label
-from lowrank_lab.store.runs import LowRankUpdate, Run
+from lowrank_lab.maths.update import LowRankUpdate
+from lowrank_lab.store.runs import Run
 
 COMMAND_OF = {an.PHI: "subspace", an.PHI_W0: "subspace", an.AMPLIFICATION: "amplify",
               an.SPECTRUM: "spectrum", an.SPECTRUM_METRICS: "spectrum", an.INTRUDERS: "spectrum",
@@ -87,7 +89,7 @@ def full_deltas(run: Run, base: BaseWeights) -> tuple[dict[str, Tensor], dict[st
     """({label: ΔW_full = W_ft − W0}, {label: W0}), d×k float64, for every attention matrix a full
     fine-tuning cell saved, in layer order."""
     deltas, w0s = {}, {}
-    for key, W in runs.read_tensors(run.path / WEIGHTS_FILE).items():
+    for key, W in files.read_tensors(run.path / WEIGHTS_FILE).items():
         hit = classify_module(key.removesuffix(".weight")) if key.endswith(".weight") else None
         if hit is None:
             continue
@@ -112,12 +114,12 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def _write(sweep: Path, name: str, table: pd.DataFrame, options: dict) -> Path:
     """CSV plus a sidecar JSON: the sweep spec, provenance, conventions and options used."""
     path = an.table_path(sweep, name)
-    runs.write_text(path, table.to_csv(index=False, float_format="%.6g"))
-    spec = runs.read_json(Path(sweep) / "spec.json")
-    runs.write_json(path.with_suffix(".json"), {
+    files.write_text(path, table.to_csv(index=False, float_format="%.6g"))
+    spec = files.read_json(Path(sweep) / "spec.json")
+    files.write_json(path.with_suffix(".json"), {
         "table": name, "rows": len(table), "columns": list(table.columns), "options": options,
         "conventions": an.CONVENTIONS, "sweep": str(sweep), "sweep_spec": spec,
-        "provenance": runs.provenance()})
+        "provenance": files.provenance()})
     return path
 
 
@@ -216,7 +218,7 @@ def spectrum_frames(sweep_runs: list[Run], base: BaseWeights) -> dict[str, pd.Da
 def _load(sweep: Path) -> list[Run]:
     sweep_runs = runs.load_sweep(Path(sweep))
     if not sweep_runs:
-        raise runs.RunError(f"{sweep}: no finished cells to analyse")
+        raise files.RunError(f"{sweep}: no finished cells to analyse")
     return sweep_runs
 
 
@@ -225,7 +227,7 @@ def compute_subspace(sweep: Path, sides: Iterable[str] = ("A",), base_model: str
     sides = tuple(sides)
     bad = [s for s in sides if s not in an.SIDES]
     if bad:
-        raise runs.RunError(f"side {bad[0]!r}: use one of {', '.join(an.SIDES)}")
+        raise files.RunError(f"side {bad[0]!r}: use one of {', '.join(an.SIDES)}")
     sweep_runs = _load(sweep)
     base = base_weights(sweep_runs, base_model)
     phi, phi_w0 = phi_tables(sweep_runs, sides, base)

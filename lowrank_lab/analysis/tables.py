@@ -29,9 +29,10 @@ import torch
 from torch import Tensor
 
 from lowrank_lab.maths import linalg
+from lowrank_lab.store import files
 from lowrank_lab.store import runs
 from lowrank_lab.model.base import parse_label
-from lowrank_lab.store.runs import LowRankUpdate
+from lowrank_lab.maths.update import LowRankUpdate
 
 # Cached tables, as <runs.analysis_dir(sweep)>/<name>.csv with a sidecar <name>.json.
 PHI = "phi"  # φ between ranks, between seeds, and a random pair (Fig. 3, 4, 6, 7)
@@ -339,20 +340,20 @@ def read_table(sweep: Path, name: str) -> pd.DataFrame:
 
 
 def read_sidecar(sweep: Path, name: str) -> dict:
-    return runs.read_json(table_path(sweep, name).with_suffix(".json"))
+    return files.read_json(table_path(sweep, name).with_suffix(".json"))
 
 
 def results_table(sweep: Path) -> pd.DataFrame:
     """One row per finished cell: method, targets, r, alpha, scaling_rule, init, seed, the main
     metric (`metric`, `value`), every dev metric of the best evaluation, and parameter counts."""
-    manifest = runs.read_json(Path(sweep) / "manifest.json")
+    manifest = files.read_json(Path(sweep) / "manifest.json")
     rows = []
     for name, entry in manifest["cells"].items():
         if entry.get("status") != "done":
             continue
         folder = Path(sweep) / "cells" / name
-        spec = runs.read_json(folder / "config.json")
-        summary = runs.read_json(folder / "summary.json")
+        spec = files.read_json(folder / "config.json")
+        summary = files.read_json(folder / "summary.json")
         lora, best = spec["lora"], summary["best"]
         rows.append({
             "cell": name, "task": summary["task"], "method": lora["method"],

@@ -17,6 +17,7 @@ import pandas as pd
 from lowrank_lab.analysis import tables as an
 from lowrank_lab.present import plotting
 from lowrank_lab.present import curves as plotting_curves
+from lowrank_lab.store import files
 from lowrank_lab.store import runs
 from lowrank_lab.present import tables
 
@@ -110,7 +111,7 @@ def write_report(sweep: Path, base_model: str | None = None, echo=print) -> tupl
     figures = render_figures(sweep, out)
     ours = tables.sweep_tables(sweep)
     tables.write_tables(sweep, ours)
-    spec = runs.read_json(sweep / "spec.json")
+    spec = files.read_json(sweep / "spec.json")
     md = [f"# lowrank-lab report: {sweep.name}", "",
           f"Model `{spec['model']['name']}`, task `{spec['data']['task']}`; sweep axes: r = {spec['sweep']['r']}, "
           f"seeds = {spec['sweep']['seeds']}, targets = {spec['sweep']['targets']}, "
@@ -132,8 +133,8 @@ def write_report(sweep: Path, base_model: str | None = None, echo=print) -> tupl
     md_text = "\n".join(md)
     html = _html(md_text)
     md_path, html_path = out / "report.md", out / "report.html"
-    runs.write_text(md_path, md_text)
-    runs.write_text(html_path, html)
+    files.write_text(md_path, md_text)
+    files.write_text(html_path, html)
     return md_path, html_path
 
 

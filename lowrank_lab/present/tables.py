@@ -214,11 +214,12 @@ def sweep_tables(sweep: Path) -> dict[str, pd.DataFrame]:
 
 def save_table(table: pd.DataFrame, name: str, out_dir: Path) -> list[Path]:
     """Write `table` as <out_dir>/<name>.{md,tex,csv}; the table counterpart of save_figure."""
+    from lowrank_lab.store import files
     from lowrank_lab.store import runs
 
     paths = [Path(out_dir) / f"{name}.{fmt}" for fmt in FORMATS]
     for path, fmt in zip(paths, FORMATS, strict=True):
-        runs.write_text(path, render(table, fmt))
+        files.write_text(path, render(table, fmt))
     return paths
 
 

@@ -3,7 +3,7 @@
 An adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors`` (a legacy
 ``adapter_model.bin`` is read only with ``torch.load(weights_only=True)``). Each adapted module
 ``<path>`` has ``base_model.model.<path>.lora_A.weight`` (r×k) and ``.lora_B.weight`` (d×r);
-``load_external`` turns them into ``runs.LowRankUpdate`` s keyed by the canonical label, with
+``load_external`` turns them into ``LowRankUpdate`` s keyed by the canonical label, with
 PEFT's per-module r and α (``rank_pattern`` / ``alpha_pattern``) and scaling α/r or α/√r.
 
 Everything is in the paper's d×k = out×in layout (``lora.weight_as_W0``). PEFT's A and B are
@@ -21,7 +21,7 @@ so a 7B base is never loaded whole. Two cases where ΔW ≠ scaling·B·A:
   ``subtract_mutated_init`` does). Without it, ΔW is relative to the given base, and we warn.
 
 Labels come from ``models.label_for`` (attention q/k/v/o/qkv, MLP up/down/gate/gate_up, else
-``L{layer}.<rest of path>``); per-module r and α from ``runs.rank_and_alpha`` (PEFT's pattern rule).
+``L{layer}.<rest of path>``); per-module r and α from ``peft_format.rank_and_alpha`` (PEFT's pattern rule).
 The analyses of these adapters are in ``lowrank_lab.external``.
 """
 
@@ -38,8 +38,10 @@ from torch import Tensor
 from lowrank_lab.model import base as models
 from lowrank_lab.maths.linalg import delta_w, top_r_svd_randomized
 from lowrank_lab.model.base import label_for
-from lowrank_lab.store.runs import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LowRankUpdate, RunError, check_adapter_config,
-                   lora_factors, read_json)
+from lowrank_lab.maths.update import LowRankUpdate
+from lowrank_lab.store.files import RunError, read_json, read_tensors
+from lowrank_lab.store.peft_format import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, check_adapter_config,
+                                    lora_factors)
 
 ADAPTER_WEIGHTS_BIN = "adapter_model.bin"
 MUTATING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # "pissa_niter_16" counts too
@@ -236,7 +238,6 @@ def resolve_base(base: str | Path | None, config: dict, where: Path) -> Path:
 def _read_adapter_tensors(folder: Path) -> tuple[Path, dict[str, Tensor]]:
     file = folder / ADAPTER_WEIGHTS
     if file.exists():
-        from lowrank_lab.store.runs import read_tensors
 
         return file, read_tensors(file)
     file = folder / ADAPTER_WEIGHTS_BIN

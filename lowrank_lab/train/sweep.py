@@ -21,13 +21,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from lowrank_lab.store import files
+from lowrank_lab.store import peft_format
 from lowrank_lab.store import runs
 from lowrank_lab.spec import CellSpec, ExperimentSpec, SpecError, expand_sweep, spec_to_dict
 from lowrank_lab.train.data import load_task
 from lowrank_lab.train.distributed import World, close, device_for, init_world, share
 from lowrank_lab.model.lora import base_shape
 from lowrank_lab.model.base import default_pooling, find_targets, load_base, resolve_model_path
-from lowrank_lab.store.runs import LowRankUpdate
+from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.train.loop import (CellState, Pack, StepMeter, build_pack, cell_slices, encode, resolve_device, train_pack,
                     trainable_parameters)
 
@@ -83,7 +85,7 @@ def cell_status(sweep: Path, cell: CellSpec) -> dict:
     """A cell's state from its own files: done/failed (summary.json), running (started) or pending."""
     folder = runs.cell_dir(sweep, cell)
     if (folder / "summary.json").exists():
-        summary = runs.read_json(folder / "summary.json")
+        summary = files.read_json(folder / "summary.json")
         best = summary.get("best") or {}
         return {"status": summary["status"], "error": summary.get("error"),
                 "best": best.get(summary.get("main_metric")), "pack": summary["pack"]["id"]}
@@ -93,7 +95,7 @@ def cell_status(sweep: Path, cell: CellSpec) -> dict:
 def write_manifest(sweep: Path, cells: Sequence[CellSpec]) -> dict:
     """The sweep's index, rebuilt from the cells' own files (rank 0 alone writes it)."""
     manifest = {"cells": {c.name: cell_status(sweep, c) for c in cells}}
-    runs.write_json(sweep / "manifest.json", manifest)
+    files.write_json(sweep / "manifest.json", manifest)
     return manifest
 
 
@@ -102,7 +104,7 @@ def _check_same_spec(sweep: Path, spec: ExperimentSpec) -> None:
     path = sweep / "spec.json"
     if not path.exists():
         return
-    old, new = runs.read_json(path), spec_to_dict(spec)
+    old, new = files.read_json(path), spec_to_dict(spec)
     for section in ("model", "data", "train"):
         if old.get(section) != new[section]:
             raise SpecError(f"{path}: this sweep directory was made with a different [{section}]; "
@@ -158,9 +160,9 @@ def _run_sweep(spec: ExperimentSpec, world: World, echo) -> Path:
     _check_same_spec(sweep, spec)
     unfinished = [c for c in cells if cell_status(sweep, c)["status"] != "done"]
     inputs = load_inputs(spec, unfinished) if unfinished else None
-    with runs.sweep_lock(sweep) if world.is_main else contextlib.nullcontext():
+    with files.sweep_lock(sweep) if world.is_main else contextlib.nullcontext():
         if world.is_main:
-            runs.write_json(sweep / "spec.json", {**spec_to_dict(spec), "provenance": runs.provenance(str(device))})
+            files.write_json(sweep / "spec.json", {**spec_to_dict(spec), "provenance": files.provenance(str(device))})
             write_manifest(sweep, cells)
         world.barrier()
         todo = [c for c in cells if cell_status(sweep, c)["status"] != "done"]
@@ -194,7 +196,7 @@ def _run_sweep(spec: ExperimentSpec, world: World, echo) -> Path:
 
 def failed_cells(sweep: Path) -> list[str]:
     """Names of the cells the manifest marks failed (NaN loss, no finite evaluation)."""
-    manifest = runs.read_json(Path(sweep) / "manifest.json")
+    manifest = files.read_json(Path(sweep) / "manifest.json")
     return [name for name, entry in manifest["cells"].items() if entry["status"] == "failed"]
 
 
@@ -226,7 +228,7 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
                 (d / stale).unlink(missing_ok=True)
 
     def on_eval(n: int, record: dict) -> None:
-        runs.append_jsonl(dirs[n] / "metrics.jsonl", {k: v for k, v in record.items() if k != "best"})
+        files.append_jsonl(dirs[n] / "metrics.jsonl", {k: v for k, v in record.items() if k != "best"})
         if record["best"]:
             save_cell(dirs[n], pack, n, resolve_model_path(cells[n].model.name))
 
@@ -252,7 +254,7 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
     if not writer:
         return
     steps = total - start_step
-    provenance = runs.provenance(str(device))
+    provenance = files.provenance(str(device))
     for n, (cell, d, st) in enumerate(zip(cells, dirs, states, strict=True)):
         status = "failed" if st.failed or st.best is None else "done"
         summary = {
@@ -268,7 +270,7 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
             "peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
             "data": task.source, "provenance": provenance,
         }
-        runs.write_json(d / "summary.json", summary)
+        files.write_json(d / "summary.json", summary)
     for f in ("state.json", "state.safetensors"):
         (ckpt_dir / f).unlink(missing_ok=True)
 
@@ -280,7 +282,7 @@ def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
     head = {"weight": tensors.pop("head.weight"), "bias": tensors.pop("head.bias")}
     if cell.lora.method != "lora":
         weights = {k.removeprefix("model."): v for k, v in tensors.items()}
-        runs.write_tensors(folder / "weights.safetensors", {**weights, **{f"head.{k}": v for k, v in head.items()}})
+        files.write_tensors(folder / "weights.safetensors", {**weights, **{f"head.{k}": v for k, v in head.items()}})
         return
     updates = []
     for path, layer in pack.layers.items():
@@ -289,7 +291,7 @@ def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
                                          tensors[f"{path}.lora_B"], float(layer.scaling[n]),
                                          layer.fan_in_fan_out))
     lora = cell.lora
-    runs.save_adapter(folder / "adapter", updates, base_model=base_model, revision=cell.model.revision,
+    peft_format.save_adapter(folder / "adapter", updates, base_model=base_model, revision=cell.model.revision,
                       alpha=lora.alpha, scaling_rule=lora.scaling_rule, init=lora.init,
                       dropout=lora.dropout, head=head)
 
@@ -319,8 +321,8 @@ def _restore(pack: Pack, saved, dirs: list[Path]) -> tuple[int, dict, list[CellS
             opt_state.setdefault(int(i), {})[name] = value
     step = state["step"]
     for d in dirs:  # evaluations after the checkpoint will be redone
-        records = [r for r in runs.read_jsonl(d / "metrics.jsonl") if r["step"] <= step]
-        runs.write_jsonl(d / "metrics.jsonl", records)
+        records = [r for r in files.read_jsonl(d / "metrics.jsonl") if r["step"] <= step]
+        files.write_jsonl(d / "metrics.jsonl", records)
     states = [CellState(best=s["best"], failed=s["failed"]) for s in state["states"]]
     resume = {"optimizer": {"state": opt_state, "param_groups": state["param_groups"]},
               "schedule": state["schedule"], "rng": tensors["rng"]}

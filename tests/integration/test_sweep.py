@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from lowrank_lab.store import files
 from lowrank_lab.store import runs
 from lowrank_lab.spec import load_spec
 from lowrank_lab.train.sweep import run_sweep
@@ -40,7 +41,7 @@ def _cli(args, env=None, **kw):
 def test_sweep_writes_every_cell_once_and_a_rerun_skips_them(tiny_bert, tiny_task, tmp_path):
     spec = load_spec(None, _overrides(tiny_bert, tiny_task, tmp_path, **{"sweep.baselines": '["bitfit"]'}))
     sweep = run_sweep(spec, echo=lambda *_: None)
-    manifest = runs.read_json(sweep / "manifest.json")
+    manifest = files.read_json(sweep / "manifest.json")
     assert len(manifest["cells"]) == 6 and all(e["status"] == "done" for e in manifest["cells"].values())
     loaded = runs.load_sweep(sweep)
     assert all(u.B.abs().max() > 0 for r in loaded for u in r.updates.values())
@@ -85,7 +86,7 @@ def test_two_processes_share_one_sweep_with_gloo(tiny_bert, tiny_task, tmp_path)
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     sweep = tmp_path / "default"
-    manifest = runs.read_json(sweep / "manifest.json")
+    manifest = files.read_json(sweep / "manifest.json")
     assert sorted(manifest["cells"]) == sorted(p.name for p in (sweep / "cells").iterdir())
     assert all(e["status"] == "done" for e in manifest["cells"].values()) and len(manifest["cells"]) == 4
     ranks = [json.loads(p.read_text())["pack"]["rank"] for p in sweep.rglob("summary.json")]

@@ -16,10 +16,11 @@ peft = pytest.importorskip("peft")
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
+from lowrank_lab.store import peft_format
 from lowrank_lab.store import runs  # noqa: E402
 from lowrank_lab.store.adapters import LazyWeights, find_adapters, load_all, load_external, match_updates  # noqa: E402
 from lowrank_lab.maths.linalg import delta_w  # noqa: E402
-from lowrank_lab.store.runs import RunError  # noqa: E402
+from lowrank_lab.store.files import RunError  # noqa: E402
 
 H = 32  # hidden size of every tiny model
 
@@ -162,7 +163,7 @@ def test_task_model_paths_map_to_a_bare_checkpoint():
 def test_pattern_key_follows_peft(patterns, path):
     from peft.utils.other import get_pattern_key
 
-    ours = runs.pattern_key(patterns, path)
+    ours = peft_format.pattern_key(patterns, path)
     theirs = get_pattern_key(patterns.keys(), path)
     assert ours == (theirs if theirs in patterns else None)
 
@@ -331,7 +332,7 @@ def test_find_targets_still_chooses_attention_matrices_only(made):
 
 
 def test_read_adapter_uses_peft_pattern_rule(made):
-    from lowrank_lab.store.runs import read_adapter
+    from lowrank_lab.store.peft_format import read_adapter
 
     _, adapter_dir, _ = made["llama"]
     _, by_path, _ = read_adapter(adapter_dir)

@@ -10,9 +10,10 @@ import torch
 
 from lowrank_lab.analysis import tables as an
 from lowrank_lab.maths import linalg
+from lowrank_lab.store import files
 from lowrank_lab.store import runs
 from lowrank_lab.analysis import sweep as sa
-from lowrank_lab.store.runs import LowRankUpdate
+from lowrank_lab.maths.update import LowRankUpdate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,7 +151,7 @@ def test_full_fine_tuning_delta_is_trained_minus_base_weight(analyzed):
     full = next(r for r in sweep_runs if r.spec.lora.method == "full")
     base = sa.base_weights(sweep_runs, str(ROOT / "tests/fixtures/sweep/base"))
     deltas, w0s = sa.full_deltas(full, base)
-    W_ft = runs.read_tensors(full.path / sa.WEIGHTS_FILE)["encoder.layer.1.attention.output.dense.weight"]
+    W_ft = files.read_tensors(full.path / sa.WEIGHTS_FILE)["encoder.layer.1.attention.output.dense.weight"]
     torch.testing.assert_close(deltas["L1.o"], W_ft.double() - w0s["L1.o"])
     assert list(deltas)[:4] == ["L0.q", "L0.k", "L0.v", "L0.o"]
     spectrum = an.read_table(analyzed, an.SPECTRUM)

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lowrank_lab.store import files
 from lowrank_lab.store import runs
 from lowrank_lab.spec import (CellSpec, DataSpec, LoRASpec, ModelSpec, SpecError, TrainSpec, build_spec,
                                 load_spec, parse_override)
@@ -82,8 +83,8 @@ def test_a_model_without_the_target_matrices_is_a_clear_error(tmp_path):
 def test_a_second_sweep_into_the_same_directory_is_refused(tiny_bert, tiny_task, tmp_path):
     spec = load_spec(None, [f"model.name={tiny_bert}", "data.task=file", f"data.path={tiny_task}",
                             f"sweep.out_dir={tmp_path}", "sweep.r=[1]", "train.device=cpu"])
-    with runs.sweep_lock(runs.sweep_dir(spec)):
-        with pytest.raises(runs.RunError, match="another sweep is writing"):
+    with files.sweep_lock(runs.sweep_dir(spec)):
+        with pytest.raises(files.RunError, match="another sweep is writing"):
             run_sweep(spec, echo=lambda *_: None)
 
 
@@ -110,7 +111,7 @@ def test_a_sweep_with_a_failed_cell_goes_on_lists_it_and_exits_1(tiny_bert, tiny
                      "--set", f"sweep.out_dir={tmp_path}", "--set", "train.device=cpu")
     assert result.exit_code == 1, result.output
     assert "FAILED lora-qv-r1" in result.output and "FAILED lora-qv-r2" in result.output
-    manifest = runs.read_json(tmp_path / "default" / "manifest.json")
+    manifest = files.read_json(tmp_path / "default" / "manifest.json")
     assert manifest["cells"]["head-seed0"]["status"] == "done"
 
 

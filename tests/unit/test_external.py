@@ -19,7 +19,7 @@ from lowrank_lab.analysis import tables as an  # noqa: E402
 from lowrank_lab.analysis import external
 from lowrank_lab.maths import linalg  # noqa: E402
 from lowrank_lab.store.adapters import ExternalAdapter, load_all, load_external  # noqa: E402
-from lowrank_lab.store.runs import LowRankUpdate  # noqa: E402
+from lowrank_lab.maths.update import LowRankUpdate  # noqa: E402
 from tests.unit.test_adapters import _lora_modules, _make  # noqa: E402
 
 

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save
 
-from lowrank_lab.store import runs
+from lowrank_lab.store import files
+from lowrank_lab.store import peft_format
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 KEY = "base_model.model.encoder.layer.0.attention.self.query"
@@ -21,14 +22,14 @@ def _valid_tensors(r=2, d=6, k=5, dtype=torch.float32):
 
 def _write(folder, config, weights: bytes):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / runs.ADAPTER_CONFIG).write_text(config if isinstance(config, str) else json.dumps(config))
-    (folder / runs.ADAPTER_WEIGHTS).write_bytes(weights)
+    (folder / peft_format.ADAPTER_CONFIG).write_text(config if isinstance(config, str) else json.dumps(config))
+    (folder / peft_format.ADAPTER_WEIGHTS).write_bytes(weights)
 
 
 def _read_or_clean_error(folder):
     try:
-        _, updates, _ = runs.read_adapter(folder)
-    except runs.RunError as err:
+        _, updates, _ = peft_format.read_adapter(folder)
+    except files.RunError as err:
         assert str(folder) in str(err)  # the message names the file
         return None
     return updates
@@ -87,5 +88,5 @@ def test_each_bad_adapter_is_a_clean_error(tmp_path, problem):
     elif problem == "huge header":
         weights = struct.pack("<Q", 2**40) + b"{}"
     _write(tmp_path / "a", config, weights if weights is not None else save(tensors))
-    with pytest.raises(runs.RunError, match=str(tmp_path / "a")):
-        runs.read_adapter(tmp_path / "a")
+    with pytest.raises(files.RunError, match=str(tmp_path / "a")):
+        peft_format.read_adapter(tmp_path / "a")

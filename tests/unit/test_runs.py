@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from lowrank_lab.store import peft_format
 from lowrank_lab.store import runs
 from lowrank_lab.spec import CellSpec, DataSpec, LoRASpec, ModelSpec, TrainSpec
 from lowrank_lab.maths.linalg import scaling_factor
@@ -56,7 +57,7 @@ def test_saved_adapter_loads_in_peft_with_the_same_outputs(model, rule, tiny_ber
 def test_read_adapter_returns_the_saved_factors_and_scaling(tiny_bert, tmp_path, gen):
     pack, _ = _trained_pack(str(tiny_bert), "q,v", 2, "alpha/sqrt(r)", gen)
     save_cell(tmp_path, pack, 0, str(tiny_bert))
-    config, updates, other = runs.read_adapter(tmp_path / "adapter")
+    config, updates, other = peft_format.read_adapter(tmp_path / "adapter")
     assert config["use_rslora"] is True and set(other) == {"head.weight", "head.bias"}
     assert sorted(u.label for u in updates.values()) == ["L0.q", "L0.v", "L1.q", "L1.v"]
     for path, layer in pack.layers.items():
@@ -69,9 +70,9 @@ def test_read_adapter_returns_the_saved_factors_and_scaling(tiny_bert, tmp_path,
 def test_rank_pattern_gives_each_module_its_own_rank_and_scaling(tmp_path, gen):
     updates = [runs.LowRankUpdate("L0.q", "m.q", torch.randn(2, 6, generator=gen), torch.randn(5, 2, generator=gen), 1.0),
                runs.LowRankUpdate("L0.v", "m.v", torch.randn(4, 6, generator=gen), torch.randn(5, 4, generator=gen), 1.0)]
-    runs.save_adapter(tmp_path, updates, base_model="x", revision=None, alpha=8.0, scaling_rule="alpha/r",
+    peft_format.save_adapter(tmp_path, updates, base_model="x", revision=None, alpha=8.0, scaling_rule="alpha/r",
                       init="kaiming", dropout=0.0)
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["rank_pattern"] and len(config["rank_pattern"]) == 1
-    _, read, _ = runs.read_adapter(tmp_path)
+    _, read, _ = peft_format.read_adapter(tmp_path)
     assert {p: (u.r, u.scaling) for p, u in read.items()} == {"m.q": (2, 4.0), "m.v": (4, 2.0)}

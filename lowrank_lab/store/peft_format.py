@@ -1,0 +1,171 @@
+"""PEFT's LoRA adapter format: adapter_config.json + adapter_model.safetensors, written and read.
+
+Keys ``base_model.model.<module path>.lora_{A,B}.weight`` with A (r×k) and B (d×r); the scaling
+α/r (α/√r with use_rslora), r and α per module through rank_pattern / alpha_pattern."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lowrank_lab.maths.linalg import scaling_factor
+from lowrank_lab.maths.update import LowRankUpdate
+from lowrank_lab.model.base import label_for
+from lowrank_lab.store.files import RunError, read_json, read_tensors, write_json, write_tensors
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+
+def save_adapter(folder: Path, updates: list[LowRankUpdate], *, base_model: str, revision: str | None,
+                 alpha: float, scaling_rule: str, init: str, dropout: float,
+                 head: dict[str, Tensor] | None = None, head_module: str = "head") -> None:
+    """Write a PEFT LoRA adapter: ``base_model.model.<path>.lora_{A,B}.weight`` keys, A (r×k),
+    B (d×r), one r per module through ``rank_pattern`` when the ranks differ."""
+    ranks = {u.path: u.r for u in updates}
+    r = max(set(ranks.values()), key=list(ranks.values()).count)
+    config = {
+        "peft_type": "LORA",
+        "task_type": None,
+        "base_model_name_or_path": base_model,
+        "revision": revision,
+        "inference_mode": True,
+        "r": r,
+        "lora_alpha": alpha,
+        "lora_dropout": dropout,
+        "target_modules": sorted(ranks),
+        "fan_in_fan_out": any(u.fan_in_fan_out for u in updates),
+        "bias": "none",
+        "use_rslora": scaling_rule == "alpha/sqrt(r)",
+        "init_lora_weights": True if init == "kaiming" else "gaussian",
+        "modules_to_save": [head_module] if head else None,
+        "rank_pattern": {p: v for p, v in ranks.items() if v != r},
+        "alpha_pattern": {},
+    }
+    tensors = {}
+    for u in updates:
+        tensors[f"{PEFT_PREFIX}{u.path}.lora_A.weight"] = u.A
+        tensors[f"{PEFT_PREFIX}{u.path}.lora_B.weight"] = u.B
+    for key, value in (head or {}).items():
+        tensors[f"{PEFT_PREFIX}{head_module}.{key}"] = value
+    folder = Path(folder)
+    write_tensors(folder / ADAPTER_WEIGHTS, tensors, metadata={"format": "pt"})
+    write_json(folder / ADAPTER_CONFIG, config)
+
+
+def pattern_key(patterns: dict[str, object], path: str) -> str | None:
+    """The first key of rank_pattern / alpha_pattern matching module `path`, else None.
+
+    PEFT's rule (peft.utils.other.get_pattern_key): key K matches when
+    ``re.match(rf"(.*\\.)?({K})$", path)``, i.e. K is a regex for a dotted suffix of the path."""
+    for key in patterns:
+        if re.match(rf"(.*\.)?({key})$", path):
+            return key
+    return None
+
+
+def check_adapter_config(config: Any, where: Path) -> dict:
+    """The adapter_config.json values lowrank-lab relies on, checked by type and range."""
+
+    def positive(key: str, value: Any, integer: bool) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if not ok or (integer and not float(value).is_integer()):
+            kind = "a positive integer" if integer else "a positive number"
+            raise RunError(f"{where}: key {key!r} must be {kind}, not {value!r}")
+
+    if not isinstance(config, dict):
+        raise RunError(f"{where}: not a JSON object")
+    for key in ("r", "lora_alpha", "target_modules"):
+        if config.get(key) is None:
+            raise RunError(f"{where}: missing key {key!r}")
+    positive("r", config["r"], True)
+    positive("lora_alpha", config["lora_alpha"], False)
+    targets = config["target_modules"]
+    if not (isinstance(targets, str) or isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        raise RunError(f"{where}: key 'target_modules' must be a string or a list of strings")
+    for name, integer in (("rank_pattern", True), ("alpha_pattern", False)):
+        pattern = config.get(name) or {}
+        if not isinstance(pattern, dict):
+            raise RunError(f"{where}: key {name!r} must map module names to values")
+        for key, value in pattern.items():
+            try:
+                re.compile(rf"(.*\.)?({key})$")
+            except re.error:
+                raise RunError(f"{where}: {name} key {key!r} is not a regular expression") from None
+            positive(f"{name}[{key!r}]", value, integer)
+    for key in ("use_rslora", "fan_in_fan_out"):
+        if config.get(key) is not None and not isinstance(config[key], bool):
+            raise RunError(f"{where}: key {key!r} must be true or false")
+    return config
+
+
+def check_factors(A: Tensor, B: Tensor, key: str, where: Path) -> None:
+    """Floating-point, finite factors: anything else is not a LoRA update. `key` names lora_A."""
+    b_key = key.replace("lora_A", "lora_B")
+    for name, t in ((key, A), (b_key, B)):
+        if not t.is_floating_point():
+            raise RunError(f"{where}: {name} has dtype {t.dtype}; LoRA factors are floating point")
+        if not torch.isfinite(t).all():
+            raise RunError(f"{where}: {name} holds NaN or Inf")
+
+
+def rank_and_alpha(config: dict, path: str) -> tuple[int, float]:
+    """r and α of the module at `path` (without ``base_model.model.``) after PEFT's rank_pattern /
+    alpha_pattern; the config's r and lora_alpha where no key matches."""
+    ranks, alphas = config.get("rank_pattern") or {}, config.get("alpha_pattern") or {}
+    r_key, a_key = pattern_key(ranks, path), pattern_key(alphas, path)
+    r = ranks[r_key] if r_key is not None else config["r"]
+    alpha = alphas[a_key] if a_key is not None else config["lora_alpha"]
+    return int(r), float(alpha)
+
+
+def lora_factors(config: dict, tensors: dict[str, Tensor], where: Path
+                 ) -> tuple[dict[str, tuple[Tensor, Tensor, float]], list[str]]:
+    """The checked LoRA pairs of a PEFT state dict: ({module path: (A, B, scaling)}, paths whose
+    factors are not 2-D, e.g. convolution LoRA). Scaling follows PEFT: α/r, or α/√r with
+    use_rslora; r and α per module through rank_pattern / alpha_pattern."""
+    rule = "alpha/sqrt(r)" if config.get("use_rslora") else "alpha/r"
+    pairs, skipped = {}, []
+    for key in sorted(tensors):
+        if not key.endswith(".lora_A.weight"):
+            continue
+        path = key.removeprefix(PEFT_PREFIX)[: -len(".lora_A.weight")]
+        b_key = key[: -len("lora_A.weight")] + "lora_B.weight"
+        if b_key not in tensors:
+            raise RunError(f"{where}: {key} has no matching {b_key}")
+        A, B = tensors[key], tensors[b_key]
+        if A.ndim != 2 or B.ndim != 2:
+            skipped.append(path)
+            continue
+        r, alpha = rank_and_alpha(config, path)
+        if A.shape[0] != r or B.shape[1] != r:
+            raise RunError(f"{where}: {key} {tuple(A.shape)} / {b_key} {tuple(B.shape)} have rank "
+                           f"{A.shape[0]}/{B.shape[1]}, but {ADAPTER_CONFIG} gives r={r} for {path} "
+                           "(r, rank_pattern)")
+        check_factors(A, B, key, where)
+        pairs[path] = (A, B, scaling_factor(alpha, r, rule))
+    if not pairs:
+        raise RunError(f"{where}: no lora_A / lora_B weights")
+    return pairs, skipped
+
+
+def read_adapter(folder: Path) -> tuple[dict, dict[str, LowRankUpdate], dict[str, Tensor]]:
+    """(adapter_config, {path: LowRankUpdate}, other tensors) of a PEFT LoRA folder, read with
+    safetensors only (``lora_factors`` checks the factors)."""
+    folder = Path(folder)
+    config = check_adapter_config(read_json(folder / ADAPTER_CONFIG), folder / ADAPTER_CONFIG)
+    tensors = read_tensors(folder / ADAPTER_WEIGHTS)
+    pairs, skipped = lora_factors(config, tensors, folder / ADAPTER_WEIGHTS)
+    if skipped:
+        raise RunError(f"{folder / ADAPTER_WEIGHTS}: the factors of {skipped[0]} are not r×k and d×r")
+    fan_in_fan_out = bool(config.get("fan_in_fan_out"))
+    updates = {p: LowRankUpdate(label_for(p), p, A, B, scaling, fan_in_fan_out) for p, (A, B, scaling) in pairs.items()}
+    other = {k.removeprefix(PEFT_PREFIX): v for k, v in tensors.items() if ".lora_A." not in k and ".lora_B." not in k}
+    return config, updates, other
+
+
