@@ -37,7 +37,8 @@ from torch import nn
 
 from lowrank_lab.spec import DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
 from lowrank_lab.train.data import load_task
-from lowrank_lab.model.base import Classifier, load_base
+from lowrank_lab.model.base import Classifier
+from lowrank_lab.store.models import load_base
 from lowrank_lab.train.loop import StepMeter, build_pack, encode, epoch_order, train_pack
 
 PEAK_TFLOPS = 790.0

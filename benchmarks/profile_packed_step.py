@@ -33,7 +33,7 @@ from bench_packed_sweep import PEAK_TFLOPS, encoder_flops_per_token, roberta_bas
 
 from lowrank_lab.spec import DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
 from lowrank_lab.train.data import load_task
-from lowrank_lab.model.base import load_base
+from lowrank_lab.store.models import load_base
 from lowrank_lab.train.loop import build_pack, clip_per_cell, encode, epoch_order, loss_per_cell, make_optimizer
 
 VARIANTS = ("autocast", "bf16", "bf16+compile", "bf16+graphs", "autocast@grouped", "bf16+compile@grouped",

@@ -10,7 +10,22 @@ from pathlib import Path
 import click
 
 SPEC = click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
-OVERRIDES = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+
+
+def _check_overrides(ctx: click.Context, param: click.Parameter, overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """Each --set's syntax, checked while parsing: before click blames the stray half of a value the
+    shell split (``--set sweep.r=[1, 8]`` unquoted) as an extra argument or a spec file."""
+    from lowrank_lab.spec import SpecError, parse_override
+
+    for text in overrides:
+        try:
+            parse_override(text)
+        except SpecError as err:
+            raise click.UsageError(str(err), ctx) from None
+    return overrides
+
+
+OVERRIDES = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", callback=_check_overrides,
                          help="Override a spec field, e.g. --set sweep.r=[8,64] --set train.lr=2e-4.")
 SWEEP = click.argument("sweep", type=click.Path(exists=True, file_okay=False, path_type=Path))
 
@@ -20,11 +35,13 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from lowrank_lab.errors import USER_ERRORS
-
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as err:
+        except Exception as err:
+            from lowrank_lab.errors import is_user_error  # imports nothing heavy: errors come first
+
+            if not is_user_error(err):
+                raise
             raise click.UsageError(str(err)) from None
 
     return wrapper
@@ -58,14 +75,32 @@ def spec_show(spec: Path | None, overrides: tuple[str, ...]) -> None:
 @click.option("--device", default=None, help="Override train.device (auto, cpu, cuda, cuda:N).")
 @user_errors
 def rank_sweep(spec: Path | None, overrides: tuple[str, ...], device: str | None) -> None:
-    """Train LoRA at every rank × seed × target set of SPEC (default: the embedded model and data)."""
+    """Train LoRA at every rank × seed × target set of SPEC (default: the embedded model and data).
+
+    Ctrl-C (or SIGTERM) checkpoints the pack in progress; rerun the same command to resume."""
+    import os
+
     from lowrank_lab.spec import load_spec
-    from lowrank_lab.train.sweep import failed_cells, run_sweep
-    from lowrank_lab.present.tables import sweep_table
+    from lowrank_lab.store.layout import claim_sweep
+    from lowrank_lab.train.interrupt import Interrupted
 
     extra = (f"train.device={device}",) if device else ()
-    sweep = run_sweep(load_spec(spec, overrides + extra), echo=click.echo)
-    click.echo(sweep_table(sweep))
+    resolved = load_spec(spec, overrides + extra)
+    try:
+        # the spec, the paths and the lock before torch, data and model load (seconds): a refused run
+        # says so at once. Under torchrun rank 0 alone holds the lock.
+        with claim_sweep(resolved, lock=os.environ.get("RANK", "0") == "0") as sweep:
+            from lowrank_lab.train.sweep import failed_cells, run_sweep
+            from lowrank_lab.workflow.report import sweep_summary
+
+            run_sweep(resolved, echo=click.echo, claimed=True)
+    except Interrupted as err:
+        click.echo(str(err), err=True)
+        raise SystemExit(err.exit_code) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted; rerun to resume (finished cells are kept)", err=True)
+        raise SystemExit(130) from None
+    click.echo(sweep_summary(sweep))
     click.echo(f"results: {sweep}")
     if failed_cells(sweep):
         raise SystemExit(1)
@@ -74,7 +109,7 @@ def rank_sweep(spec: Path | None, overrides: tuple[str, ...], device: str | None
 # ---------------------------------------------------------------------------------------------
 # Analyses of a saved sweep: each writes cached tables under SWEEP/analysis/.
 
-BASE_MODEL = click.option("--base-model", default=None, metavar="PATH|HUB_ID",
+BASE_MODEL = click.option("--base", "base_model", default=None, metavar="PATH|HUB_ID",
                           help="Load W0 from here instead of the model named in the sweep's spec.")
 
 
@@ -91,8 +126,9 @@ def _echo_paths(paths) -> None:
 @BASE_MODEL
 @user_errors
 def subspace(sweep: Path, sides: tuple[str, ...], base_model: str | None) -> None:
-    """φ between ranks, seeds and W0 vs ΔW (paper Fig. 3, 4, 6, 7, 8) for every layer and matrix."""
-    from lowrank_lab.analysis.sweep import compute_subspace
+    """φ between ranks, seeds and W0 vs ΔW (paper Fig. 3, 4, 6, 7, 8) for every layer and matrix;
+    one table per side (phi.csv for A, phi_B.csv for B, …)."""
+    from lowrank_lab.workflow.sweep import compute_subspace
 
     _echo_paths(compute_subspace(sweep, sides, base_model))
 
@@ -103,7 +139,7 @@ def subspace(sweep: Path, sides: tuple[str, ...], base_model: str | None) -> Non
 @user_errors
 def amplify(sweep: Path, base_model: str | None) -> None:
     """‖UᵀW0V‖_F from ΔW, W0 and random, and the amplification factor (paper Table 7, App. H.4)."""
-    from lowrank_lab.analysis.sweep import compute_amplification
+    from lowrank_lab.workflow.sweep import compute_amplification
 
     _echo_paths(compute_amplification(sweep, base_model))
 
@@ -114,7 +150,7 @@ def amplify(sweep: Path, base_model: str | None) -> None:
 @user_errors
 def spectrum(sweep: Path, base_model: str | None) -> None:
     """Singular values, energy, stable/effective rank, rank_90, intruders and Eckart–Young of ΔW."""
-    from lowrank_lab.analysis.sweep import compute_spectrum
+    from lowrank_lab.workflow.sweep import compute_spectrum
 
     _echo_paths(compute_spectrum(sweep, base_model))
 
@@ -124,20 +160,22 @@ def spectrum(sweep: Path, base_model: str | None) -> None:
 @user_errors
 def tables(sweep: Path) -> None:
     """Tables 2, 5, 6, 7, 18 and storage per matrix, as Markdown, LaTeX and CSV."""
-    from lowrank_lab.present.tables import write_tables
+    from lowrank_lab.workflow.report import write_tables
 
-    _echo_paths(write_tables(sweep))
+    _echo_paths(write_tables(sweep, echo=click.echo))
 
 
 @cli.command()
 @SWEEP
 @BASE_MODEL
+@click.option("--side", default="A", type=click.Choice(["A", "B", "dW_right", "dW_left"]), show_default=True,
+              help="Which φ side the figures show (A: right singular vectors of A, the paper's).")
 @user_errors
-def report(sweep: Path, base_model: str | None) -> None:
+def report(sweep: Path, base_model: str | None, side: str) -> None:
     """One Markdown and HTML report with every figure and table (computes missing tables first)."""
-    from lowrank_lab.present.report import write_report
+    from lowrank_lab.workflow.report import write_report
 
-    _echo_paths(write_report(sweep, base_model, echo=click.echo))
+    _echo_paths(write_report(sweep, base_model, echo=click.echo, side=side))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +202,7 @@ def _echo_notes(paths, notes) -> None:
 @user_errors
 def analyze(adapter: Path, base: str | None, original_base: str | None, out: Path | None) -> None:
     """Spectra, φ(W0, ΔW), amplification and intruders of a PEFT LoRA adapter (and its sub-folders)."""
-    from lowrank_lab.analysis.external import analyze as analyze_adapters
+    from lowrank_lab.workflow.external import analyze as analyze_adapters
 
     _echo_notes(*analyze_adapters(adapter, base, original_base, out))
 
@@ -176,6 +214,6 @@ def analyze(adapter: Path, base: str | None, original_base: str | None, out: Pat
 @user_errors
 def compare(adapters: tuple[Path, ...], base: str | None, out: Path | None) -> None:
     """φ and ΔW distances (Frobenius, spectral, principal angles) between every pair of ADAPTERS."""
-    from lowrank_lab.analysis.external import compare as compare_adapters
+    from lowrank_lab.workflow.external import compare as compare_adapters
 
     _echo_notes(*compare_adapters(adapters, base, out))

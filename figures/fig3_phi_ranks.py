@@ -5,18 +5,13 @@ are the sweep's own (8 and 64 when present, else the two largest). Reads analysi
 (`lowrank-lab subspace SWEEP`).
 """
 
-from lowrank_lab.analysis import tables as analysis
-from lowrank_lab.present import plotting
+from lowrank_lab.workflow.report import run_script
 
-NAME = "fig3_phi_ranks"
+NAME = "fig3_phi_ranks"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
 
 
 def main(argv=None) -> None:
-    args = plotting.figure_args(__doc__, argv)
-    with plotting.skip_if_missing(NAME):
-        phi = analysis.read_table(args.sweep, analysis.PHI)
-        layers = None if args.layer is None else [args.layer]
-        plotting.save_figure(plotting.phi_ranks_figure(phi, layers), NAME, args.out)
+    run_script(NAME, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,13 @@ rank (the paper's r = 64), middle layer, for ΔWq, ΔWv and two random Gaussian 
 shape. Reads analysis/phi.csv (`lowrank-lab subspace SWEEP`).
 """
 
-from lowrank_lab.analysis import tables as analysis
-from lowrank_lab.present import plotting
+from lowrank_lab.workflow.report import run_script
 
-NAME = "fig4_phi_seeds"
+NAME = "fig4_phi_seeds"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
 
 
 def main(argv=None) -> None:
-    args = plotting.figure_args(__doc__, argv)
-    with plotting.skip_if_missing(NAME):
-        phi = analysis.read_table(args.sweep, analysis.PHI)
-        layers = None if args.layer is None else [args.layer]
-        plotting.save_figure(plotting.phi_seeds_figure(phi, layers, random_panel=True), NAME, args.out)
+    run_script(NAME, __doc__, argv)
 
 
 if __name__ == "__main__":

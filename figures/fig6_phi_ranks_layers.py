@@ -3,18 +3,13 @@ a small model, or at the first, ⅓, ⅔ and last layers (the paper's 1, 32, 64,
 Reads analysis/phi.csv (`lowrank-lab subspace SWEEP`).
 """
 
-from lowrank_lab.analysis import tables as analysis
-from lowrank_lab.present import plotting
+from lowrank_lab.workflow.report import run_script
 
-NAME = "fig6_phi_ranks_layers"
+NAME = "fig6_phi_ranks_layers"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
 
 
 def main(argv=None) -> None:
-    args = plotting.figure_args(__doc__, argv)
-    with plotting.skip_if_missing(NAME):
-        phi = analysis.read_table(args.sweep, analysis.PHI)
-        layers = plotting.spread_layers(phi["layer"].dropna())
-        plotting.save_figure(plotting.phi_ranks_figure(phi, layers), NAME, args.out)
+    run_script(NAME, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,13 @@
 Reads analysis/phi.csv (`lowrank-lab subspace SWEEP`).
 """
 
-from lowrank_lab.analysis import tables as analysis
-from lowrank_lab.present import plotting
+from lowrank_lab.workflow.report import run_script
 
-NAME = "fig7_phi_seeds_layers"
+NAME = "fig7_phi_seeds_layers"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
 
 
 def main(argv=None) -> None:
-    args = plotting.figure_args(__doc__, argv)
-    with plotting.skip_if_missing(NAME):
-        phi = analysis.read_table(args.sweep, analysis.PHI)
-        layers = plotting.spread_layers(phi["layer"].dropna())
-        plotting.save_figure(plotting.phi_seeds_figure(phi, layers, random_panel=False), NAME, args.out)
+    run_script(NAME, __doc__, argv)
 
 
 if __name__ == "__main__":

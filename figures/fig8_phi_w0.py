@@ -3,17 +3,13 @@ the adapter's top-j, for the sweep's largest ranks and a random basis, middle la
 Reads analysis/phi_w0.csv (`lowrank-lab subspace SWEEP`).
 """
 
-from lowrank_lab.analysis import tables as analysis
-from lowrank_lab.present import plotting
+from lowrank_lab.workflow.report import run_script
 
-NAME = "fig8_phi_w0"
+NAME = "fig8_phi_w0"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
 
 
 def main(argv=None) -> None:
-    args = plotting.figure_args(__doc__, argv)
-    with plotting.skip_if_missing(NAME):
-        phi_w0 = analysis.read_table(args.sweep, analysis.PHI_W0)
-        plotting.save_figure(plotting.phi_w0_figure(phi_w0, args.layer), NAME, args.out)
+    run_script(NAME, __doc__, argv)
 
 
 if __name__ == "__main__":

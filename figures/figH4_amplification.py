@@ -3,18 +3,13 @@ r (the paper states ≈20 at r = 4 and ≈2 at r = 64 in words only), per target
 Reads analysis/amplification.csv (`lowrank-lab amplify SWEEP`).
 """
 
-from lowrank_lab.analysis import tables as analysis
-from lowrank_lab.present import plotting
-from lowrank_lab.present import curves as plotting_curves
+from lowrank_lab.workflow.report import run_script
 
-NAME = "figH4_amplification"
+NAME = "figH4_amplification"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
 
 
 def main(argv=None) -> None:
-    args = plotting.figure_args(__doc__, argv)
-    with plotting.skip_if_missing(NAME):
-        amp = analysis.read_table(args.sweep, analysis.AMPLIFICATION)
-        plotting.save_figure(plotting_curves.amplification_figure(amp), NAME, args.out)
+    run_script(NAME, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,13 @@
 Reads analysis/eckart_young.csv (`lowrank-lab spectrum SWEEP`).
 """
 
-from lowrank_lab.analysis import tables as analysis
-from lowrank_lab.present import plotting
-from lowrank_lab.present import curves as plotting_curves
+from lowrank_lab.workflow.report import run_script
 
-NAME = "fig_eckart_young"
+NAME = "fig_eckart_young"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
 
 
 def main(argv=None) -> None:
-    args = plotting.figure_args(__doc__, argv)
-    with plotting.skip_if_missing(NAME):
-        ey = analysis.read_table(args.sweep, analysis.ECKART_YOUNG)
-        plotting.save_figure(plotting_curves.eckart_young_figure(ey), NAME, args.out)
+    run_script(NAME, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -4,19 +4,13 @@ effective rank against r. Reads analysis/spectrum.csv and spectrum_metrics.csv
 (`lowrank-lab spectrum SWEEP`).
 """
 
-from lowrank_lab.analysis import tables as analysis
-from lowrank_lab.present import plotting
-from lowrank_lab.present import curves as plotting_curves
+from lowrank_lab.workflow.report import run_script
 
-NAME = "fig_spectrum"
+NAME = "fig_spectrum"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
 
 
 def main(argv=None) -> None:
-    args = plotting.figure_args(__doc__, argv)
-    with plotting.skip_if_missing(NAME):
-        spectrum = analysis.read_table(args.sweep, analysis.SPECTRUM)
-        metrics = analysis.read_table(args.sweep, analysis.SPECTRUM_METRICS)
-        plotting.save_figure(plotting_curves.spectrum_figure(spectrum, metrics, args.layer), NAME, args.out)
+    run_script(NAME, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -2,20 +2,13 @@
 (q,v by default). Reads analysis/results.csv.
 """
 
-from lowrank_lab.analysis import tables as analysis
-from lowrank_lab.present import plotting
-from lowrank_lab.present import tables
+from lowrank_lab.workflow.report import run_script
 
-NAME = "table18_metric_vs_rank"
+NAME = "table18_metric_vs_rank"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
 
 
 def main(argv=None) -> None:
-    args = plotting.figure_args(__doc__, argv)
-    with plotting.skip_if_missing(NAME):
-        table = tables.metric_vs_rank_table(analysis.read_table(args.sweep, analysis.RESULTS))
-        if table.empty:
-            raise plotting.MissingData("the sweep has no cells for this table")
-        tables.save_table(table, NAME, args.out)
+    run_script(NAME, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -2,20 +2,13 @@
 matrix kinds); the budget shared by the most target sets of the sweep. Reads analysis/results.csv.
 """
 
-from lowrank_lab.analysis import tables as analysis
-from lowrank_lab.present import plotting
-from lowrank_lab.present import tables
+from lowrank_lab.workflow.report import run_script
 
-NAME = "table5_budget"
+NAME = "table5_budget"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
 
 
 def main(argv=None) -> None:
-    args = plotting.figure_args(__doc__, argv)
-    with plotting.skip_if_missing(NAME):
-        table = tables.budget_table(analysis.read_table(args.sweep, analysis.RESULTS))
-        if table.empty:
-            raise plotting.MissingData("the sweep has no cells for this table")
-        tables.save_table(table, NAME, args.out)
+    run_script(NAME, __doc__, argv)
 
 
 if __name__ == "__main__":

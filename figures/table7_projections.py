@@ -3,20 +3,13 @@
 analysis/amplification.csv (`lowrank-lab amplify SWEEP`).
 """
 
-from lowrank_lab.analysis import tables as analysis
-from lowrank_lab.present import plotting
-from lowrank_lab.present import tables
+from lowrank_lab.workflow.report import run_script
 
-NAME = "table7_projections"
+NAME = "table7_projections"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
 
 
 def main(argv=None) -> None:
-    args = plotting.figure_args(__doc__, argv)
-    with plotting.skip_if_missing(NAME):
-        table = tables.table7(analysis.read_table(args.sweep, analysis.AMPLIFICATION))
-        if table.empty:
-            raise plotting.MissingData("the sweep has no cells for this table")
-        tables.save_table(table, NAME, args.out)
+    run_script(NAME, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -2,18 +2,13 @@
 reduction, for every matrix kind and rank of the sweep. Reads analysis/amplification.csv.
 """
 
-from lowrank_lab.analysis import tables as analysis
-from lowrank_lab.present import plotting
-from lowrank_lab.present import tables
+from lowrank_lab.workflow.report import run_script
 
-NAME = "table_storage"
+NAME = "table_storage"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
 
 
 def main(argv=None) -> None:
-    args = plotting.figure_args(__doc__, argv)
-    with plotting.skip_if_missing(NAME):
-        amp = analysis.read_table(args.sweep, analysis.AMPLIFICATION)
-        tables.save_table(tables.storage_table(amp, amp["r"].unique()), NAME, args.out)
+    run_script(NAME, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def make_tiny_bert(folder: Path, *, layers: int = 2, hidden: int = 16, seed: int
     """A randomly initialised 2-layer BERT (d = 16) with the embedded model's tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from lowrank_lab.model.base import embedded_model_dir
+    from lowrank_lab.store.models import embedded_model_dir
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir(verify=False))

@@ -1,18 +1,24 @@
-"""Every figure script renders from the fixture sweep; the analysis commands run from the CLI."""
+"""Every entry of the figure registry renders from the fixture sweep through its script in figures/;
+`lowrank-lab tables` and `report` read the same registry; the analysis commands run from the CLI."""
 
 from __future__ import annotations
 
+import re
 import runpy
+import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from lowrank_lab.present import registry
+from lowrank_lab.store.figures import png_width
 from lowrank_lab_cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "figures").glob("fig*.py"))
 TABLE_SCRIPTS = sorted((ROOT / "figures").glob("table*.py"))
+EXTENSIONS = {"figure": (("png", 10_000), ("pdf", 2_000)), "table": (("md", 50), ("tex", 50), ("csv", 50))}
 
 
 def test_there_is_a_script_per_paper_figure():
@@ -23,28 +29,56 @@ def test_there_is_a_script_per_paper_figure():
             "table18_metric_vs_rank", "table_storage"} <= {p.stem for p in TABLE_SCRIPTS}
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
-def test_figure_script_renders_png_and_pdf(script, analyzed, tmp_path):
-    module = runpy.run_path(str(script))
+def test_scripts_and_registry_are_one_list():
+    """Each script is one registry entry (its NAME) and each entry has its script: no second list."""
+    scripts = {p.stem: runpy.run_path(str(p))["NAME"] for p in SCRIPTS + TABLE_SCRIPTS}
+    assert all(stem == name for stem, name in scripts.items())
+    assert sorted(scripts) == sorted(e.name for e in registry.ENTRIES)
+    assert len({e.paper for e in registry.ENTRIES}) == len(registry.ENTRIES)  # one paper name each
+
+
+@pytest.mark.parametrize("entry", registry.ENTRIES, ids=lambda e: e.name)
+def test_every_entry_says_what_it_shows_and_how_to_get_it(entry):
+    assert entry.kind in ("figure", "table") and entry.needs
+    assert len(entry.caption_for()) > 60 and "{side}" not in entry.caption_for()
+    assert re.search(r"sweep\.\w+|lowrank-lab \w+", entry.skip_note), entry.skip_note
+
+
+@pytest.mark.parametrize("entry", registry.ENTRIES, ids=lambda e: e.name)
+def test_every_entry_renders_through_its_script(entry, analyzed, tmp_path):
+    module = runpy.run_path(str(ROOT / "figures" / f"{entry.name}.py"))
     module["main"]([str(analyzed), "--out", str(tmp_path)])
-    for ext, size in (("png", 10_000), ("pdf", 2_000)):
-        path = tmp_path / f"{module['NAME']}.{ext}"
+    for ext, size in EXTENSIONS[entry.kind]:
+        path = tmp_path / f"{entry.name}.{ext}"
         assert path.exists() and path.stat().st_size > size, path
-
-
-@pytest.mark.parametrize("script", TABLE_SCRIPTS, ids=lambda p: p.stem)
-def test_table_script_writes_markdown_latex_and_csv(script, analyzed, tmp_path):
-    module = runpy.run_path(str(script))
-    module["main"]([str(analyzed), "--out", str(tmp_path)])
-    for ext in ("md", "tex", "csv"):
-        path = tmp_path / f"{module['NAME']}.{ext}"
-        assert path.exists() and path.stat().st_size > 50, path
 
 
 def test_figure_script_skips_with_a_message_when_tables_are_missing(tmp_path, capsys):
     module = runpy.run_path(str(ROOT / "figures/fig4_phi_seeds.py"))
     module["main"]([str(tmp_path), "--out", str(tmp_path / "out")])
-    assert "skipped" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err
+    assert "skipped" in err and not (tmp_path / "out").exists()
+    assert "sweep.seeds = [0, 1]" in err  # how to get it, from the registry
+
+
+def test_tables_command_and_table_script_write_the_same_table(analyzed, tmp_path):
+    """Once `lowrank-lab tables` and figures/table2_methods.py wrote different table2_methods.md."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(analyzed, sweep)
+    assert CliRunner().invoke(cli, ["tables", str(sweep)]).exit_code == 0
+    runpy.run_path(str(ROOT / "figures/table2_methods.py"))["main"]([str(sweep), "--out", str(tmp_path / "s")])
+    assert (sweep / "analysis/tables/table2_methods.md").read_text() == (tmp_path / "s/table2_methods.md").read_text()
+    assert not (sweep / "analysis/tables/storage.md").exists()  # one name: table_storage
+
+
+def test_tables_command_names_what_is_missing_and_how_to_get_it(analyzed, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(analyzed, sweep)
+    (sweep / "analysis/amplification.csv").unlink()
+    result = CliRunner().invoke(cli, ["tables", str(sweep)])
+    assert result.exit_code == 0, result.output
+    assert "table7_projections (Table 7) skipped" in result.output and "lowrank-lab amplify" in result.output
+    assert not (sweep / "analysis/tables/table7_projections.md").exists()
 
 
 def test_cli_tables_and_report(analyzed):
@@ -58,12 +92,28 @@ def test_cli_tables_and_report(analyzed):
     assert html.count("<img") == 9 and "21.5" in html and "INCLUDES the scaling" in html
 
 
+def test_report_reads_through(analyzed):
+    """Summary first, each entry under its paper name with its caption, no Markdown or Python list
+    syntax in the HTML, every figure at one scale, the φ side named."""
+    result = CliRunner().invoke(cli, ["report", str(analyzed)])
+    assert result.exit_code == 0, result.output
+    html = (analyzed / "analysis/report/report.html").read_text()
+    body = re.sub(r"<[^>]+>", " ", html.split("<body>")[1])
+    assert html.index("Summary") < html.index("Figure 3") < html.index("Table 7")
+    for e in registry.ENTRIES:
+        assert f"{e.paper}: {e.title}" in html and e.caption_for()[:40] in html
+    for leak in ("**", "|---", "![", "['", "[0, 1]", "](", "### "):
+        assert leak not in body, leak
+    assert "<table>" in html and "<ul>" in html and "side A: right singular vectors of A" in html
+    shown = re.findall(r'<img src="([^"]+)"[^>]*width="(\d+)"', html)
+    scales = [int(w) / png_width((analyzed / "analysis/report" / src).read_bytes()) for src, w in shown]
+    assert len(scales) == 9 and max(scales) - min(scales) < 0.01  # one scale for every figure
+
+
 def test_cli_amplify_writes_its_table(analyzed, tmp_path):
     sweep = tmp_path / "sweep"
-    import shutil
-
     shutil.copytree(analyzed, sweep)
-    result = CliRunner().invoke(cli, ["amplify", str(sweep), "--base-model", str(ROOT / "tests/fixtures/sweep/base")])
+    result = CliRunner().invoke(cli, ["amplify", str(sweep), "--base", str(ROOT / "tests/fixtures/sweep/base")])
     assert result.exit_code == 0, result.output
     assert (sweep / "analysis/amplification.csv").exists()
 

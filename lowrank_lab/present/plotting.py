@@ -1,20 +1,18 @@
-"""Tables in, figures out: φ heat-maps in the paper's layout (Hu et al. 2021, Fig. 3, 4, 6, 7, 8),
-shared helpers for every figure, and ``save_figure``. No torch (style guide principle 1).
+"""Tables in, figures out: φ heat-maps in the paper's layout (Hu et al. 2021, §7.2 Fig. 3, 4;
+App. H.1 Fig. 6, 7; App. H.3 Fig. 8). matplotlib only: no torch, and no file (``store.figures``
+saves what is drawn here).
 
 Every ``*_figure`` function takes the tidy tables of ``lowrank_lab.analysis`` and returns a
-matplotlib Figure; which ranks, layers and seeds to show come from the table's columns. When the
-table lacks what a figure needs (one seed only, a single rank, ...) it raises ``MissingData`` with
-a sentence saying what is missing; figure scripts turn that into a message and skip.
-Curves (amplification, spectra, intruders, Eckart–Young) are in ``plotting_curves``.
+matplotlib Figure; which ranks, layers, seeds and matrices to show come from the table's columns
+or from the keywords (``modules``, ``title``: callers such as ``analyze``/``compare`` say what is
+shown). When the table lacks what a figure needs (one seed only, a single rank, ...) it raises
+``MissingData`` with a sentence saying what is missing; callers turn that into a skip note.
+Curves (amplification, spectra, intruders, Eckart–Young) are in ``curves``.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -24,90 +22,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from lowrank_lab.present.select import (  # noqa: E402,F401  (re-exported: figures share these rules)
+    PAPER_MODULES, MissingData, first_module, middle_layer, pick_targets, select, shown_modules, spread_layers)
+
 PHI_CMAP = "viridis"
-FORMATS = ("png", "pdf")
-PAPER_MODULES = ("q", "v")  # the paper's φ figures show ΔWq and ΔWv
+_select = select
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "figure.dpi": 100, "savefig.bbox": "tight"})
-
-
-class MissingData(ValueError):
-    """The table has no cells of the kind a figure needs; the message says which."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared by every figure and script
-
-
-def save_figure(fig: Figure, name: str, out_dir: str | Path) -> list[Path]:
-    """Write `fig` as <out_dir>/<name>.png (150 dpi) and .pdf; return the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.{ext}" for ext in FORMATS]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return paths
-
-
-def figure_args(doc: str | None, argv: Sequence[str] | None = None, several: bool = False) -> argparse.Namespace:
-    """The arguments every figure script takes: SWEEP [--out DIR] [--layer N]. With `several`,
-    SWEEP [SWEEP …] (one task each, e.g. Table 2's columns) as `sweeps`; `sweep` is the first."""
-    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
-    parser.add_argument("sweeps" if several else "sweep", type=Path, nargs="+" if several else None,
-                        help="sweep directory (with analysis/ computed)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: SWEEP/analysis/figures)")
-    parser.add_argument("--layer", type=int, default=None, help="layer to show (default: the middle one)")
-    args = parser.parse_args(argv)
-    if several:
-        args.sweep = args.sweeps[0]
-    args.out = args.out or args.sweep / "analysis" / "figures"
-    return args
-
-
-@contextlib.contextmanager
-def skip_if_missing(name: str) -> Iterator[None]:
-    """Inside: read tables and draw; a missing table or missing cells print one line and skip."""
-    try:
-        yield
-    except (MissingData, FileNotFoundError) as err:
-        print(f"{name}: skipped: {err}", file=sys.stderr)
-
-
-def middle_layer(layers: Sequence[int]) -> int:
-    """layers[(n − 1) // 2]: the paper's 48th of 96 layers (1-based) for n = 96."""
-    layers = sorted(set(int(x) for x in layers))
-    return layers[(len(layers) - 1) // 2]
-
-
-def spread_layers(layers: Sequence[int], every_up_to: int = 6) -> list[int]:
-    """Every layer of a small model, else first, ⅓, ⅔ and last (the paper's 1, 32, 64, 96 of 96)."""
-    layers = sorted(set(int(x) for x in layers))
-    n = len(layers)
-    if n <= every_up_to:
-        return layers
-    return sorted({layers[max(0, round(n * f) - 1)] for f in (0, 1 / 3, 2 / 3, 1)})
-
-
-def pick_targets(table: pd.DataFrame, modules: Sequence[str] = PAPER_MODULES) -> str:
-    """The target set to show: "q,v" (the paper's) if present, else the one adapting the most of
-    `modules`, else the first."""
-    sets = [t for t in table["targets"].dropna().unique() if t]
-    if not sets:
-        raise MissingData("no LoRA cells in the table")
-    return max(sets, key=lambda t: (t == ",".join(modules), len(set(t.split(",")) & set(modules)), -len(t)))
-
-
-def shown_modules(table: pd.DataFrame, modules: Sequence[str] = PAPER_MODULES) -> list[str]:
-    present = list(dict.fromkeys(table["module"].dropna()))
-    wanted = [m for m in modules if m in present]
-    return wanted or present[:2]
-
-
-def _select(table: pd.DataFrame, **equal) -> pd.DataFrame:
-    mask = np.ones(len(table), dtype=bool)
-    for column, value in equal.items():
-        mask &= (table[column] == value).to_numpy()
-    return table[mask]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,6 +104,18 @@ def _phi_choice(phi: pd.DataFrame, comparison: str, side: str, targets: str | No
     return _select(t, targets=targets), targets
 
 
+def _layers_with(t: pd.DataFrame, layers: Sequence[int] | None, modules: Sequence[str]) -> list[int]:
+    """`layers` (default: the middle one) that have φ for every matrix in `modules`: a panel with
+    nothing to show is dropped, and MissingData when no layer is left."""
+    has = [int(x) for x in t["layer"].dropna().unique()
+           if all(not _select(t, layer=x, module=m).empty for m in modules)]
+    if not has:
+        raise MissingData(f"no layer has φ for every one of ΔW{', ΔW'.join(modules)}")
+    wanted = list(layers) if layers is not None else [middle_layer(t["layer"].dropna())]
+    kept = [layer for layer in wanted if layer in has]
+    return kept or [middle_layer(has)]
+
+
 def rank_pair(t: pd.DataFrame, r_pair: tuple[int, int] | None = None) -> tuple[int, int]:
     """(r_small, r_large): the paper's (8, 64) when present, else (largest r < max, max)."""
     pairs = set(zip(t["r1"], t["r2"], strict=True))
@@ -199,15 +131,18 @@ def rank_pair(t: pd.DataFrame, r_pair: tuple[int, int] | None = None) -> tuple[i
 
 def phi_ranks_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, side: str = "A",
                      targets: str | None = None, r_pair: tuple[int, int] | None = None,
-                     seed: int | None = None) -> Figure:
+                     seed: int | None = None, modules: Sequence[str] | None = None,
+                     title: str | None = None) -> Figure:
     """Fig. 3 (one layer: the middle one) and Fig. 6 (several layers, one row each):
-    φ(A_{r1}, A_{r2}, i, j) for ΔWq and ΔWv, full r1×r2 grids, then the r1×r1 corner with j > i blank."""
+    φ(A_{r1}, A_{r2}, i, j) for ΔWq and ΔWv (or `modules`), full r1×r2 grids, then the r1×r1 corner
+    with j > i blank. Layers without φ for every shown matrix are left out; `title` replaces the
+    default suptitle (which says ranks, targets, seed and side)."""
     t, targets = _phi_choice(phi, "ranks", side, targets)
     seed = int(t["seed1"].min()) if seed is None else seed
     r1, r2 = rank_pair(t, r_pair)
     t = _select(t, seed1=seed, r1=r1, r2=r2)
-    layers = list(layers) if layers is not None else [middle_layer(t["layer"].dropna())]
-    modules = shown_modules(t)
+    modules = shown_modules(t, modules)
+    layers = _layers_with(t, layers, modules)
     fig, axes = plt.subplots(len(layers), 2 * len(modules), squeeze=False,
                              figsize=(3.0 * 2 * len(modules), 1.9 * len(layers) + 0.8),
                              gridspec_kw={"width_ratios": [3] * len(modules) + [1.3] * len(modules)},
@@ -215,24 +150,23 @@ def phi_ranks_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, 
     im = None
     for row, layer in enumerate(layers):
         for col, module in enumerate(modules):
-            sub = _select(t, layer=layer, module=module)
-            if sub.empty:
-                raise MissingData(f"no φ for layer {layer}, ΔW{module}")
-            grid = _grid(sub)
+            grid = _grid(_select(t, layer=layer, module=module))
             name = f"L{layer} ΔW{module}"
             im = phi_heatmap(axes[row, col], grid, title=f"{name}: φ(A_r={r1}, A_r={r2})")
             phi_heatmap(axes[row, len(modules) + col], grid[:, :r1], triangle=True, title=f"{name}: j ≤ {r1}")
     _label_outer(axes)
     _colorbar(fig, im, axes)
-    fig.suptitle(f"Subspace similarity between r={r1} and r={r2} (targets {targets}, seed {seed}, "
-                 f"side {side})")
+    fig.suptitle(title or f"Subspace similarity between r={r1} and r={r2} (targets {targets}, seed {seed}, "
+                          f"side {side})")
     return fig
 
 
 def phi_seeds_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, side: str = "A",
-                     targets: str | None = None, r: int | None = None, random_panel: bool | None = None) -> Figure:
+                     targets: str | None = None, r: int | None = None, random_panel: bool | None = None,
+                     modules: Sequence[str] | None = None, title: str | None = None) -> Figure:
     """Fig. 4 (middle layer: ΔWq, ΔWv and two random Gaussian matrices of the same shape) and Fig. 7
-    (several layers, no random panel): φ(A_r, A'_r, i, j) between two seeds at one rank."""
+    (several layers, no random panel): φ(A_r, A'_r, i, j) between two seeds at one rank (or any two
+    adapters of one rank: pass `title`, which replaces the default suptitle naming the seeds)."""
     t, targets = _phi_choice(phi, "seeds", side, targets)
     r = int(t["r1"].max()) if r is None else r
     t = _select(t, r1=r)
@@ -241,8 +175,8 @@ def phi_seeds_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, 
     s1, s2 = int(t["seed1"].min()), int(t["seed2"].min())
     t = _select(t, seed1=s1, seed2=s2)
     random_panel = layers is None if random_panel is None else random_panel
-    layers = list(layers) if layers is not None else [middle_layer(t["layer"].dropna())]
-    modules = shown_modules(t)
+    modules = shown_modules(t, modules)
+    layers = _layers_with(t, layers, modules)
     rand = _select(phi, comparison="random", side=side, r1=r)
     grids = {(layer, m): _grid(_select(t, layer=layer, module=m)) for layer in layers for m in modules}
     vmax = _auto_vmax(np.concatenate([g.ravel() for g in grids.values()]))
@@ -258,22 +192,24 @@ def phi_seeds_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, 
                              layout="constrained")
     im = None
     for (row, col), ax in np.ndenumerate(axes):
-        title, grid = panels[row][col]
-        im = phi_heatmap(ax, grid, vmax=vmax, title=title)
+        name, grid = panels[row][col]
+        im = phi_heatmap(ax, grid, vmax=vmax, title=name)
     _label_outer(axes)
     _colorbar(fig, im, axes)
-    fig.suptitle(f"φ(A_r={r}, A'_r={r}, i, j): seed {s1} vs seed {s2} (targets {targets}, side {side})")
+    fig.suptitle(title or f"φ(A_r={r}, A'_r={r}, i, j): seed {s1} vs seed {s2} (targets {targets}, side {side})")
     return fig
 
 
-def phi_w0_figure(phi_w0: pd.DataFrame, layer: int | None = None, *, module: str = "q", side: str = "A",
-                  targets: str | None = None, seed: int | None = None, max_panels: int = 3) -> Figure:
+def phi_w0_figure(phi_w0: pd.DataFrame, layer: int | None = None, *, module: str | None = None, side: str = "A",
+                  targets: str | None = None, seed: int | None = None, max_panels: int = 3,
+                  title: str | None = None) -> Figure:
     """Fig. 8: φ(W0, A_r, i, j), i over W0's top singular directions (y), j over the adapter's (x),
     for the paper's ranks 4, 8 and 64 when the sweep has them (else the largest `max_panels`), and
-    a random basis of the largest rank."""
+    a random basis of the largest rank. `module`: Wq when the table has it, else its first matrix."""
     t = _select(phi_w0, side=side)
     if t.empty:
         raise MissingData(f"no W0-vs-ΔW table for side {side}")
+    module = module or first_module(t)
     t = _select(t, targets=targets or pick_targets(t, (module,)))
     seed = int(t["seed"].min()) if seed is None else seed
     layer = middle_layer(t["layer"].dropna()) if layer is None else layer
@@ -284,18 +220,19 @@ def phi_w0_figure(phi_w0: pd.DataFrame, layer: int | None = None, *, module: str
     ranks = [4, 8, 64] if {4, 8, 64} <= set(ranks) else ranks[-max_panels:]
     panels = [(f"φ(W{module}, A_r={r})", _grid(_select(t, r2=r, source="adapter"))) for r in ranks]
     panels.append((f"φ(W{module}, A_rand), r={ranks[-1]}", _grid(_select(t, r2=ranks[-1], source="random"))))
+    panels = [(name, grid) for name, grid in panels if grid.size]  # a panel with nothing to show is dropped
     values = np.concatenate([g.ravel() for _, g in panels])
     vmin, vmax = float(np.nanmin(values)), float(np.nanmax(values))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels) + 1, 3.4), squeeze=False,
                              layout="constrained")
     im = None
-    for ax, (title, grid) in zip(axes[0], panels, strict=True):
-        im = phi_heatmap(ax, grid, vmin=vmin, vmax=vmax, title=title)
+    for ax, (name, grid) in zip(axes[0], panels, strict=True):
+        im = phi_heatmap(ax, grid, vmin=vmin, vmax=vmax, title=name)
         ax.set_xlabel("j (top-j directions of A)")
     _label_outer(axes)
     axes[0, 0].set_ylabel(f"i (top-i directions of W{module})")
     _colorbar(fig, im, axes)
     which = "right" if side in ("A", "dW_right") else "left"
-    fig.suptitle(f"φ(W{module}, A_r, i, j): top-i {which} singular directions of W{module} vs top-j of the "
-                 f"adapter (side {side}), layer L{layer}, seed {seed}")
+    fig.suptitle(title or f"φ(W{module}, A_r, i, j): top-i {which} singular directions of W{module} vs top-j "
+                          f"of the adapter (side {side}), layer L{layer}, seed {seed}")
     return fig

@@ -1,21 +1,46 @@
-"""Tables of results (presentation): tidy tables in, display tables out, as Markdown, LaTeX and CSV.
+"""Tables of results (presentation): tidy tables in, display tables out, as Markdown, LaTeX and CSV
+text (``store.figures`` writes the text; this module opens no file and imports no torch).
 
 Each ``*_table`` function returns a small DataFrame shaped like one of the paper's tables
 (Hu et al. 2021: Table 2 method × task, Table 5 fixed budget, Table 6 rank × target set, Table 7
-projections, Table 18 metric against r) with numbers, not strings; ``format_cells`` turns a
-(median, spread) pair into "0.833 ± 0.004", where the spread is half the range over seeds.
-``write_tables`` writes them all for a sweep (``lowrank-lab tables SWEEP``).
+projections, Table 18 metric against r). A metric over seeds is the string "0.8333 ± 0.0040":
+the median ± half the range over seeds. ``in_percent`` puts metrics in the paper's unit (×100,
+one decimal, "83.3 ± 0.4"); every other number goes through ``number`` (one format for all).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from lowrank_lab.analysis.tables import results_table
+from lowrank_lab.present.select import pick_targets
 
 FORMATS = ("md", "tex", "csv")
+SEED_AXES = ("seed",)  # what a table's median is taken over; every other varying axis is a row or column
+AXES = ("task", "method", "targets", "r", "alpha", "scaling_rule", "init")  # the axes a sweep can vary
+
+
+def number(v) -> str:
+    """The one number format of every table: integers with thousands separators from 10,000,
+    other numbers with 4 significant digits (no exponent between 0.001 and 10,000), NaN as ""."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "" if v is None or v is pd.NA else str(v)
+    if v != v:  # NaN
+        return ""
+    if isinstance(v, int) or float(v).is_integer() and abs(v) >= 10_000:
+        return f"{int(v):,}" if abs(v) >= 10_000 else str(int(v))
+    if v != 0 and not 1e-3 <= abs(v) < 10_000:
+        return f"{v:.3e}"
+    return f"{v:.4g}"
+
+
+def in_percent(results: pd.DataFrame) -> pd.DataFrame:
+    """`results` with the main metric (`value`) and every dev metric but the loss ×100, as the
+    paper reports accuracy, F1, MCC and correlations (Tables 2, 5, 6); `metric` gains " (%)"."""
+    scaled = [c for c in results.columns if c == "value" or (c.startswith("dev_") and "loss" not in c)]
+    out = results.assign(**{c: results[c] * 100 for c in scaled})
+    if "metric" in out:
+        out["metric"] = out["metric"].astype(str) + " (%)"
+    return out.rename(columns={c: f"{c} (%)" for c in scaled if c.startswith("dev_")})
 
 
 def rank_by_target(results: pd.DataFrame) -> pd.DataFrame:
@@ -24,17 +49,32 @@ def rank_by_target(results: pd.DataFrame) -> pd.DataFrame:
     return lora.pivot_table(index="targets", columns="r", values="value", aggfunc="median")
 
 
-def sweep_table(sweep: Path) -> str:
-    """A one-screen text table of the sweep's main metric by target set × rank (median over seeds)."""
-    results = results_table(sweep)
+def varying_axes(results: pd.DataFrame, axes=AXES) -> list[str]:
+    """The axes of `axes` that take more than one value in `results` (the seed is never one)."""
+    return [a for a in axes if a in results and results[a].nunique(dropna=False) > 1]
+
+
+def sweep_table(results: pd.DataFrame) -> str:
+    """A one-screen text table of the sweep's main metric, the median over seeds only: LoRA cells
+    grouped by every axis that varies (targets, scaling rule, init, α, task, …) × r, baselines by
+    method; the header names the axes held fixed and the seeds pooled (``lowrank-lab rank-sweep``)."""
     if results.empty:
         return "no finished cells"
     metric = results["metric"].iloc[0]
-    lines = [f"{metric} (median over seeds) by target set × r:",
-             rank_by_target(results).to_string(float_format=lambda v: f"{v:.4f}")]
-    baselines = results[results["method"] != "lora"]
+    lora, baselines = results[results["method"] == "lora"], results[results["method"] != "lora"]
+    seeds = ", ".join(str(s) for s in sorted(results["seed"].unique()))
+    lines = [f"{metric}, median over seeds {{{seeds}}}; nothing else pooled:"]
+    if not lora.empty:
+        rows = [a for a in varying_axes(lora) if a not in ("method", "r")] or ["targets"]
+        fixed = [f"{a} {lora[a].iloc[0]}" for a in AXES if a in lora and a not in (*rows, "method", "r")
+                 and lora[a].nunique() == 1]
+        table = lora.pivot_table(index=rows, columns="r", values="value", aggfunc="median")
+        lines += [f"LoRA by {' × '.join(rows)} × r" + (f" ({', '.join(fixed)})" if fixed else "") + ":",
+                  table.to_string(float_format=lambda v: f"{v:.4f}")]
     if not baselines.empty:
-        lines += ["", baselines.groupby("method")["value"].median().to_string(float_format=lambda v: f"{v:.4f}")]
+        keys = [a for a in varying_axes(baselines) if a in ("method", "task", "alpha")] or ["method"]
+        med = baselines.groupby(keys)["value"].median()
+        lines += ["", "baselines:", med.to_string(float_format=lambda v: f"{v:.4f}")]
     return "\n".join(lines)
 
 
@@ -42,11 +82,16 @@ def sweep_table(sweep: Path) -> str:
 # The paper's table shapes
 
 
-def _median_spread(values: pd.Series) -> str:
+def _median_spread(values: pd.Series, digits: int = 4) -> str:
     """"median ± half-range" over seeds (a single seed: the value alone)."""
     if len(values) == 1:
-        return f"{values.iloc[0]:.4f}"
-    return f"{values.median():.4f} ± {(values.max() - values.min()) / 2:.4f}"
+        return f"{values.iloc[0]:.{digits}f}"
+    return f"{values.median():.{digits}f} ± {(values.max() - values.min()) / 2:.{digits}f}"
+
+
+def _digits(results: pd.DataFrame) -> int:
+    """Decimals of a metric: 1 in percent (the paper's 91.3), else 4 (0.9130)."""
+    return 1 if "metric" in results and results["metric"].astype(str).str.endswith("(%)").any() else 4
 
 
 def target_order(targets: str) -> tuple:
@@ -65,7 +110,8 @@ def rank_target_table(results: pd.DataFrame) -> pd.DataFrame:
     """Table 6: main metric, median ± half-range over seeds; rows = target set (the paper's
     order: q, q,v, q,k,v,o), columns = r."""
     lora = results[results["method"] == "lora"]
-    table = lora.groupby(["targets", "r"])["value"].apply(_median_spread).unstack("r")
+    digits = _digits(results)
+    table = lora.groupby(["targets", "r"])["value"].apply(_median_spread, digits=digits).unstack("r")
     return _in_target_order(table.rename_axis(index="targets", columns="r").fillna(""))
 
 
@@ -83,7 +129,8 @@ def budget_table(results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     budget = max(coverage.index, key=lambda b: (coverage[b], b))
     chosen = lora[lora["budget"] == budget]
-    table = _in_target_order(chosen.groupby(["targets", "r"])["value"].apply(_median_spread).reset_index())
+    spread = chosen.groupby(["targets", "r"])["value"].apply(_median_spread, digits=_digits(results))
+    table = _in_target_order(spread.reset_index())
     table = table.reset_index(drop=True)
     if "trainable_adapter" in chosen:  # the paper's budget is a parameter count (18M on GPT-3)
         params = chosen.groupby("targets")["trainable_adapter"].first()
@@ -98,8 +145,6 @@ def metric_vs_rank_table(results: pd.DataFrame, targets: str | None = None) -> p
     lora = results[results["method"] == "lora"]
     if lora.empty:
         return pd.DataFrame()
-    from lowrank_lab.present.plotting import pick_targets
-
     targets = targets or pick_targets(lora)
     metrics = [c for c in lora.columns if c.startswith("dev_")]
     table = lora[lora["targets"] == targets].groupby("r")[metrics].median()
@@ -127,7 +172,8 @@ def method_table(results: pd.DataFrame, lora: list[tuple[str, int]] | None = Non
     if "trainable_adapter" in rows:
         columns["trainable_adapter"] = "trainable excl. head"
     params = rows.groupby("method_name", sort=False)[list(columns)].first().rename(columns=columns)
-    values = rows.groupby(["method_name", "task"], sort=False)["value"].apply(_median_spread).unstack("task")
+    values = rows.groupby(["method_name", "task"], sort=False)["value"].apply(
+        _median_spread, digits=_digits(results)).unstack("task")
     table = pd.concat([params, values[list(dict.fromkeys(rows["task"]))]], axis=1)
     return table.rename_axis("method")
 
@@ -152,7 +198,7 @@ def table7(amp: pd.DataFrame, layer: int | None = None, module: str = "q", targe
     lora = amp[amp["method"] == "lora"]
     if lora.empty:
         return pd.DataFrame()
-    from lowrank_lab.present.plotting import middle_layer, pick_targets  # pandas-only helpers; keeps one layer rule
+    from lowrank_lab.present.select import middle_layer  # the figures' layer rule
 
     targets = targets or pick_targets(lora)
     layer = middle_layer(lora["layer"].dropna()) if layer is None else layer
@@ -170,67 +216,26 @@ def table7(amp: pd.DataFrame, layer: int | None = None, module: str = "q", targe
 # Rendering
 
 
-def to_markdown(table: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
-    """A GitHub Markdown table (index as the first column); no tabulate dependency."""
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub Markdown table (index as the first column), numbers through ``number``; no
+    tabulate dependency."""
     frame = table.reset_index() if table.index.name or not isinstance(table.index, pd.RangeIndex) else table
-
-    def cell(v) -> str:
-        if isinstance(v, float):
-            return floatfmt.format(v)
-        if isinstance(v, int) and abs(v) >= 10_000:
-            return f"{v:,}"
-        return str(v)
-
     header = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    lines += ["| " + " | ".join(number(_plain(v)) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def _plain(v):
+    """numpy scalars as Python numbers, so that ``number`` formats them."""
+    return v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v
 
 
 def render(table: pd.DataFrame, fmt: str) -> str:
     if fmt == "md":
         return to_markdown(table)
     if fmt == "tex":
-        return table.to_latex(float_format=lambda v: f"{v:.4g}")
+        return table.to_latex(float_format=number)
     if fmt == "csv":
         return table.to_csv()
     raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
-
-
-def sweep_tables(sweep: Path) -> dict[str, pd.DataFrame]:
-    """Every table of a sweep, by file name; those whose inputs are missing are left out."""
-    from lowrank_lab.analysis import tables as an
-
-    results = an.results_table(Path(sweep))
-    tables = {"table2_methods": method_table(results), "table5_budget": budget_table(results),
-              "table6_rank_by_target": rank_target_table(results),
-              "table18_metric_vs_rank": metric_vs_rank_table(results)}
-    if an.table_path(sweep, an.AMPLIFICATION).exists():
-        amp = an.read_table(sweep, an.AMPLIFICATION)
-        tables["table7_projections"] = table7(amp)
-        tables["storage"] = storage_table(amp, amp["r"].unique())
-    return {name: t for name, t in tables.items() if not t.empty}
-
-
-def save_table(table: pd.DataFrame, name: str, out_dir: Path) -> list[Path]:
-    """Write `table` as <out_dir>/<name>.{md,tex,csv}; the table counterpart of save_figure."""
-    from lowrank_lab.store import files
-    from lowrank_lab.store import runs
-
-    paths = [Path(out_dir) / f"{name}.{fmt}" for fmt in FORMATS]
-    for path, fmt in zip(paths, FORMATS, strict=True):
-        files.write_text(path, render(table, fmt))
-    return paths
-
-
-def write_tables(sweep: Path, ours: dict[str, pd.DataFrame] | None = None) -> list[Path]:
-    """Write the per-cell results cache (analysis/results.csv, which the table scripts read) and
-    every table as <analysis>/tables/<name>.{md,tex,csv}; `ours`: the tables when the caller has
-    already built them with ``sweep_tables``. Returns the paths."""
-    from lowrank_lab.store import runs
-    from lowrank_lab.analysis.sweep import compute_results
-
-    folder = runs.analysis_dir(Path(sweep)) / "tables"
-    paths = compute_results(Path(sweep))
-    ours = sweep_tables(sweep) if ours is None else ours
-    return paths + [p for name, table in ours.items() for p in save_table(table, name, folder)]

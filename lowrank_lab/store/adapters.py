@@ -1,7 +1,7 @@
 """PEFT LoRA adapters that lowrank-lab did not train: read them, find their W0, compare them.
 
 An adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors`` (a legacy
-``adapter_model.bin`` is read only with ``torch.load(weights_only=True)``). Each adapted module
+``adapter_model.bin`` is a pickle and is never read: it is refused with a one-line message). Each adapted module
 ``<path>`` has ``base_model.model.<path>.lora_A.weight`` (r×k) and ``.lora_B.weight`` (d×r);
 ``load_external`` turns them into ``LowRankUpdate`` s keyed by the canonical label, with
 PEFT's per-module r and α (``rank_pattern`` / ``alpha_pattern``) and scaling α/r or α/√r.
@@ -35,13 +35,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lowrank_lab.model import base as models
 from lowrank_lab.maths.linalg import delta_w, top_r_svd_randomized
-from lowrank_lab.model.base import label_for
 from lowrank_lab.maths.update import LowRankUpdate
-from lowrank_lab.store.files import RunError, read_json, read_tensors
+from lowrank_lab.model.base import label_for
+from lowrank_lab.store import models
+from lowrank_lab.store.files import RunError, read_json
+from lowrank_lab.store.tensors import read_tensors
 from lowrank_lab.store.peft_format import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, check_adapter_config,
-                                    lora_factors)
+                                           lora_factors)
 
 ADAPTER_WEIGHTS_BIN = "adapter_model.bin"
 MUTATING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # "pissa_niter_16" counts too
@@ -214,12 +215,12 @@ def load_all(folder: str | Path, base: str | Path | None = None,
 
 def resolve_base(base: str | Path | None, config: dict, where: Path) -> Path:
     """Folder of the base model: `base`, else the config's base_model_name_or_path; "embedded"
-    is the shipped MiniLM; anything else not on disk is a hub id, fetched (safetensors and JSON
+    and its hub id (``models.is_embedded``) are the shipped MiniLM; anything else not on disk is a hub id, fetched (safetensors and JSON
     only) when huggingface_hub is installed and online."""
     name = str(base) if base is not None else config.get("base_model_name_or_path")
     if not name:
         raise RunError(f"{where}: missing key 'base_model_name_or_path'; give the base with --base")
-    if name == "embedded":
+    if models.is_embedded(name):  # its hub id too, so that our saved adapters resolve offline
         return models.embedded_model_dir()
     for folder in (Path(name).expanduser(), where.parent / name):
         if folder.is_dir():
@@ -237,27 +238,15 @@ def resolve_base(base: str | Path | None, config: dict, where: Path) -> Path:
 
 def _read_adapter_tensors(folder: Path) -> tuple[Path, dict[str, Tensor]]:
     file = folder / ADAPTER_WEIGHTS
-    if file.exists():
-
-        return file, read_tensors(file)
-    file = folder / ADAPTER_WEIGHTS_BIN
-    if file.exists():
-        try:
-            return file, torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle errors, refused globals, truncated files
-            raise RunError(f"{file}: not loadable with torch.load(weights_only=True) ({err})") from None
-    raise RunError(f"{folder / ADAPTER_WEIGHTS}: missing (nor is there a legacy {ADAPTER_WEIGHTS_BIN})")
+    if not file.exists() and (folder / ADAPTER_WEIGHTS_BIN).exists():
+        raise RunError(f"{folder / ADAPTER_WEIGHTS_BIN}: a pickle, not read (lowrank-lab never unpickles); "
+                       f"it reads {ADAPTER_WEIGHTS}: save the adapter with PEFT's save_pretrained "
+                       "(safe_serialization=True, the default)")
+    return file, read_tensors(file)
 
 
-def load_external(adapter: str | Path, base: str | Path | None = None,
-                  original_base: str | Path | None = None) -> ExternalAdapter:
-    """Read the PEFT LoRA adapter in folder `adapter` against its base model (see module doc).
-
-    base           the model the adapter was trained on (folder, hub id or "embedded");
-                   default: adapter_config's base_model_name_or_path
-    original_base  for base-mutating inits (PiSSA, ...): the base before PEFT mutated it
-    Raises RunError naming the file and key for every malformed input."""
-    folder = Path(adapter)
+def _read_config(folder: Path) -> dict:
+    """The checked adapter_config.json of a LoRA adapter folder."""
     cfg_file = folder / ADAPTER_CONFIG
     if not cfg_file.exists() and find_adapters(folder):
         names = ", ".join(p.name for p in find_adapters(folder))
@@ -265,15 +254,16 @@ def load_external(adapter: str | Path, base: str | Path | None = None,
     config = check_adapter_config(read_json(cfg_file), cfg_file)
     if config.get("peft_type", "LORA") != "LORA":
         raise RunError(f"{cfg_file}: key 'peft_type' is {config['peft_type']!r}; only LORA adapters are read")
-    weights_file, tensors = _read_adapter_tensors(folder)
-    notes: list[str] = []
-    rule = "alpha/sqrt(r)" if config.get("use_rslora") else "alpha/r"
-    fan_in_fan_out = bool(config.get("fan_in_fan_out"))
-    notes.append(f"ΔW = scaling·B·A with scaling = {rule} (PEFT's use_rslora={bool(config.get('use_rslora'))})"
-                 ", in the out×in (d×k) layout")
+    return config
 
+
+def _read_updates(config: dict, tensors: dict[str, Tensor], weights_file: Path, notes: list[str]
+                  ) -> tuple[dict[str, LowRankUpdate], dict[str, Tensor], dict[str, str]]:
+    """({path: LowRankUpdate}, {path: DoRA magnitude m (d,)}, {path: label}) of PEFT's tensors,
+    with a note for everything that is not analysed."""
     pairs, conv = lora_factors(config, tensors, weights_file)
     notes += [f"skipped {path}: factors that are not 2-D (convolution LoRA is not analysed)" for path in conv]
+    fan_in_fan_out = bool(config.get("fan_in_fan_out"))
     by_path = {p: LowRankUpdate("", p, A.float(), B.float(), scaling, fan_in_fan_out)
                for p, (A, B, scaling) in pairs.items()}
     magnitudes: dict[str, Tensor] = {}
@@ -289,14 +279,63 @@ def load_external(adapter: str | Path, base: str | Path | None = None,
         notes.append(f"skipped embedding adapters: {', '.join(skipped)}")
     if any(k.endswith(".lora_B.bias") for k in tensors):
         notes.append("lora_bias: the adapters' bias terms change b, not W, and are not analysed")
-
     labels = {p: label_for(p) for p in by_path}
     clashes = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
     if clashes:  # e.g. encoder and decoder layer 0 of a seq2seq model: keep them apart by path
         notes.append(f"labels {sorted(clashes)} are shared by several modules; those use their full path")
         labels = {p: (p if lab in clashes else lab) for p, lab in labels.items()}
+    return by_path, magnitudes, labels
 
-    base_dir = resolve_base(base, config, cfg_file)
+
+def _check_base(given: LazyWeights, by_path: dict[str, LowRankUpdate], weights_file: Path) -> None:
+    """Fail now, from the headers alone, on a module the base lacks or has in another shape."""
+    for u in by_path.values():
+        key = given.key_for(u.path)
+        shape, d, k = given.shape(key), u.B.shape[0], u.A.shape[1]
+        if shape not in ((d, k), (k, d)):
+            raise RunError(f"{given.files[key]}: {key} has shape {shape}, but {weights_file.name}'s "
+                           f"B·A for {u.path} is {d}×{k}")
+
+
+def _minus_inits(config: dict, by_path: dict[str, LowRankUpdate], kinds: dict[str, str], W_given, W0,
+                 original_base: str | Path | None, base_dir: Path, notes: list[str]) -> None:
+    """For a base-mutating init (PiSSA, ...): each non-DoRA update becomes s·B·A − D0 against the
+    original base (``_minus_init``), in place; without the original base, a warning."""
+    init = mutating_init(config)
+    if init is not None and original_base is None:
+        msg = (f"init_lora_weights={init!r} mutates the base: ΔW is relative to the given base "
+               f"{base_dir}, not to the original W0; give original_base (--original-base) to fix this")
+        notes.append(msg)
+        warnings.warn(msg, stacklevel=3)
+    elif init is not None:
+        notes.append(f"init_lora_weights={init!r}: ΔW = W_res + s·B·A − W0 against the original base "
+                     f"{original_base}, stored as a rank-2r update s·B·A − D0 (D0 = W0 − W_res at rank r)")
+        for path, u in list(by_path.items()):
+            if kinds[path] == "lora":
+                by_path[path], residual = _minus_init(u, W0(u).double() - W_given(u).double())
+                kinds[path] = "lora-minus-init"
+                if residual > 1e-4:
+                    notes.append(f"{label_for(path)}: W0 − W_res is not rank {u.r} (relative residual "
+                                 f"{residual:.2e}); ΔW keeps only its rank-{u.r} part")
+
+
+def load_external(adapter: str | Path, base: str | Path | None = None,
+                  original_base: str | Path | None = None) -> ExternalAdapter:
+    """Read the PEFT LoRA adapter in folder `adapter` against its base model (see module doc).
+
+    base           the model the adapter was trained on (folder, hub id or "embedded");
+                   default: adapter_config's base_model_name_or_path
+    original_base  for base-mutating inits (PiSSA, ...): the base before PEFT mutated it
+    Raises RunError naming the file and key for every malformed input."""
+    folder = Path(adapter)
+    config = _read_config(folder)
+    weights_file, tensors = _read_adapter_tensors(folder)
+    rule = "alpha/sqrt(r)" if config.get("use_rslora") else "alpha/r"
+    notes = [f"ΔW = scaling·B·A with scaling = {rule} (PEFT's use_rslora={bool(config.get('use_rslora'))})"
+             ", in the out×in (d×k) layout"]
+    by_path, magnitudes, labels = _read_updates(config, tensors, weights_file, notes)
+
+    base_dir = resolve_base(base, config, folder / ADAPTER_CONFIG)
     given = LazyWeights(base_dir)
     original = LazyWeights(original_base) if original_base is not None else given
 
@@ -304,36 +343,14 @@ def load_external(adapter: str | Path, base: str | Path | None = None,
         return lambda u: weights.W0(u.path, u.B.shape[0], u.A.shape[1], transposed=u.fan_in_fan_out)
 
     W_given, W0 = read(given), read(original)
-    for u in by_path.values():  # fail now, from the headers alone, on a module the base lacks
-        key = given.key_for(u.path)
-        shape, d, k = given.shape(key), u.B.shape[0], u.A.shape[1]
-        if shape not in ((d, k), (k, d)):
-            raise RunError(f"{given.files[key]}: {key} has shape {shape}, but {weights_file.name}'s "
-                           f"B·A for {u.path} is {d}×{k}")
-
-    kind = {labels[p]: ("dora" if p in magnitudes else "lora") for p in by_path}
-    init = mutating_init(config)
-    if init is not None and original_base is None:
-        msg = (f"init_lora_weights={init!r} mutates the base: ΔW is relative to the given base "
-               f"{base_dir}, not to the original W0; give original_base (--original-base) to fix this")
-        notes.append(msg)
-        warnings.warn(msg, stacklevel=2)
-    elif init is not None:
-        notes.append(f"init_lora_weights={init!r}: ΔW = W_res + s·B·A − W0 against the original base "
-                     f"{original_base}, stored as a rank-2r update s·B·A − D0 (D0 = W0 − W_res at rank r)")
-        for path, u in list(by_path.items()):
-            if path not in magnitudes:
-                by_path[path], residual = _minus_init(u, W0(u).double() - W_given(u).double())
-                kind[labels[path]] = "lora-minus-init"
-                if residual > 1e-4:
-                    notes.append(f"{labels[path]}: W0 − W_res is not rank {u.r} (relative residual "
-                                 f"{residual:.2e}); ΔW keeps only its rank-{u.r} part")
+    _check_base(given, by_path, weights_file)
+    kinds = {p: ("dora" if p in magnitudes else "lora") for p in by_path}
+    _minus_inits(config, by_path, kinds, W_given, W0, original_base, base_dir, notes)
     if magnitudes:
         notes.append("DoRA: ΔW = m ⊙ (W + s·B·A)/‖W + s·B·A‖_row − W0 is dense, not low-rank: use "
                      f"dense_delta for the {len(magnitudes)} modules of kind 'dora'; their updates "
                      "hold only the directional factors s·B·A")
-
-    updates = {labels[p]: LowRankUpdate(labels[p], p, u.A, u.B, u.scaling, u.fan_in_fan_out, kind[labels[p]])
+    updates = {labels[p]: LowRankUpdate(labels[p], p, u.A, u.B, u.scaling, u.fan_in_fan_out, kinds[p])
                for p, u in by_path.items()}
     dense = _DoraDelta(updates, {labels[p]: m for p, m in magnitudes.items()}, W_given, W0)
     return ExternalAdapter(folder, config, updates, W0, notes, dense, base_dir)

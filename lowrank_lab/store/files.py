@@ -1,35 +1,43 @@
-"""Files, written atomically: JSON, JSON lines, text, safetensors; the sweep lock; provenance.
+"""Files, written atomically: JSON, JSON lines, text; the sweep lock; provenance.
 
 Every write goes to a temporary file in the same folder and is renamed over the target, so a kill
-at any moment leaves the old file or the new one, never half of one."""
+at any moment leaves the old file or the new one, never half of one; the file gets the mode that
+the umask gives any new file (0644 under 022). No torch here, so that figures and tables can be
+written without it: tensor files are ``store.tensors``."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.metadata
 import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from torch import Tensor
 
 
 class RunError(ValueError):
     """A result or adapter file that cannot be read; the message names the file and the key."""
 
 
-def _atomic(path: Path, write) -> None:
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(f) on a temporary file beside `path`, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; give it the mode open() would (0644 under umask 022)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -42,18 +50,11 @@ def _atomic(path: Path, write) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    _atomic(Path(path), lambda f: f.write((json.dumps(data, indent=2, sort_keys=False) + "\n").encode()))
+    atomic_write(Path(path), lambda f: f.write((json.dumps(data, indent=2, sort_keys=False) + "\n").encode()))
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic(Path(path), lambda f: f.write(text.encode()))
-
-
-def write_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save
-
-    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
-    _atomic(Path(path), lambda f: f.write(data))
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -86,16 +87,6 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def read_tensors(path: Path) -> dict[str, Tensor]:
-    """Tensors from a safetensors file (never a pickle), with a clear error for a broken file."""
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise RunError(f"{path}: missing") from None
-    except (SafetensorError, OSError, ValueError) as err:
-        raise RunError(f"{path}: not a readable safetensors file ({err})") from None
-
-
 @contextlib.contextmanager
 def sweep_lock(sweep: Path) -> Iterator[None]:
     """Hold an exclusive lock on a sweep directory; a second sweep into it fails at once."""
@@ -114,10 +105,6 @@ def sweep_lock(sweep: Path) -> Iterator[None]:
 
 def provenance(device: str | None = None) -> dict[str, Any]:
     """Versions, git commit of this project and device: what is needed to trust a result."""
-    import transformers
-
-    from lowrank_lab import __version__
-
     repo = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
@@ -129,14 +116,27 @@ def provenance(device: str | None = None) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     return {
-        "lowrank_lab": __version__,
+        "lowrank_lab": _version("lowrank-lab"),
         "git_commit": commit,
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
         "device": device,
-        "device_name": torch.cuda.get_device_name(device) if device and device.startswith("cuda") else platform.processor() or platform.machine(),
+        "device_name": _device_name(device),
     }
 
 
+def _device_name(device: str | None) -> str:
+    # a CUDA device is only named by a process that trains or analyses on it, so torch is loaded
+    torch = sys.modules.get("torch")
+    if device and device.startswith("cuda") and torch is not None:
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

@@ -1,7 +1,11 @@
-"""PEFT's LoRA adapter format: adapter_config.json + adapter_model.safetensors, written and read.
+"""PEFT's LoRA adapter format: adapter_config.json + adapter_model.safetensors, written and read;
+and the classification head that lowrank-lab saves beside it (head.safetensors + head.json).
 
 Keys ``base_model.model.<module path>.lora_{A,B}.weight`` with A (r×k) and B (d×r); the scaling
-α/r (α/√r with use_rslora), r and α per module through rank_pattern / alpha_pattern."""
+α/r (α/√r with use_rslora), r and α per module through rank_pattern / alpha_pattern. Module paths
+are those of the plain base model (``AutoModel``), so a saved cell loads with
+``PeftModel.from_pretrained(AutoModel.from_pretrained(base), cell/adapter)``. The first format
+(paths under our Classifier's ``encoder.``, the head inside the adapter) is still read."""
 
 from __future__ import annotations
 
@@ -15,23 +19,34 @@ from torch import Tensor
 
 from lowrank_lab.maths.linalg import scaling_factor
 from lowrank_lab.maths.update import LowRankUpdate
-from lowrank_lab.model.base import label_for
-from lowrank_lab.store.files import RunError, read_json, read_tensors, write_json, write_tensors
+from lowrank_lab.model.base import CLASSIFIER_PREFIX, label_for
+from lowrank_lab.store.files import RunError, read_json, write_json
+from lowrank_lab.store.tensors import read_tensors, write_tensors
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
+ADAPTER_FORMAT = "lowrank-lab-adapter/2"  # safetensors metadata of the adapters lowrank-lab writes
+HEAD_WEIGHTS = "head.safetensors"
+HEAD_CONFIG = "head.json"
+HEAD_FORMAT = "lowrank-lab-head/1"
+
 
 def save_adapter(folder: Path, updates: list[LowRankUpdate], *, base_model: str, revision: str | None,
                  alpha: float, scaling_rule: str, init: str, dropout: float,
-                 head: dict[str, Tensor] | None = None, head_module: str = "head") -> None:
-    """Write a PEFT LoRA adapter: ``base_model.model.<path>.lora_{A,B}.weight`` keys, A (r×k),
-    B (d×r), one r per module through ``rank_pattern`` when the ranks differ."""
+                 task_type: str | None = "FEATURE_EXTRACTION") -> None:
+    """Write a PEFT LoRA adapter that loads with ``PeftModel.from_pretrained(AutoModel.from_pretrained(
+    base_model), folder)``: ``base_model.model.<path>.lora_{A,B}.weight`` keys, A (r×k), B (d×r), one
+    r per module through ``rank_pattern`` when the ranks differ.
+
+    Each update's path is the module's full path in the model PEFT wraps (AutoModel for
+    FEATURE_EXTRACTION; AutoModelForCausalLM, base_model_prefix first, for CAUSAL_LM), so
+    target_modules match exactly. The head is not in it: ``save_head`` writes it beside."""
     ranks = {u.path: u.r for u in updates}
     r = max(set(ranks.values()), key=list(ranks.values()).count)
     config = {
         "peft_type": "LORA",
-        "task_type": None,
+        "task_type": task_type,
         "base_model_name_or_path": base_model,
         "revision": revision,
         "inference_mode": True,
@@ -43,7 +58,7 @@ def save_adapter(folder: Path, updates: list[LowRankUpdate], *, base_model: str,
         "bias": "none",
         "use_rslora": scaling_rule == "alpha/sqrt(r)",
         "init_lora_weights": True if init == "kaiming" else "gaussian",
-        "modules_to_save": [head_module] if head else None,
+        "modules_to_save": None,
         "rank_pattern": {p: v for p, v in ranks.items() if v != r},
         "alpha_pattern": {},
     }
@@ -51,11 +66,41 @@ def save_adapter(folder: Path, updates: list[LowRankUpdate], *, base_model: str,
     for u in updates:
         tensors[f"{PEFT_PREFIX}{u.path}.lora_A.weight"] = u.A
         tensors[f"{PEFT_PREFIX}{u.path}.lora_B.weight"] = u.B
-    for key, value in (head or {}).items():
-        tensors[f"{PEFT_PREFIX}{head_module}.{key}"] = value
     folder = Path(folder)
-    write_tensors(folder / ADAPTER_WEIGHTS, tensors, metadata={"format": "pt"})
+    # the marker goes in the metadata: PEFT warns about unknown keys in adapter_config.json
+    write_tensors(folder / ADAPTER_WEIGHTS, tensors, metadata={"format": "pt", "lowrank_lab": ADAPTER_FORMAT})
     write_json(folder / ADAPTER_CONFIG, config)
+
+
+def save_head(cell: Path, weight: Tensor, bias: Tensor, *, pooling: str) -> None:
+    """The classification head beside ``cell/adapter``: ``head.safetensors`` (weight num_labels×d,
+    bias num_labels) and ``head.json`` (pooling "mean" or "cls", sizes). logits = W·pooled + b, with
+    pooled the masked mean of the base's last_hidden_state, or its first token (CLS)."""
+    cell = Path(cell)
+    write_tensors(cell / HEAD_WEIGHTS, {"weight": weight, "bias": bias}, metadata={"format": "pt", "lowrank_lab": HEAD_FORMAT})
+    write_json(cell / HEAD_CONFIG, {"format": HEAD_FORMAT, "input": "last_hidden_state of the base model with adapter/",
+                                    "pooling": pooling, "num_labels": weight.shape[0], "hidden_size": weight.shape[1]})
+
+
+def read_head(cell: Path) -> tuple[Tensor, Tensor, str]:
+    """(weight num_labels×d, bias, pooling) of a LoRA cell: from head.safetensors + head.json, or
+    for a cell of the first format from its adapter (``head.*``) and the pooling of its config.json."""
+    cell = Path(cell)
+    if (cell / HEAD_CONFIG).exists():
+        meta, tensors = read_json(cell / HEAD_CONFIG), read_tensors(cell / HEAD_WEIGHTS)
+        if not isinstance(meta, dict) or meta.get("pooling") not in ("mean", "cls"):
+            raise RunError(f"{cell / HEAD_CONFIG}: key 'pooling' must be 'mean' or 'cls'")
+        missing = [k for k in ("weight", "bias") if k not in tensors]
+        if missing:
+            raise RunError(f"{cell / HEAD_WEIGHTS}: missing tensor {missing[0]!r}")
+        return tensors["weight"], tensors["bias"], meta["pooling"]
+    _, _, other = read_adapter(cell / "adapter")
+    if "head.weight" not in other or "head.bias" not in other:
+        raise RunError(f"{cell / HEAD_WEIGHTS}: missing (and {cell / 'adapter' / ADAPTER_WEIGHTS} holds no head)")
+    model = read_json(cell / "config.json").get("model", {})
+    from lowrank_lab.store.models import default_pooling
+
+    return other["head.weight"], other["head.bias"], model.get("pooling") or default_pooling(model["name"])
 
 
 def pattern_key(patterns: dict[str, object], path: str) -> str | None:
@@ -154,18 +199,28 @@ def lora_factors(config: dict, tensors: dict[str, Tensor], where: Path
     return pairs, skipped
 
 
+def is_first_format(config: dict, tensors: dict[str, Tensor]) -> bool:
+    """True for an adapter lowrank-lab wrote before it saved PEFT-loadable ones: its paths are
+    relative to our Classifier (one ``encoder.`` too many) and it holds the head
+    (``modules_to_save == ["head"]``). Adapters written since never hold a head."""
+    lora = [k for k in tensors if ".lora_A." in k or ".lora_B." in k]
+    return (config.get("modules_to_save") == ["head"] and f"{PEFT_PREFIX}head.weight" in tensors
+            and all(k.startswith(PEFT_PREFIX + CLASSIFIER_PREFIX) for k in lora))
+
+
 def read_adapter(folder: Path) -> tuple[dict, dict[str, LowRankUpdate], dict[str, Tensor]]:
     """(adapter_config, {path: LowRankUpdate}, other tensors) of a PEFT LoRA folder, read with
-    safetensors only (``lora_factors`` checks the factors)."""
+    safetensors only (``lora_factors`` checks the factors). Paths are relative to the base model;
+    for the first format (``is_first_format``) our Classifier's prefix is removed from them."""
     folder = Path(folder)
     config = check_adapter_config(read_json(folder / ADAPTER_CONFIG), folder / ADAPTER_CONFIG)
     tensors = read_tensors(folder / ADAPTER_WEIGHTS)
     pairs, skipped = lora_factors(config, tensors, folder / ADAPTER_WEIGHTS)
     if skipped:
         raise RunError(f"{folder / ADAPTER_WEIGHTS}: the factors of {skipped[0]} are not r×k and d×r")
+    if is_first_format(config, tensors):  # after lora_factors: rank_pattern keys name the old paths
+        pairs = {p.removeprefix(CLASSIFIER_PREFIX): v for p, v in pairs.items()}
     fan_in_fan_out = bool(config.get("fan_in_fan_out"))
     updates = {p: LowRankUpdate(label_for(p), p, A, B, scaling, fan_in_fan_out) for p, (A, B, scaling) in pairs.items()}
     other = {k.removeprefix(PEFT_PREFIX): v for k, v in tensors.items() if ".lora_A." not in k and ".lora_B." not in k}
     return config, updates, other
-
-

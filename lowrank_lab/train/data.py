@@ -1,16 +1,14 @@
 """Tasks: labelled sentences (or sentence pairs) split into train and dev, with provenance and metrics.
 
 ``load_task(spec)`` turns a ``DataSpec`` into a ``Task`` of frozen ``Example``s; tokenisation and
-batching belong to training. Sources (``spec.task``):
+batching belong to training, reading files to ``store.datasets``. Sources (``spec.task``):
 
 - ``vader`` (the embedded default) = ``vader-movies``; also ``vader-tweets``, ``vader-amazon``,
   ``vader-nyt``: the VADER sentence-level ground truth (Hutto & Gilbert 2014, MIT), fetched once
-  from the ``vaderSentiment==3.3.2`` sdist into ``$LOWRANK_LAB_CACHE/vader`` (default
-  ``~/.cache/lowrank-lab/vader``), or read from ``spec.path`` (a folder holding the
-  ``*_GroundTruth.txt`` files); checked against pinned sha256s on every load. Binary sentiment:
-  mean rating > 0.5 is positive (1), < -0.5 negative (0), the rest is dropped.
+  from the ``vaderSentiment==3.3.2`` sdist (see ``store.datasets``) or read from ``spec.path``.
+  Binary sentiment: mean rating > 0.5 is positive (1), < -0.5 negative (0), the rest is dropped.
 - ``glue:<TASK>`` (SST-2, MRPC, RTE, CoLA, STS-B, QNLI, MNLI, QQP): GLUE's own TSVs in
-  ``spec.path/<TASK>/{train,dev}.tsv`` (MNLI: ``dev_matched.tsv``), else the Hugging Face hub.
+  ``spec.path/<TASK>/`` (train and dev; MNLI: dev matched), else the Hugging Face hub.
 - ``file``: a CSV, TSV or JSONL file, or a folder with ``train.*`` and ``dev.*`` (or
   ``validation.*``, ``test.*``), with the columns named in the spec.
 
@@ -19,32 +17,37 @@ VADER id, else its 1-based row number) and is ranked by sha256(key). A source wi
 gives its lowest-ranked 20% to dev; ``max_train`` / ``max_eval`` keep the lowest-ranked N of a
 split. Examples stay in source order. ``Task.source`` records files, checksums, counts, caps and
 the label → id map of string labels.
+
+Labels (``spec.label_kind``; VADER and GLUE tasks have their own kind, STS-B regression, the
+others classification). All labels of a task, train and dev together, must be numbers or all be
+names: a stray "n/a" in a numeric column is an error naming its file and row.
+
+- ``regression``: every label a finite number; ``num_labels`` = 1.
+- ``classification``: integers ≥ 0 are class ids as they are (``num_labels`` = largest + 1);
+  other numbers in numeric order, names in sorted order, recorded in the label map. At least two
+  distinct labels.
+- ``auto``: regression when every label is a number and at least one has a fractional part
+  (0.5, 3.75); classification otherwise, refused beyond 100 classes (a 0–1000 integer score is
+  more likely a regression target: set the kind).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import math
-import os
-import subprocess
-import sys
-import tarfile
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import pandas as pd
 
 from lowrank_lab.spec import DataSpec, SpecError
+# DataError is defined in store (which raises it first) and is the same class here.
+from lowrank_lab.store.datasets import (VADER_FILES, VADER_SDIST, VADER_SDIST_SHA256, DataError, data_files,
+                                        glue_files, read_table, read_vader, sha256_file)
 
 DEV_FRACTION = 0.2
-
-
-class DataError(ValueError):
-    """Data that cannot be read or used; the one-line message names the file, column or row."""
+MAX_AUTO_CLASSES = 100  # label_kind="auto" refuses a classifier of more classes
+VADER_TASKS = {"vader": "movies", **{f"vader-{source}": source for source in VADER_FILES}}
 
 
 @dataclass(frozen=True)
@@ -73,48 +76,6 @@ class _Row(NamedTuple):
     text: str
     pair: str | None
     label: str  # raw, as read; encoded once the label scheme of the whole task is known
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading tables: every source becomes a DataFrame of strings, then validated rows
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _read_table(path: Path, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Read a .csv, .tsv/.txt (tab-separated) or .jsonl file as a table of strings (empty cells: "").
-
-    ``columns`` names the columns of a CSV/TSV without a header line. JSONL has one object per line.
-    """
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.suffix not in (".csv", ".tsv", ".txt", ".jsonl"):
-        raise DataError(f"{path}: unknown format; use .csv, .tsv or .jsonl")
-    if path.suffix == ".jsonl":
-        records = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path} line {number}: not valid JSON ({err.msg})") from None
-            if not isinstance(records[-1], dict):
-                raise DataError(f"{path} line {number}: expected a JSON object, got {type(records[-1]).__name__}")
-        return pd.DataFrame.from_records(records)
-    # GLUE and VADER TSVs contain unbalanced literal quotes, so TSVs are read without quoting;
-    # CSVs need quoting for commas inside fields. MRPC's header starts with a BOM: utf-8-sig drops
-    # it explicitly (pandas' C parser happens to skip it too).
-    sep, quoting = (",", csv.QUOTE_MINIMAL) if path.suffix == ".csv" else ("\t", csv.QUOTE_NONE)
-    try:
-        return pd.read_csv(path, sep=sep, quoting=quoting, dtype=str, na_filter=False, encoding="utf-8-sig",
-                           header=None if columns else "infer", names=columns)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot parse ({str(err).strip()})") from None
 
 
 def _cell(value: Any) -> str | None:
@@ -148,34 +109,60 @@ def _rows(frame: pd.DataFrame, where: str, text: str, pair: str | None, label: s
 # Labels, splits and caps: the same for every source
 
 
-def _label_scheme(raw: list[str], names: tuple[str, ...] | None, regression: bool,
+def _number(label: str) -> float | None:
+    try:
+        x = float(label)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _one_type(rows: list[_Row], numbers: list[float | None]) -> bool:
+    """Whether the labels are numbers (else names); a label of the other type than most is an error."""
+    numeric = 2 * sum(x is not None for x in numbers) >= len(numbers)
+    odd = next((r for r, x in zip(rows, numbers) if (x is not None) != numeric), None)
+    if odd is not None:
+        kinds = ("not a number", "numbers") if numeric else ("a number", "names")
+        raise DataError(f"{odd.where} row {odd.row}: label {odd.label!r} is {kinds[0]} but most labels are "
+                        f"{kinds[1]}; labels must be all numbers or all names")
+    return numeric
+
+
+def _label_scheme(rows: list[_Row], names: tuple[str, ...] | None, kind: str,
                   where: str) -> tuple[Callable[[str], int | float], dict[str, int] | None, int]:
     """How raw label strings become targets: ``(encode, name → id map or None, num_labels)``.
 
-    ``names`` fixes the classes in id order; otherwise labels are inferred from all rows of the
-    task: numbers with a fractional part → regression (float); integers ≥ 0 → class ids as they
-    are; anything else (strings, negative integers) → ids in sorted order, recorded in the map.
-    """
-    if regression:
+    ``names`` fixes the classes in id order; otherwise ``kind`` (or, for "auto", the labels of all
+    rows of the task) decides, by the rule in this module's docstring."""
+    if names is not None:
+        index = {name: i for i, name in enumerate(names)}
+        return index.__getitem__, index, len(names)
+    numbers = [_number(r.label) for r in rows]
+    numeric = _one_type(rows, numbers)
+    auto = kind == "auto"
+    if auto:
+        kind = "regression" if numeric and not all(x.is_integer() for x in numbers) else "classification"
+    if kind == "regression":
+        if not numeric:
+            raise DataError(f"{rows[0].where} row {rows[0].row}: label {rows[0].label!r} is not a number; "
+                            "data.label_kind='regression' needs numeric labels")
         return float, None, 1
-    if names is None:
-        try:
-            numbers = [float(v) for v in raw]
-        except ValueError:
-            numbers = None
-        if numbers is not None and all(map(math.isfinite, numbers)):
-            if not all(x.is_integer() for x in numbers):
-                return float, None, 1
-            ids = sorted({int(x) for x in numbers})
-            if ids[0] >= 0:
-                return (lambda v: int(float(v))), None, max(ids[-1] + 1, 2)
-            order = {i: n for n, i in enumerate(ids)}
-            return (lambda v: order[int(float(v))]), {str(i): n for i, n in order.items()}, len(ids)
-        names = tuple(sorted(set(raw)))
-        if len(names) < 2:
-            raise DataError(f"{where}: every label is {names[0]!r}; a classification task needs two or more")
-    index = {name: i for i, name in enumerate(names)}
-    return index.__getitem__, index, len(names)
+    classes = sorted(set(numbers)) if numeric else sorted({r.label for r in rows})
+    if len(classes) < 2:
+        raise DataError(f"{where}: every label is {rows[0].label!r}; a classification task needs two or more")
+    if numeric and all(x.is_integer() and x >= 0 for x in classes):
+        encode, index, num_labels = (lambda v: int(float(v))), None, int(classes[-1]) + 1
+    elif numeric:
+        order = {x: n for n, x in enumerate(classes)}
+        encode, num_labels = (lambda v: order[float(v)]), len(classes)
+        index = {(str(int(x)) if x.is_integer() else str(x)): n for x, n in order.items()}
+    else:
+        index = {name: i for i, name in enumerate(classes)}
+        encode, num_labels = index.__getitem__, len(classes)
+    if auto and num_labels > MAX_AUTO_CLASSES:
+        raise DataError(f"{where}: {num_labels} classes from the labels; set data.label_kind to 'classification' "
+                        "if that is meant, or to 'regression'")
+    return encode, index, num_labels
 
 
 def _example(r: _Row, encode: Callable[[str], int | float]) -> Example:
@@ -193,8 +180,15 @@ def _lowest_ranked(keys: list[str], n: int | None) -> list[int]:
     return sorted(ranked[:n])
 
 
+def _known_kind(spec: DataSpec, name: str, kind: str) -> str:
+    """A task with its own label kind (GLUE, VADER) keeps it; data.label_kind may only repeat it."""
+    if spec.label_kind not in ("auto", kind):
+        raise SpecError(f"data.label_kind={spec.label_kind!r}: {name} is a {kind} task")
+    return kind
+
+
 def _assemble(name: str, train: list[_Row], dev: list[_Row] | None, spec: DataSpec, source: dict,
-              names: tuple[str, ...] | None = None, regression: bool = False,
+              names: tuple[str, ...] | None = None, kind: str | None = None,
               metrics: tuple[str, ...] | None = None) -> Task:
     """The common tail: split off dev if there is none, encode labels, apply caps, record counts."""
     if dev is None:
@@ -205,7 +199,7 @@ def _assemble(name: str, train: list[_Row], dev: list[_Row] | None, spec: DataSp
         source["split"] = f"dev = the {DEV_FRACTION:.0%} of rows with the smallest sha256(key), train = the rest"
     else:
         source["split"] = "as given"
-    encode, index, num_labels = _label_scheme([r.label for r in train + dev], names, regression, train[0].where)
+    encode, index, num_labels = _label_scheme(train + dev, names, kind or spec.label_kind, train[0].where)
     splits = {}
     for split, rows, cap in (("train", train, spec.max_train), ("dev", dev, spec.max_eval)):
         examples = [_example(r, encode) for r in rows]  # all rows, so a bad label is found whatever the cap
@@ -218,91 +212,17 @@ def _assemble(name: str, train: list[_Row], dev: list[_Row] | None, spec: DataSp
 
 
 # ---------------------------------------------------------------------------------------------
-# VADER: fetched once from the vaderSentiment sdist, then read from the cache
-
-VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
-VADER_SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
-_VADER_ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
-# Source → (file in the archive, its sha256). Line counts: 10,605 / 4,200 / 3,708 / 5,190 = 23,703.
-VADER_FILES = {
-    "movies": ("movieReviewSnippets_GroundTruth.txt",
-               "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"),
-    "tweets": ("tweets_GroundTruth.txt", "dfbe7102e2f92579ed8b19df9a3822491880697c67adf712fb66e520cc05102f"),
-    "amazon": ("amazonReviewSnippets_GroundTruth.txt",
-               "11a9807a0974a2506a2d3b4851eaf69b3d6d20688ce4923adda2312a4f6dd6c2"),
-    "nyt": ("nytEditorialSnippets_GroundTruth.txt", "7d8fbcce7dde5d716da53e78f4ef4be6b706e9ef1e1d51887e6d0ad4b69cc27e"),
-}
-VADER_TASKS = {"vader": "movies", **{f"vader-{source}": source for source in VADER_FILES}}
-# --no-binary for this package only: build tools may then come as wheels (5 s instead of 12 s).
-_PIP_DOWNLOAD = ["-m", "pip", "download", "--no-deps", "--no-binary", "vaderSentiment", "vaderSentiment==3.3.2"]
-
-
-def vader_cache_dir() -> Path:
-    """``$LOWRANK_LAB_CACHE/vader``, by default ``~/.cache/lowrank-lab/vader``."""
-    root = os.environ.get("LOWRANK_LAB_CACHE") or Path.home() / ".cache" / "lowrank-lab"
-    return Path(root) / "vader"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # A crash mid-write must not leave a truncated file that a later load takes for the real one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; these are public data
-    os.replace(tmp, path)
-
-
-def _fetch_vader(cache: Path) -> None:
-    """Get the sdist (pip, unless someone put it in ``cache`` by hand), verify it, extract the ground truth."""
-    cache.mkdir(parents=True, exist_ok=True)
-    sdist = cache / VADER_SDIST
-    if not sdist.exists():
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            try:
-                done = subprocess.run([sys.executable, *_PIP_DOWNLOAD, "-d", tmp], capture_output=True,
-                                      text=True, timeout=600)
-                error = done.stderr.strip().splitlines()[-1:] if done.returncode else None
-            except subprocess.TimeoutExpired:
-                error = ["timed out"]
-            if error is not None:
-                raise DataError(f"cannot download the VADER data with pip ({''.join(error)}); on a machine online run "
-                                f"`python {' '.join(_PIP_DOWNLOAD)} -d .` and copy {VADER_SDIST} into {cache}")
-            os.replace(Path(tmp) / VADER_SDIST, sdist)
-    digest = _sha256(sdist)
-    if digest != VADER_SDIST_SHA256:
-        raise DataError(f"{sdist}: sha256 {digest} is not the pinned {VADER_SDIST_SHA256}; delete it and load again")
-    checksums = {}
-    with tarfile.open(sdist) as outer, tarfile.open(fileobj=outer.extractfile(_VADER_ARCHIVE)) as inner:
-        for name, _ in VADER_FILES.values():
-            data = inner.extractfile(f"hutto_ICWSM_2014/{name}").read()
-            _write_atomic(cache / name, data)
-            checksums[name] = hashlib.sha256(data).hexdigest()
-    # Written last: its presence means every file above is complete. Loads check the pinned sha256s.
-    manifest = {"sdist": VADER_SDIST, "sdist_sha256": VADER_SDIST_SHA256, "sha256": checksums}
-    _write_atomic(cache / "checksums.json", json.dumps(manifest, indent=1).encode())
+# VADER: binary sentiment from the mean human rating
 
 
 def _load_vader(name: str, spec: DataSpec) -> Task:
-    """Read from ``spec.path`` (a folder holding the ground-truth files), else from the cache, fetching once."""
-    folder = Path(spec.path) if spec.path else vader_cache_dir()
-    if spec.path is None and not (folder / "checksums.json").exists():
-        _fetch_vader(folder)
-    filename, expected = VADER_FILES[VADER_TASKS[name]]
-    path = folder / filename
-    digest = _sha256(path) if path.is_file() else "missing"
-    if digest != expected:
-        remedy = f"delete {folder / 'checksums.json'} and load again to re-extract it"
-        if spec.path:
-            remedy = "use the file from the vaderSentiment 3.3.2 sdist"
-        raise DataError(f"{path}: sha256 {digest} is not the pinned {expected}; {remedy}")
-    # Columns: id, mean of the human ratings on -4 … +4, sentence (CRLF line ends, no header).
-    frame = _read_table(path, columns=("id", "mean", "text"))
+    kind = _known_kind(spec, name, "classification")
+    frame, path, digest = read_vader(VADER_TASKS[name], spec.path)
     rows, dropped = [], 0
     for r in _rows(frame, str(path), "text", None, "mean", keys=list(frame["id"])):
-        try:
-            mean = float(r.label)
-        except ValueError:
-            raise DataError(f"{path} row {r.row}: mean rating {r.label!r} is not a number") from None
+        mean = _number(r.label)
+        if mean is None:
+            raise DataError(f"{path} row {r.row}: mean rating {r.label!r} is not a number")
         if abs(mean) > 0.5:
             rows.append(r._replace(label="positive" if mean > 0 else "negative"))
         else:
@@ -310,7 +230,7 @@ def _load_vader(name: str, spec: DataSpec) -> Task:
     source = {"task": name, "files": {"train": {"path": str(path), "sha256": digest}},
               "sdist": {"name": VADER_SDIST, "sha256": VADER_SDIST_SHA256},
               "dropped": {"neutral (|mean| <= 0.5)": dropped}}
-    return _assemble(name, rows, None, spec, source, names=("negative", "positive"))
+    return _assemble(name, rows, None, spec, source, names=("negative", "positive"), kind=kind)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +246,7 @@ class _Glue:
     metrics: tuple[str, ...]  # the first is the main one
     hub: tuple[str, str, str | None]  # nyu-mll/glue config, its text and pair columns
     columns: tuple[str, ...] | None = None  # for TSVs without a header
-    dev: tuple[str, str] = ("dev.tsv", "validation")  # local file, hub split
+    hub_dev: str = "validation"  # the hub's split for GLUE's dev set
 
 
 _BINARY = ("0", "1")
@@ -342,7 +262,7 @@ GLUE_TASKS = {
                    ("stsb", "sentence1", "sentence2")),
     "QNLI": _Glue("question", "sentence", "label", _NLI, ("accuracy",), ("qnli", "question", "sentence")),
     "MNLI": _Glue("sentence1", "sentence2", "gold_label", ("entailment", "neutral", "contradiction"), ("accuracy",),
-                  ("mnli", "premise", "hypothesis"), dev=("dev_matched.tsv", "validation_matched")),
+                  ("mnli", "premise", "hypothesis"), hub_dev="validation_matched"),
     "QQP": _Glue("question1", "question2", "is_duplicate", _BINARY, ("accuracy", "f1"),
                  ("qqp", "question1", "question2")),
 }
@@ -357,7 +277,7 @@ def _hub_frame(task: str, fmt: _Glue, split: str) -> pd.DataFrame:
         table = datasets.load_dataset("nyu-mll/glue", config, split=split).to_pandas()
     except Exception as err:  # missing package, offline, hub error: all have the same remedy
         raise DataError(f"glue:{task}: cannot load nyu-mll/glue/{config} from the hub ({type(err).__name__}); "
-                        f"pass data.path pointing to a local GLUE folder holding {task}/train.tsv") from None
+                        f"pass data.path pointing to a local GLUE folder holding {task}'s train and dev TSVs") from None
     frame = pd.DataFrame({fmt.text: table[text], fmt.label: table["label"]})
     if pair:
         frame[fmt.pair] = table[pair]
@@ -367,19 +287,21 @@ def _hub_frame(task: str, fmt: _Glue, split: str) -> pd.DataFrame:
 
 def _load_glue(task: str, spec: DataSpec) -> Task:
     fmt = GLUE_TASKS[task]
+    kind = _known_kind(spec, f"glue:{task}", "classification" if fmt.names else "regression")
     rows, source = {}, {"task": f"glue:{task}"}
-    for split, (filename, hub_split) in (("train", ("train.tsv", "train")), ("dev", fmt.dev)):
+    local = glue_files(spec.path, task) if spec.path is not None else {}
+    for split, hub_split in (("train", "train"), ("dev", fmt.hub_dev)):
         if spec.path is None:
             where = f"nyu-mll/glue/{fmt.hub[0]}:{hub_split}"
             frame = _hub_frame(task, fmt, hub_split)
             source.setdefault("hub", {})[split] = where
         else:
-            path = Path(spec.path) / task / filename
-            frame, where = _read_table(path, columns=fmt.columns), str(path)
-            source.setdefault("files", {})[split] = {"path": where, "sha256": _sha256(path)}
+            path = local[split]
+            frame, where = read_table(path, columns=fmt.columns), str(path)
+            source.setdefault("files", {})[split] = {"path": where, "sha256": sha256_file(path)}
         rows[split] = _rows(frame, where, fmt.text, fmt.pair, fmt.label)
     return _assemble(f"glue:{task}", rows["train"], rows["dev"], spec, source,
-                     names=fmt.names, regression=fmt.names is None, metrics=fmt.metrics)
+                     names=fmt.names, kind=kind, metrics=fmt.metrics)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,23 +311,12 @@ def _load_glue(task: str, spec: DataSpec) -> Task:
 def _load_file(spec: DataSpec) -> Task:
     if spec.path is None:
         raise SpecError("data.task='file' needs data.path (a CSV/TSV/JSONL file or a folder with train.*)")
-    path = Path(spec.path)
-    files = {"train": path}
-    if path.is_dir():
-        def first(*stems: str) -> Path | None:
-            found = (path / f"{s}{x}" for s in stems for x in (".csv", ".tsv", ".jsonl"))
-            return next((f for f in found if f.is_file()), None)
-
-        # A folder without a dev file is split like a single file.
-        files = {"train": first("train"), "dev": first("dev", "validation", "test")}
-        if files["train"] is None:
-            raise DataError(f"{path}: no train.csv, train.tsv or train.jsonl in this folder")
     rows, source = {}, {"task": "file", "files": {}}
-    for split, file in files.items():
+    for split, file in data_files(spec.path).items():
         if file is not None:
-            rows[split] = _rows(_read_table(file), str(file), spec.text_column, spec.text_pair_column,
+            rows[split] = _rows(read_table(file), str(file), spec.text_column, spec.text_pair_column,
                                 spec.label_column)
-            source["files"][split] = {"path": str(file), "sha256": _sha256(file)}
+            source["files"][split] = {"path": str(file), "sha256": sha256_file(file)}
     return _assemble("file", rows["train"], rows.get("dev"), spec, source)
 
 

@@ -1,8 +1,9 @@
 """A rank sweep: expand the spec into cells, pack them, train each pack, save every cell.
 
 ``run_sweep(spec)`` is what ``lowrank-lab rank-sweep`` calls. Finished cells are skipped on a
-rerun; an interrupted pack resumes from its last checkpoint; a cell whose loss becomes NaN is
-marked failed and the others go on.
+rerun; an interrupted pack (killed, or stopped by Ctrl-C / SIGTERM, which checkpoint first)
+resumes from its last checkpoint; a cell whose loss becomes NaN is marked failed and the others
+go on. Every path and record is ``store.layout``'s.
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from lowrank_lab.store import files
-from lowrank_lab.store import peft_format
-from lowrank_lab.store import runs
-from lowrank_lab.spec import CellSpec, ExperimentSpec, SpecError, expand_sweep, spec_to_dict
+from lowrank_lab.store import checkpoints, files, layout, peft_format
+from lowrank_lab.store import tensors as tensors_io
+from lowrank_lab.store.records import CellSummary, PackInfo, TrainableParameters
+from lowrank_lab.spec import CellSpec, ExperimentSpec, SpecError, expand_sweep
 from lowrank_lab.train.data import load_task
 from lowrank_lab.train.distributed import World, close, device_for, init_world, share
+from lowrank_lab.train.interrupt import Interrupted, StopRequest
 from lowrank_lab.model.lora import base_shape
-from lowrank_lab.model.base import default_pooling, find_targets, load_base, resolve_model_path
+from lowrank_lab.model.base import CLASSIFIER_PREFIX, find_targets
+from lowrank_lab.store.models import default_pooling, load_base, portable_name
 from lowrank_lab.maths.update import LowRankUpdate
-from lowrank_lab.train.loop import (CellState, Pack, StepMeter, build_pack, cell_slices, encode, resolve_device, train_pack,
-                    trainable_parameters)
+from lowrank_lab.train.loop import (CellState, Pack, StepMeter, StepPlan, build_pack, cell_slices, encode,
+                                    resolve_device, train_pack, trainable_parameters)
 
 
 def _pack_key(cell: CellSpec) -> tuple:
@@ -81,43 +84,19 @@ def auto_pack_size(spec: ExperimentSpec, n_lora: int, world_size: int, encoder=N
     return max(1, size)
 
 
-def cell_status(sweep: Path, cell: CellSpec) -> dict:
-    """A cell's state from its own files: done/failed (summary.json), running (started) or pending."""
-    folder = runs.cell_dir(sweep, cell)
-    if (folder / "summary.json").exists():
-        summary = files.read_json(folder / "summary.json")
-        best = summary.get("best") or {}
-        return {"status": summary["status"], "error": summary.get("error"),
-                "best": best.get(summary.get("main_metric")), "pack": summary["pack"]["id"]}
-    return {"status": "running" if (folder / "config.json").exists() else "pending"}
-
-
-def write_manifest(sweep: Path, cells: Sequence[CellSpec]) -> dict:
-    """The sweep's index, rebuilt from the cells' own files (rank 0 alone writes it)."""
-    manifest = {"cells": {c.name: cell_status(sweep, c) for c in cells}}
-    files.write_json(sweep / "manifest.json", manifest)
-    return manifest
-
-
-def _check_same_spec(sweep: Path, spec: ExperimentSpec) -> None:
-    """A rerun must mean the same experiment; only the sweep axes may grow."""
-    path = sweep / "spec.json"
-    if not path.exists():
-        return
-    old, new = files.read_json(path), spec_to_dict(spec)
-    for section in ("model", "data", "train"):
-        if old.get(section) != new[section]:
-            raise SpecError(f"{path}: this sweep directory was made with a different [{section}]; "
-                            "use another sweep.name or out_dir")
-
-
-def run_sweep(spec: ExperimentSpec, echo=print) -> Path:
+def run_sweep(spec: ExperimentSpec, echo=print, claimed: bool = False) -> Path:
     """Train every cell of the sweep that is not finished yet; return the sweep directory.
 
-    Under torchrun each process trains its share of the packs (see ``distributed``)."""
+    The sweep directory is claimed first (``layout.claim_sweep``: paths, a rerun's spec, the
+    lock), before any data or model is loaded; `claimed` says the caller holds it already (the
+    CLI claims it before importing torch). Under torchrun each process trains its share of the
+    packs (see ``distributed``); rank 0 holds the lock. On SIGINT or SIGTERM the pack in progress
+    is checkpointed and ``Interrupted`` raised."""
     world = init_world(spec.train.device)
     try:
-        return _run_sweep(spec, world, echo if world.is_main else (lambda *_: None))
+        claim = contextlib.nullcontext(layout.sweep_dir(spec)) if claimed else layout.claim_sweep(spec, world.is_main)
+        with claim as sweep:
+            return _run_sweep(spec, sweep, world, echo if world.is_main else (lambda *_: None))
     finally:
         close(world)
 
@@ -153,51 +132,60 @@ def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec]) -> Inputs:
                   spec.model.pooling or default_pooling(spec.model.name))
 
 
-def _run_sweep(spec: ExperimentSpec, world: World, echo) -> Path:
+def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
     cells = expand_sweep(spec)
-    sweep = runs.sweep_dir(spec)
+    names = [c.name for c in cells]
     device = resolve_device(device_for(world, spec.train.device))
-    _check_same_spec(sweep, spec)
-    unfinished = [c for c in cells if cell_status(sweep, c)["status"] != "done"]
+    unfinished = [c for c in cells if layout.cell_entry(sweep, c.name).status != "done"]
     inputs = load_inputs(spec, unfinished) if unfinished else None
-    with files.sweep_lock(sweep) if world.is_main else contextlib.nullcontext():
+    if world.is_main:
+        layout.write_spec(sweep, spec, files.provenance(str(device)))
+        layout.update_manifest(sweep, names)
+    world.barrier()
+    todo = [c for c in cells if layout.cell_entry(sweep, c.name).status != "done"]
+    echo(f"sweep {sweep}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
+         f"{world.size} process(es), device {device}")
+    data_parallel = spec.sweep.data_parallel and world.size > 1
+    mine = _my_packs(spec, todo, inputs, device, world, data_parallel, echo)
+    overall = tqdm(total=sum(map(len, mine)), desc="sweep", unit="cell", disable=_quiet(), position=0)
+    try:
+        with StopRequest() as stop:
+            for cells_of_pack in mine:
+                _run_pack(sweep, cells_of_pack, inputs, device, world, stop, echo, data_parallel)
+                if world.is_main:
+                    layout.update_manifest(sweep, names)
+                overall.update(len(cells_of_pack))
+    except Interrupted as err:
         if world.is_main:
-            files.write_json(sweep / "spec.json", {**spec_to_dict(spec), "provenance": files.provenance(str(device))})
-            write_manifest(sweep, cells)
-        world.barrier()
-        todo = [c for c in cells if cell_status(sweep, c)["status"] != "done"]
-        echo(f"sweep {sweep}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
-             f"{world.size} process(es), device {device}")
-        n_lora = sum(c.lora.method == "lora" for c in todo)
-        data_parallel = spec.sweep.data_parallel and world.size > 1
-        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
-        size = auto_pack_size(spec, n_lora, 1 if data_parallel else world.size,
-                              inputs.encoder if inputs else None, free)
-        packs = plan_packs(todo, size)
-        if todo:
-            why = "sweep.pack" if spec.sweep.pack else ("free GPU memory and processes" if free else "processes")
-            echo(f"{len(packs)} pack(s) of up to {size} cells (from {why})")
-        mine = packs if data_parallel else [packs[i] for i in share([float(len(p)) for p in packs], world)]
-        overall = tqdm(total=sum(map(len, mine)), desc="sweep", unit="cell", disable=_quiet(), position=0)
-        for cells_of_pack in mine:
-            _run_pack(sweep, cells_of_pack, inputs, device, world, data_parallel)
-            if world.is_main:
-                write_manifest(sweep, cells)
-            overall.update(len(cells_of_pack))
+            layout.update_manifest(sweep, names, dict.fromkeys(err.cells, err.step))
+        raise
+    finally:
         overall.close()
-        world.barrier()
-        if world.is_main:
-            manifest = write_manifest(sweep, cells)
-            for name, entry in manifest["cells"].items():
-                if entry["status"] == "failed":
-                    echo(f"FAILED {name}: {entry.get('error')}")
+    world.barrier()
+    if world.is_main:
+        manifest = layout.update_manifest(sweep, names)
+        for name in manifest.names("failed"):
+            echo(f"FAILED {name}: {manifest.cells[name].error}")
     return sweep
+
+
+def _my_packs(spec: ExperimentSpec, todo: list[CellSpec], inputs: Inputs | None, device: torch.device, world: World,
+              data_parallel: bool, echo) -> list[list[CellSpec]]:
+    """The packs of the unfinished cells, sized by the spec, the processes and the free GPU memory;
+    the share of them this process trains (all of them, under data parallelism)."""
+    n_lora = sum(c.lora.method == "lora" for c in todo)
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+    size = auto_pack_size(spec, n_lora, 1 if data_parallel else world.size, inputs.encoder if inputs else None, free)
+    packs = plan_packs(todo, size)
+    if todo:
+        why = "sweep.pack" if spec.sweep.pack else ("free GPU memory and processes" if free else "processes")
+        echo(f"{len(packs)} pack(s) of up to {size} cells (from {why})")
+    return packs if data_parallel else [packs[i] for i in share([float(len(p)) for p in packs], world)]
 
 
 def failed_cells(sweep: Path) -> list[str]:
     """Names of the cells the manifest marks failed (NaN loss, no finite evaluation)."""
-    manifest = files.read_json(Path(sweep) / "manifest.json")
-    return [name for name, entry in manifest["cells"].items() if entry["status"] == "failed"]
+    return layout.read_manifest(sweep).names("failed")
 
 
 def _quiet() -> bool | None:
@@ -207,93 +195,128 @@ def _quiet() -> bool | None:
     return None if sys.stderr.isatty() else True
 
 
+@dataclass
+class PackRun:
+    """One pack of a sweep, set up to train: its model, where its files go, and where it resumes."""
+
+    pack: Pack
+    id: str
+    folder: Path  # the pack's checkpoint folder
+    dirs: list[Path]  # its cells' folders
+    total: int
+    start_step: int = 0
+    resume: dict | None = None
+    states: list[CellState] | None = None
+
+
 def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.device, world: World,
-              data_parallel: bool = False) -> None:
+              stop: StopRequest | None = None, echo=print, data_parallel: bool = False) -> None:
     """Train one pack and save its cells; with `data_parallel`, every process trains it on a slice
     of each batch and only rank 0 writes."""
     writer = world.is_main or not data_parallel
-    task, train_set, dev_set, tokenizer = inputs.task, inputs.train, inputs.dev, inputs.tokenizer
-    pack = build_pack(cells, copy.deepcopy(inputs.encoder), task.num_labels, inputs.pooling)
+    run = _set_up_pack(sweep, cells, inputs, writer, echo)
+    states, meter, seconds = _train(run, inputs, device, world, stop, writer, data_parallel)
+    if writer:
+        _write_summaries(run, states, meter, seconds, inputs, device, world, data_parallel)
+        checkpoints.remove_checkpoint(run.folder)
+
+
+def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: bool, echo) -> PackRun:
+    """The pack's model, restored from its checkpoint when there is one; else its cells start afresh."""
+    pack = build_pack(cells, copy.deepcopy(inputs.encoder), inputs.task.num_labels, inputs.pooling)
     pid = pack_id(cells)
-    ckpt_dir = sweep / "packs" / pid
-    dirs = [runs.cell_dir(sweep, c) for c in cells]
-    start_step, resume, states = 0, None, None
-    saved = runs.load_checkpoint(ckpt_dir)
+    run = PackRun(pack, pid, layout.pack_dir(sweep, pid), [layout.cell_dir(sweep, c) for c in cells],
+                  StepPlan.of(cells[0].train, len(inputs.train)).total)
+    saved = checkpoints.load_checkpoint(run.folder)
     if saved is not None:
-        start_step, resume, states = _restore(pack, saved, dirs)
+        run.start_step, run.resume, run.states = _restore(pack, saved)
+        echo(f"resuming {_listed([c.name for c in cells])} from step {run.start_step}")
+        for d in run.dirs if writer else ():  # evaluations after the checkpoint will be redone
+            layout.keep_metrics_until(d, run.start_step)
     elif writer:
-        for d, cell in zip(dirs, cells, strict=True):
-            runs.write_cell_config(d, cell)
-            for stale in ("metrics.jsonl", "summary.json"):
-                (d / stale).unlink(missing_ok=True)
+        for d, cell in zip(run.dirs, cells, strict=True):
+            layout.start_cell(d, cell)
+    return run
+
+
+def _listed(names: list[str], shown: int = 3) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, stop: StopRequest | None,
+           writer: bool, data_parallel: bool) -> tuple[list[CellState], StepMeter, float]:
+    """Train the pack from its start step, saving each cell's evaluations and best adapter (writer)."""
+    pack, cells = run.pack, run.pack.cells
 
     def on_eval(n: int, record: dict) -> None:
-        files.append_jsonl(dirs[n] / "metrics.jsonl", {k: v for k, v in record.items() if k != "best"})
+        layout.append_metrics(run.dirs[n], {k: v for k, v in record.items() if k != "best"})
         if record["best"]:
-            save_cell(dirs[n], pack, n, resolve_model_path(cells[n].model.name))
+            save_cell(run.dirs[n], pack, n, cells[n].model.name)
 
     def on_checkpoint(step, optimizer, schedule, st) -> None:
-        _checkpoint(ckpt_dir, pack, step, optimizer, schedule, st)
+        _checkpoint(run.folder, pack, step, optimizer, schedule, st)
 
-    spec = cells[0].train
-    total = spec.max_steps or max(1, len(train_set) // spec.batch_size) * spec.epochs
-    bar = tqdm(total=total, initial=start_step, desc=f"pack of {len(cells)}", unit="step",
+    bar = tqdm(total=run.total, initial=run.start_step, desc=f"pack of {len(cells)}", unit="step",
                disable=_quiet(), position=1, leave=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     meter = StepMeter()
-    states = train_pack(pack, task, train_set, dev_set, tokenizer, device, start_step=start_step,
-                        resume=resume, states=states, on_eval=on_eval if writer else None,
-                        on_checkpoint=on_checkpoint if writer else None, progress=bar,
-                        shard=(world.rank, world.size) if data_parallel else (0, 1), meter=meter)
+    try:
+        states = train_pack(pack, inputs.task, inputs.train, inputs.dev, inputs.tokenizer, device,
+                            start_step=run.start_step, resume=run.resume, states=run.states,
+                            on_eval=on_eval if writer else None, on_checkpoint=on_checkpoint if writer else None,
+                            stop=stop, progress=bar, shard=(world.rank, world.size) if data_parallel else (0, 1),
+                            meter=meter)
+    finally:
+        bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    bar.close()
-    if not writer:
-        return
-    steps = total - start_step
+    return states, meter, time.perf_counter() - t0
+
+
+def _write_summaries(run: PackRun, states: list[CellState], meter: StepMeter, seconds: float, inputs: Inputs,
+                     device: torch.device, world: World, data_parallel: bool) -> None:
+    """Each cell's summary.json: status, best evaluation, size, speed, provenance."""
+    cells, task = run.pack.cells, inputs.task
+    steps, b, K = run.total - run.start_step, cells[0].train.batch_size, len(cells)
     provenance = files.provenance(str(device))
-    for n, (cell, d, st) in enumerate(zip(cells, dirs, states, strict=True)):
-        status = "failed" if st.failed or st.best is None else "done"
-        summary = {
-            "cell": cell.name, "status": status, "error": st.failed, "best": st.best,
-            "main_metric": task.main_metric, "task": task.name,
-            "trainable_parameters": trainable_parameters(pack, n),
-            "pack": {"id": pid, "size": len(cells), "resumed_at_step": start_step, "rank": world.rank,
-                     "data_parallel_processes": world.size if data_parallel else 1},
-            "wall_seconds": seconds, "steps": steps,
-            "examples_per_second": steps * spec.batch_size / seconds if seconds else None,
-            "pack_examples_per_second": steps * spec.batch_size * len(cells) / seconds if seconds else None,
-            "throughput": asdict(meter),
-            "peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-            "data": task.source, "provenance": provenance,
-        }
-        files.write_json(d / "summary.json", summary)
-    for f in ("state.json", "state.safetensors"):
-        (ckpt_dir / f).unlink(missing_ok=True)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    info = PackInfo(run.id, K, run.start_step, world.rank, world.size if data_parallel else 1)
+    for n, (cell, d, st) in enumerate(zip(cells, run.dirs, states, strict=True)):
+        layout.write_summary(d, CellSummary(
+            cell=cell.name, status="failed" if st.failed or st.best is None else "done", error=st.failed,
+            best=st.best, main_metric=task.main_metric, task=task.name,
+            trainable_parameters=TrainableParameters(**trainable_parameters(run.pack, n)), pack=info,
+            wall_seconds=seconds, steps=steps,
+            examples_per_second=steps * b / seconds if seconds else None,
+            pack_examples_per_second=steps * b * K / seconds if seconds else None,
+            throughput=asdict(meter), peak_gpu_memory_gib=peak, data=task.source, provenance=provenance))
 
 
 def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
-    """Save cell n as it is now: a PEFT adapter (LoRA) or its trained weights (full, BitFit)."""
+    """Save cell n as it is now: a PEFT adapter (LoRA) with its head beside it, or its trained
+    weights (full, BitFit). The adapter's paths are the plain base model's (our Classifier's
+    ``encoder.`` removed), so PEFT loads it on ``AutoModel.from_pretrained(base_model)``."""
     cell = pack.cells[n]
     tensors = {k: v.detach().float().cpu().clone() for k, v in cell_slices(pack, n).items()}
     head = {"weight": tensors.pop("head.weight"), "bias": tensors.pop("head.bias")}
     if cell.lora.method != "lora":
         weights = {k.removeprefix("model."): v for k, v in tensors.items()}
-        files.write_tensors(folder / "weights.safetensors", {**weights, **{f"head.{k}": v for k, v in head.items()}})
+        tensors_io.write_tensors(layout.weights_path(folder), {**weights, **{f"head.{k}": v for k, v in head.items()}})
         return
     updates = []
     for path, layer in pack.layers.items():
         if layer.ranks[n]:
-            updates.append(LowRankUpdate(pack.labels[path], path, tensors[f"{path}.lora_A"],
-                                         tensors[f"{path}.lora_B"], float(layer.scaling[n]),
-                                         layer.fan_in_fan_out))
+            updates.append(LowRankUpdate(pack.labels[path], path.removeprefix(CLASSIFIER_PREFIX),
+                                         tensors[f"{path}.lora_A"], tensors[f"{path}.lora_B"],
+                                         float(layer.scaling[n]), layer.fan_in_fan_out))
     lora = cell.lora
-    peft_format.save_adapter(folder / "adapter", updates, base_model=base_model, revision=cell.model.revision,
-                      alpha=lora.alpha, scaling_rule=lora.scaling_rule, init=lora.init,
-                      dropout=lora.dropout, head=head)
+    peft_format.save_adapter(layout.adapter_dir(folder), updates, base_model=portable_name(base_model),
+                             revision=cell.model.revision, alpha=lora.alpha, scaling_rule=lora.scaling_rule,
+                             init=lora.init, dropout=lora.dropout)
+    peft_format.save_head(folder, head["weight"], head["bias"], pooling=pack.model.pooling)
 
 
 def _checkpoint(folder: Path, pack: Pack, step: int, optimizer, schedule, states: list[CellState]) -> None:
@@ -306,10 +329,10 @@ def _checkpoint(folder: Path, pack: Pack, step: int, optimizer, schedule, states
     state = {"step": step, "param_groups": opt["param_groups"], "schedule": schedule.state_dict(),
              "states": [{"best": s.best, "failed": s.failed} for s in states],
              "cells": [c.name for c in pack.cells]}
-    runs.save_checkpoint(folder, tensors, state)
+    checkpoints.save_checkpoint(folder, tensors, state)
 
 
-def _restore(pack: Pack, saved, dirs: list[Path]) -> tuple[int, dict, list[CellState]]:
+def _restore(pack: Pack, saved) -> tuple[int, dict, list[CellState]]:
     tensors, state = saved
     with torch.no_grad():
         for i, p in enumerate(pack.trainable):
@@ -319,11 +342,7 @@ def _restore(pack: Pack, saved, dirs: list[Path]) -> tuple[int, dict, list[CellS
         if key.startswith("opt."):
             _, i, name = key.split(".", 2)
             opt_state.setdefault(int(i), {})[name] = value
-    step = state["step"]
-    for d in dirs:  # evaluations after the checkpoint will be redone
-        records = [r for r in files.read_jsonl(d / "metrics.jsonl") if r["step"] <= step]
-        files.write_jsonl(d / "metrics.jsonl", records)
     states = [CellState(best=s["best"], failed=s["failed"]) for s in state["states"]]
     resume = {"optimizer": {"state": opt_state, "param_groups": state["param_groups"]},
               "schedule": state["schedule"], "rng": tensors["rng"]}
-    return step, resume, states
+    return state["step"], resume, states

@@ -168,7 +168,8 @@ def test_pattern_key_follows_peft(patterns, path):
     assert ours == (theirs if theirs in patterns else None)
 
 
-def test_dora_effective_delta_is_dense_and_matches_peft_merge(tmp_path):
+def _dora(tmp_path):
+    """A DoRA adapter on tiny GPT-2 with trained magnitudes: (PEFT model, adapter read back)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pm, _, base_dir = _make(tmp_path, "gpt2", use_dora=True, rank_pattern={})
@@ -176,7 +177,11 @@ def test_dora_effective_delta_is_dense_and_matches_peft_merge(tmp_path):
         m = module.lora_magnitude_vector["default"].weight.data
         m.mul_(1 + 0.3 * torch.rand(m.shape))
     pm.save_pretrained(tmp_path / "dora")
-    ext = load_external(tmp_path / "dora", base=base_dir)
+    return pm, load_external(tmp_path / "dora", base=base_dir)
+
+
+def test_dora_effective_delta_is_dense_and_matches_peft_merge(tmp_path):
+    pm, ext = _dora(tmp_path)
     modules = _lora_modules(pm)
     assert set(ext.dense_delta) == set(ext.updates) and set(ext.kind.values()) == {"dora"}
     assert any("DoRA" in note and "not low-rank" in note for note in ext.notes)
@@ -184,6 +189,21 @@ def test_dora_effective_delta_is_dense_and_matches_peft_merge(tmp_path):
         dense = ext.dense_delta[label]
         assert torch.allclose(dense, _expected_delta(modules[u.path]), atol=1e-5)
         assert torch.linalg.matrix_rank(dense) > u.r
+
+
+def test_dora_amplification_records_peft_scaling(tmp_path):
+    """The rank-r part of DoRA's dense ΔW keeps PEFT's scaling α/r (it was recorded as 1)."""
+    from lowrank_lab.analysis.external import analyze_adapter, effective_updates
+
+    pm, ext = _dora(tmp_path)
+    modules = _lora_modules(pm)
+    amp = analyze_adapter(ext)["amplification"].set_index("label")
+    for label, u in effective_updates(ext).items():
+        assert u.kind == "dora" and u.scaling == pytest.approx(modules[u.path].scaling["default"]) == 4.0
+        assert amp.loc[label, "scaling"] == pytest.approx(4.0)
+        U, S, Vh = torch.linalg.svd(ext.dense_delta[label].double())
+        best = (U[:, :u.r] * S[:u.r]) @ Vh[:u.r]  # Eckart–Young: the rank-r part analysed
+        assert torch.allclose(delta_w(u.A, u.B, u.scaling).double(), best, atol=1e-5)
 
 
 def test_pissa_delta_is_relative_to_the_original_base(tmp_path):
@@ -232,14 +252,16 @@ def test_several_adapters_in_sub_folders(tmp_path):
         load_external(tmp_path / "sub", base=base_dir)
 
 
-def test_legacy_bin_is_read_with_weights_only(made, tmp_path):
+def test_pickled_bin_is_refused_in_one_line_naming_what_is_read(made, tmp_path):
     _, adapter_dir, base_dir = made["bert"]
     folder = tmp_path / "legacy"
     folder.mkdir()
     (folder / "adapter_config.json").write_text((adapter_dir / "adapter_config.json").read_text())
     torch.save(load_file(adapter_dir / "adapter_model.safetensors"), folder / "adapter_model.bin")
-    ext, ref = load_external(folder, base=base_dir), load_external(adapter_dir, base=base_dir)
-    assert all(torch.equal(ext.updates[k].B, ref.updates[k].B) for k in ref.updates)
+    with pytest.raises(RunError, match=r"legacy/adapter_model.bin: a pickle, not read .* reads "
+                                       r"adapter_model.safetensors") as err:
+        load_external(folder, base=base_dir)
+    assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
 
 
 # --- malformed inputs --------------------------------------------------------------------------

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from lowrank_lab.analysis import tables as an
 from lowrank_lab.maths import linalg
-from lowrank_lab.store import files
-from lowrank_lab.store import runs
+from lowrank_lab.store import runs, tensors
+from lowrank_lab.store import tables as st
 from lowrank_lab.analysis import sweep as sa
+from lowrank_lab.workflow import sweep as ws
 from lowrank_lab.maths.update import LowRankUpdate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +125,7 @@ def test_default_n_w0_is_ten_percent_with_a_floor_and_a_cap():
 
 
 def test_sweep_phi_compares_ranks_at_one_seed_and_seeds_at_one_rank(analyzed):
-    phi = an.read_table(analyzed, an.PHI)
+    phi = st.read_table(analyzed, an.PHI)
     ranks = phi[phi["comparison"] == "ranks"]
     assert (ranks["seed1"] == ranks["seed2"]).all() and (ranks["r1"] < ranks["r2"]).all()
     seeds = phi[phi["comparison"] == "seeds"]
@@ -132,10 +135,10 @@ def test_sweep_phi_compares_ranks_at_one_seed_and_seeds_at_one_rank(analyzed):
 
 
 def test_sweep_amplification_matches_the_run_and_base_weights_directly(analyzed):
-    amp = an.read_table(analyzed, an.AMPLIFICATION)
+    amp = st.read_table(analyzed, an.AMPLIFICATION)
     run = runs.load_run(analyzed / "cells" / "lora-qv-r4-alpha_r-kaiming-seed1")
     u = run.updates["L2.v"]
-    from lowrank_lab.model.base import load_base
+    from lowrank_lab.store.models import load_base
 
     encoder, _ = load_base(str(ROOT / "tests/fixtures/sweep/base"))
     W0 = encoder.encoder.layer[2].attention.self.value.weight.detach().double()
@@ -150,17 +153,18 @@ def test_full_fine_tuning_delta_is_trained_minus_base_weight(analyzed):
     sweep_runs = runs.load_sweep(analyzed)
     full = next(r for r in sweep_runs if r.spec.lora.method == "full")
     base = sa.base_weights(sweep_runs, str(ROOT / "tests/fixtures/sweep/base"))
-    deltas, w0s = sa.full_deltas(full, base)
-    W_ft = files.read_tensors(full.path / sa.WEIGHTS_FILE)["encoder.layer.1.attention.output.dense.weight"]
+    weights = tensors.read_tensors(runs.weights_path(full.path))
+    deltas, w0s = sa.full_deltas(weights, base)
+    W_ft = weights["encoder.layer.1.attention.output.dense.weight"]
     torch.testing.assert_close(deltas["L1.o"], W_ft.double() - w0s["L1.o"])
     assert list(deltas)[:4] == ["L0.q", "L0.k", "L0.v", "L0.o"]
-    spectrum = an.read_table(analyzed, an.SPECTRUM)
+    spectrum = st.read_table(analyzed, an.SPECTRUM)
     assert {"lora", "full"} <= set(spectrum["method"])
 
 
 def test_every_table_has_a_sidecar_with_conventions_spec_and_provenance(analyzed):
     for name in an.TABLES:
-        side = json.loads(an.table_path(analyzed, name).with_suffix(".json").read_text())
+        side = json.loads(st.table_path(analyzed, name).with_suffix(".json").read_text())
         assert side["table"] == name and "git_commit" in side["provenance"]
         assert side["conventions"]["delta_w"].endswith("INCLUDES the scaling")
         assert side["sweep_spec"]["sweep"]["r"] == [1, 2, 4, 8]
@@ -168,4 +172,55 @@ def test_every_table_has_a_sidecar_with_conventions_spec_and_provenance(analyzed
 
 def test_reading_a_table_that_was_not_computed_names_the_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="lowrank-lab subspace"):
-        an.read_table(tmp_path, an.PHI)
+        st.read_table(tmp_path, an.PHI)
+
+
+def _sweep_copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("figures", "report", "tables"))
+    return dst
+
+
+def test_subspace_of_side_B_keeps_the_side_A_table_that_report_reads(analyzed, tmp_path):
+    sweep = _sweep_copy(analyzed, tmp_path / "sweep")
+    before = st.read_table(sweep, an.PHI)
+    paths = ws.compute_subspace(sweep, ["B"], base=str(ROOT / "tests/fixtures/sweep/base"))
+    assert {p.name for p in paths} == {"phi_B.csv", "phi_w0_B.csv"}
+    after = st.read_table(sweep, an.PHI)
+    assert set(after["side"]) == {"A"} and after.equals(before)
+    assert set(st.read_table(sweep, an.PHI, side="B")["side"]) == {"B"}
+    assert (st.table_side(sweep, an.PHI), st.table_side(sweep, an.PHI, "B")) == ("A", "B")
+    assert st.sides_computed(sweep) == ["A", "B"] and st.table_side(sweep, an.AMPLIFICATION) is None
+
+
+def test_a_table_read_back_is_bit_identical_and_its_sidecar_states_the_format(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for name in ("spec.json", "manifest.json"):
+        shutil.copy(ROOT / "tests/fixtures/sweep" / name, sweep / name)
+    values = torch.randn(1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    values = (values * 10.0 ** torch.randint(-30, 30, (1000,), generator=torch.Generator().manual_seed(1))).numpy()
+    frame = pd.DataFrame({"label": "L0.q", "phi": values, "third": [1 / 3] * 1000})
+    st.write_table(sweep, an.AMPLIFICATION, frame, {}, an.CONVENTIONS)
+    back = st.read_table(sweep, an.AMPLIFICATION)
+    assert (back["phi"].to_numpy() == values).all() and (back["third"] == 1 / 3).all()
+    assert st.read_sidecar(sweep, an.AMPLIFICATION)["format"]["floats"].startswith("shortest decimal")
+    assert st.is_current(sweep, an.AMPLIFICATION)
+
+
+def test_ensure_tables_recomputes_only_what_is_stale(analyzed, tmp_path):
+    sweep = _sweep_copy(analyzed, tmp_path / "sweep")
+    assert ws.stale(sweep) == {}
+    meta = json.loads(st.table_path(sweep, an.AMPLIFICATION).with_suffix(".json").read_text())
+    meta["cells"] = meta["cells"][:-1]  # as if a cell had finished since
+    st.table_path(sweep, an.AMPLIFICATION).with_suffix(".json").write_text(json.dumps(meta))
+    assert ws.stale(sweep) == {"amplify": ("A",)}
+    written = ws.ensure_tables(sweep, base=str(ROOT / "tests/fixtures/sweep/base"), echo=lambda _: None)
+    assert [p.name for p in written] == ["amplification.csv"] and ws.stale(sweep) == {}
+
+
+def test_analysis_tables_does_not_import_the_sweep_module():
+    import ast
+
+    source = (ROOT / "lowrank_lab/analysis/tables.py").read_text()
+    imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
+    assert "lowrank_lab.analysis.sweep" not in imported and "lowrank_lab.store.tables" in imported

@@ -11,6 +11,7 @@ import json
 import shutil
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from lowrank_lab.train import data
+from lowrank_lab.store import datasets
 from lowrank_lab.spec import DataSpec, SpecError
 from lowrank_lab.train.data import DataError, Example, load_task
 from lowrank_lab.maths.metrics import compute_metrics
@@ -266,7 +267,6 @@ def test_folder_with_jsonl_train_and_validation_and_text_pairs(tmp_path):
     (["0.5", "1.25", "3"], 1, [0.5, 1.25, 3.0], None),  # a fractional part: regression
     (["1.0", "0.0", "2.0"], 3, [1, 0, 2], None),  # integer-valued floats are class ids
     (["-1", "1", "-1"], 2, [0, 1, 0], {"-1": 0, "1": 1}),  # negative integers: sorted order
-    (["1", "1", "1"], 2, [1, 1, 1], None),  # class ids as they are: at least 0 and 1
     (["spam", "ham", "eggs"], 3, [2, 1, 0], {"eggs": 0, "ham": 1, "spam": 2}),
 ])
 def test_file_labels_become_class_ids_or_regression_targets(tmp_path, labels, num_labels, expected, mapping):
@@ -344,7 +344,7 @@ def test_vader_default_task_has_the_default_caps_of_balanced_snippets(vader_cach
     assert task.source["rows"] == {"train": 8034, "dev": 2009}  # 20% of 10,043 binary snippets
     assert (task.num_labels, task.metrics, task.source["labels"]) == (2, ("accuracy",), {"negative": 0, "positive": 1})
     assert 0.45 < np.mean([e.label for e in task.train]) < 0.55
-    assert task.source["sdist"]["sha256"] == data.VADER_SDIST_SHA256
+    assert task.source["sdist"]["sha256"] == datasets.VADER_SDIST_SHA256
     rock = ("The Rock is destined to be the 21st Century's new ''Conan'' and that he's going to make a splash even "
             "greater than Arnold Schwarzenegger, Jean Claud Van Damme or Steven Segal.")  # id 1, mean 2.27
     assert uncapped.train[0] == Example(rock, None, 1)
@@ -353,14 +353,14 @@ def test_vader_default_task_has_the_default_caps_of_balanced_snippets(vader_cach
 def test_vader_sources_load_from_the_cache_offline(vader_cache, monkeypatch):
     folder = use_cache(monkeypatch, vader_cache[0])
     manifest = json.loads((folder / "checksums.json").read_text())
-    assert manifest["sdist_sha256"] == data.VADER_SDIST_SHA256
+    assert manifest["sdist_sha256"] == datasets.VADER_SDIST_SHA256
     for name, (binary, dropped) in VADER_COUNTS.items():
         task = load_task(DataSpec(task=name, **ALL))
         assert len(task.train) + len(task.dev) == binary and len(task.dev) == round(0.2 * binary)
         assert task.source["dropped"] == {"neutral (|mean| <= 0.5)": dropped}
         path = Path(task.source["files"]["train"]["path"])
         assert task.source["files"]["train"]["sha256"] == manifest["sha256"][path.name]
-        assert manifest["sha256"][path.name] == data.VADER_FILES[name.removeprefix("vader-")][1]
+        assert manifest["sha256"][path.name] == datasets.VADER_FILES[name.removeprefix("vader-")][1]
         assert all("\r" not in e.text for e in task.train)  # CRLF line ends are not part of the text
     assert sum(b + d for b, d in VADER_COUNTS.values()) == 23703
     movies = load_task(DataSpec(task="vader-movies", **ALL))
@@ -370,7 +370,7 @@ def test_vader_sources_load_from_the_cache_offline(vader_cache, monkeypatch):
 def test_vader_tampered_cache_file_is_detected_and_re_extracted_from_the_sdist(vader_cache, monkeypatch, tmp_path):
     shutil.copytree(vader_cache[0], tmp_path / "c")
     folder = use_cache(monkeypatch, tmp_path / "c")
-    with (folder / data.VADER_FILES["movies"][0]).open("a") as f:
+    with (folder / datasets.VADER_FILES["movies"][0]).open("a") as f:
         f.write("\r\n99999\t3.0\tAn extra line that was never rated.")
     with pytest.raises(DataError, match="movieReviewSnippets_GroundTruth.txt: sha256 .* is not the pinned c8293b0d"):
         load_task(DataSpec(task="vader"))
@@ -380,7 +380,7 @@ def test_vader_tampered_cache_file_is_detected_and_re_extracted_from_the_sdist(v
 
 def test_vader_from_a_folder_given_as_data_path(vader_cache, monkeypatch, tmp_path):
     use_cache(monkeypatch, tmp_path / "empty-cache")
-    name = data.VADER_FILES["tweets"][0]
+    name = datasets.VADER_FILES["tweets"][0]
     shutil.copy(vader_cache[0] / "vader" / name, tmp_path / name)
     task = load_task(DataSpec(task="vader-tweets", path=str(tmp_path), max_train=None, max_eval=None))
     assert len(task.train) + len(task.dev) == VADER_COUNTS["vader-tweets"][0]
@@ -392,7 +392,7 @@ def test_vader_from_a_folder_given_as_data_path(vader_cache, monkeypatch, tmp_pa
 def test_vader_sdist_with_the_wrong_checksum_is_rejected(monkeypatch, tmp_path):
     folder = use_cache(monkeypatch, tmp_path)
     folder.mkdir()
-    (folder / data.VADER_SDIST).write_bytes(b"not the sdist")
+    (folder / datasets.VADER_SDIST).write_bytes(b"not the sdist")
     with pytest.raises(DataError, match="is not the pinned 5d7c06e0"):
         load_task(DataSpec(task="vader"))
 
@@ -401,3 +401,95 @@ def test_vader_offline_first_use_says_what_to_run_by_hand(monkeypatch, tmp_path)
     use_cache(monkeypatch, tmp_path)
     with pytest.raises(DataError, match=r"cannot download .* pip download .* copy vaderSentiment-3.3.2.tar.gz into"):
         load_task(DataSpec(task="vader-tweets"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Label kinds: explicit, inferred by the stated rule, and refused when the labels do not fit
+
+
+def write_labels(folder: Path, labels: list) -> DataSpec:
+    """train.tsv with these labels, dev.tsv with the first two."""
+    for name, split in (("train", labels), ("dev", labels[:2])):
+        (folder / f"{name}.tsv").write_text("sentence\tlabel\n" + "".join(f"s{i}\t{v}\n" for i, v in enumerate(split)))
+    return DataSpec(task="file", path=str(folder))
+
+
+def test_a_numeric_label_column_with_one_stray_value_names_the_file_row_and_value(tmp_path):
+    labels = [i % 2 for i in range(30)]
+    labels[6] = "n/a"
+    with pytest.raises(DataError, match=r"train\.tsv row 7: label 'n/a' is not a number but most labels are numbers"):
+        load_task(write_labels(tmp_path, labels))
+
+
+def test_mixed_label_types_are_refused(tmp_path):
+    rows = [{"sentence": f"s{i}", "label": y} for i, y in enumerate([1, "positive", True, "negative"])]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(DataError, match=r"d\.jsonl row 1: label '1' is a number but most labels are names"):
+        load_task(DataSpec(task="file", path=str(tmp_path / "d.jsonl")))
+
+
+def test_a_single_numeric_class_is_refused(tmp_path):
+    with pytest.raises(DataError, match="every label is '1'; a classification task needs two or more"):
+        load_task(write_labels(tmp_path, ["1", "1", "1"]))
+
+
+@pytest.mark.parametrize("kind, labels, num_labels, expected, mapping", [
+    ("regression", ["1", "0", "2"], 1, [1.0, 0.0, 2.0], None),
+    ("classification", ["0.5", "1.5", "0.5"], 2, [0, 1, 0], {"0.5": 0, "1.5": 1}),
+    ("classification", ["3", "1", "3"], 4, [3, 1, 3], None),
+    ("auto", ["0.5", "2", "1"], 1, [0.5, 2.0, 1.0], None),
+])
+def test_label_kind_set_in_the_spec_overrides_the_inference(tmp_path, kind, labels, num_labels, expected, mapping):
+    spec = replace(write_labels(tmp_path, labels), label_kind=kind)
+    task = load_task(spec)
+    assert [e.label for e in task.train] == expected and task.num_labels == num_labels
+    assert task.source["labels"] == mapping
+
+
+def test_regression_needs_numbers_and_auto_refuses_a_hundred_odd_classes(tmp_path):
+    with pytest.raises(DataError, match=r"train\.tsv row 1: label 'pos' is not a number; data.label_kind='regression'"):
+        load_task(replace(write_labels(tmp_path, ["pos", "neg", "pos"]), label_kind="regression"))
+    scores = [str(i) for i in range(150)]
+    with pytest.raises(DataError, match="150 classes from the labels; set data.label_kind"):
+        load_task(write_labels(tmp_path, scores))
+    assert load_task(replace(write_labels(tmp_path, scores), label_kind="classification")).num_labels == 150
+    assert load_task(replace(write_labels(tmp_path, scores), label_kind="regression")).num_labels == 1
+
+
+def test_glue_and_vader_keep_their_known_label_kinds(tmp_path):
+    assert load_task(DataSpec(task="glue:STS-B", path=str(FIXTURE_GLUE), label_kind="regression")).num_labels == 1
+    with pytest.raises(SpecError, match="data.label_kind='classification': glue:STS-B is a regression task"):
+        load_task(DataSpec(task="glue:STS-B", path=str(FIXTURE_GLUE), label_kind="classification"))
+    with pytest.raises(SpecError, match="glue:SST-2 is a classification task"):
+        load_task(DataSpec(task="glue:SST-2", path=str(FIXTURE_GLUE), label_kind="regression"))
+    with pytest.raises(SpecError, match="vader is a classification task"):
+        load_task(DataSpec(task="vader", label_kind="regression"))
+    with pytest.raises(SpecError, match="data.label_kind='ordinal'"):
+        DataSpec(label_kind="ordinal")
+    shutil.copytree(FIXTURE_GLUE / "STS-B", tmp_path / "STS-B")
+    dev = tmp_path / "STS-B" / "dev.tsv"
+    lines = dev.read_text().splitlines()
+    dev.write_text("\n".join(lines[:-1] + ["\t".join(lines[-1].split("\t")[:-1] + ["n/a"])]) + "\n")
+    with pytest.raises(DataError, match=r"STS-B/dev\.tsv row \d+: label 'n/a' is not a number"):
+        load_task(DataSpec(task="glue:STS-B", path=str(tmp_path)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Files that are not UTF-8; which code reads files
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.csv", "d.tsv"])
+def test_a_data_file_that_is_not_utf8_is_one_line_naming_the_file(tmp_path, name):
+    sep = {"d.csv": ",", "d.tsv": "\t"}.get(name)
+    text = ('{"sentence": "caf\xe9", "label": 1}\n' if sep is None else f"sentence{sep}label\ncaf\xe9{sep}1\n")
+    (tmp_path / name).write_bytes(text.encode("latin-1"))
+    with pytest.raises(DataError, match=rf"{name}: not UTF-8 text") as err:
+        load_task(DataSpec(task="file", path=str(tmp_path / name)))
+    assert "\n" not in str(err.value)
+
+
+def test_data_errors_are_one_class_raised_by_store_and_train():
+    assert DataError is datasets.DataError
+    from lowrank_lab.errors import USER_ERRORS
+
+    assert datasets.DataError in USER_ERRORS

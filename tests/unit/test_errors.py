@@ -14,7 +14,8 @@ from lowrank_lab.store import runs
 from lowrank_lab.spec import (CellSpec, DataSpec, LoRASpec, ModelSpec, SpecError, TrainSpec, build_spec,
                                 load_spec, parse_override)
 from lowrank_lab.train.data import load_task
-from lowrank_lab.model.base import ModelError, load_base
+from lowrank_lab.model.base import ModelError
+from lowrank_lab.store.models import load_base
 from lowrank_lab.train.sweep import run_sweep
 from lowrank_lab.train.loop import build_pack, encode, train_pack
 from lowrank_lab_cli.main import cli

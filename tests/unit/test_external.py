@@ -4,7 +4,9 @@ recomputation; sidecars; the randomized W0 route equals the dense one on a low-r
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +19,7 @@ from peft import LoraConfig  # noqa: E402
 from cli.main import cli  # noqa: E402
 from lowrank_lab.analysis import tables as an  # noqa: E402
 from lowrank_lab.analysis import external
+from lowrank_lab.workflow import external as wx
 from lowrank_lab.maths import linalg  # noqa: E402
 from lowrank_lab.store.adapters import ExternalAdapter, load_all, load_external  # noqa: E402
 from lowrank_lab.maths.update import LowRankUpdate  # noqa: E402
@@ -133,7 +136,7 @@ def test_dora_is_analysed_as_its_dense_effective_delta(tmp_path):
 
 def test_analyze_writes_every_table_with_sidecar_and_figures(two, tmp_path):
     folder, base = two
-    paths, notes = external.analyze(folder, base=base, out=tmp_path / "out")
+    paths, notes = wx.analyze(folder, base=base, out=tmp_path / "out")
     for name in external.ANALYZE_TABLES:
         table = pd.read_csv(tmp_path / "out" / f"{name}.csv")
         assert set(table["adapter"]) == {"two", "two/seed1"}
@@ -165,3 +168,94 @@ def test_cli_bad_input_is_one_line_and_exit_2(two, tmp_path):
     assert result.exit_code == 2 and "give the base with --base" in result.output
     result = CliRunner().invoke(cli, ["compare", str(folder / "seed1"), "--base", str(tmp_path)])
     assert result.exit_code == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapters of the committed fixture sweep (read only: copied before anything writes)
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sweep"
+FIXTURE_BASE = FIXTURE / "base"
+
+
+def _cell_copy(tmp_path: Path, cell: str, keep: tuple[str, ...] | None = None) -> Path:
+    """tmp_path/<cell>/adapter: the cell's adapter folder copied, with only the modules whose
+    path contains one of `keep` (e.g. ("self.key", "output.dense") for a k, o adapter)."""
+    from safetensors.torch import load_file, save_file
+
+    src, dst = FIXTURE / "cells" / cell / "adapter", tmp_path / cell / "adapter"
+    shutil.copytree(src, dst)
+    if keep is not None:
+        lora = lambda k: ".lora_" in k  # noqa: E731
+        tensors = {k: v for k, v in load_file(dst / "adapter_model.safetensors").items()
+                   if not lora(k) or any(m in k for m in keep)}
+        save_file(tensors, dst / "adapter_model.safetensors")
+        config = json.loads((dst / "adapter_config.json").read_text())
+        config["target_modules"] = [m for m in config["target_modules"] if any(k in m for k in keep)]
+        (dst / "adapter_config.json").write_text(json.dumps(config))
+    return dst
+
+
+def test_compare_two_folders_named_adapter_compares_the_two_cells(tmp_path):
+    a = _cell_copy(tmp_path, "lora-qv-r4-alpha_r-kaiming-seed0")
+    b = _cell_copy(tmp_path, "lora-qv-r4-alpha_r-kaiming-seed1")
+    result = CliRunner().invoke(cli, ["compare", str(a), str(b), "--base", str(FIXTURE_BASE),
+                                      "--out", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    dist = pd.read_csv(tmp_path / "c" / "distances.csv")
+    assert set(zip(dist["adapter1"], dist["adapter2"])) == {("lora-qv-r4-alpha_r-kaiming-seed0",
+                                                             "lora-qv-r4-alpha_r-kaiming-seed1")}
+    assert dist["frobenius"].min() > 1e-3 and dist["phi"].max() < 1 - 1e-6  # two seeds, not one adapter twice
+    figures = list((tmp_path / "c" / "figures").glob("*.png"))
+    assert [p.name for p in figures] == ["lora-qv-r4-alpha_r-kaiming-seed0-vs-lora-qv-r4-alpha_r-kaiming-seed1-phi.png"]
+
+
+def test_compare_names_the_compared_adapters_in_the_figure_title(tmp_path, monkeypatch):
+    titles = []
+    monkeypatch.setattr(wx.store_figures, "figure_bytes", lambda fig: titles.append(fig._suptitle.get_text()) or {})
+    a = _cell_copy(tmp_path, "lora-qv-r4-alpha_r-kaiming-seed0")
+    b = _cell_copy(tmp_path, "lora-qv-r8-alpha_r-kaiming-seed1")
+    wx.compare([a, b], base=FIXTURE_BASE, out=tmp_path / "c")
+    assert len(titles) == 1 and "lora-qv-r4-alpha_r-kaiming-seed0" in titles[0]
+    assert "lora-qv-r8-alpha_r-kaiming-seed1" in titles[0] and "seed 0 vs" not in titles[0]
+
+
+def test_the_same_folder_twice_is_one_adapter_not_a_comparison(tmp_path):
+    a = _cell_copy(tmp_path, "lora-qv-r4-alpha_r-kaiming-seed0")
+    result = CliRunner().invoke(cli, ["compare", str(a), str(a / ".." / "adapter"), "--base", str(FIXTURE_BASE)])
+    assert result.exit_code == 2 and "two different adapters, found 1" in result.output
+
+
+def test_compare_adapters_with_no_matrix_in_common_is_an_error(tmp_path):
+    q = _cell_copy(tmp_path, "lora-q-r4-alpha_r-kaiming-seed0")
+    ko = _cell_copy(tmp_path, "lora-qkvo-r4-alpha_r-kaiming-seed0", keep=("self.key", "output.dense"))
+    out = tmp_path / "c"
+    result = CliRunner().invoke(cli, ["compare", str(q), str(ko), "--base", str(FIXTURE_BASE), "--out", str(out)])
+    assert result.exit_code == 2 and "no matrix is adapted in both" in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("Error")]) == 1
+    assert not out.exists()
+
+
+def test_analyze_without_a_q_matrix_draws_its_spectrum_from_the_matrices_it_has(tmp_path, monkeypatch):
+    titles = {}
+    real = wx.store_figures.figure_bytes
+
+    def spy(fig):  # the figure's title: its suptitle, or its one axes' title
+        titles[len(titles)] = fig._suptitle.get_text() if fig._suptitle else fig.axes[0].get_title()
+        return real(fig)
+
+    monkeypatch.setattr(wx.store_figures, "figure_bytes", spy)
+    ko = _cell_copy(tmp_path, "lora-qkvo-r4-alpha_r-kaiming-seed0", keep=("self.key", "output.dense"))
+    paths, notes = wx.analyze(ko, base=FIXTURE_BASE, out=tmp_path / "a")
+    name = "lora-qkvo-r4-alpha_r-kaiming-seed0"
+    assert (tmp_path / "a" / "figures" / f"{name}-spectrum.png").exists(), notes
+    assert not [n for n in notes if "skipped" in n and "spectrum" in n]
+    assert all(name in t and "seed 0" not in t and "seeds" not in t for t in titles.values()), titles
+    assert any("ΔWk" in t or "ΔWo" in t for t in titles.values())
+
+
+def test_analyze_on_a_sweep_says_it_is_a_sweep_and_names_the_command(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    shutil.copy(FIXTURE / "manifest.json", sweep / "manifest.json")
+    result = CliRunner().invoke(cli, ["analyze", str(sweep)])
+    assert result.exit_code == 2 and "is a sweep" in result.output and "lowrank-lab report" in result.output

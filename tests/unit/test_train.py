@@ -7,7 +7,7 @@ import torch
 
 from lowrank_lab.spec import DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
 from lowrank_lab.train.data import load_task
-from lowrank_lab.model.base import load_base
+from lowrank_lab.store.models import load_base
 from lowrank_lab.train.loop import build_pack, cell_slices, encode, train_pack
 
 
@@ -79,7 +79,7 @@ def test_pack_size_follows_the_spec_then_free_memory(tiny_bert):
 
 def test_sentence_pairs_keep_their_segment_ids(tiny_bert):
     from lowrank_lab.train.data import Example
-    from lowrank_lab.model.base import load_base
+    from lowrank_lab.store.models import load_base
 
     _, tokenizer = load_base(str(tiny_bert))
     pairs = encode(tokenizer, [Example("a cat sat", "on the mat", 1), Example("yes", "no", 0)], 32, False)

@@ -1,28 +1,14 @@
-"""One experiment spec: frozen dataclasses with defaults, spec files that state only what differs.
+"""The spec's sections: frozen dataclasses with every default and each field's meaning, and the sweep.
 
-A spec file (TOML, in ``analyses/``) has one table per section::
-
-    [sweep]
-    r = [8, 64]
-    seeds = [0, 1]
-
-    [data]
-    task = "glue:SST-2"
-
-and ``--set section.key=value`` overrides any field (``--set sweep.r=[1,2,4]``,
-``--set train.lr=2e-4``). Defaults live only in the dataclasses below; each field's
-meaning is written once, as the comment above it. ``expand_sweep`` turns an
-``ExperimentSpec`` into concrete ``CellSpec``s, one per trained model.
+``expand_sweep`` turns an ``ExperimentSpec`` into its ``CellSpec``s, one per trained model. Fields
+the sweep sets per cell (``lora.r``, ``train.seed``, ...) are marked ``swept``: a cell holds them,
+an ``ExperimentSpec`` refuses them (one home per quantity: ``sweep.r``, ``sweep.seeds``, ...).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import tomllib
-import typing
+import math
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any
 
 METHODS = ("lora", "full", "bitfit", "head")
@@ -30,10 +16,23 @@ SCALING_RULES = ("alpha/r", "alpha/sqrt(r)")
 INITS = ("kaiming", "gaussian")
 MATRIX_KINDS = ("q", "k", "v", "o")
 EMBEDDED_MODEL = "embedded"
+LABEL_KINDS = ("auto", "classification", "regression")
 
 
 class SpecError(ValueError):
     """A spec file, key or value that cannot be used; the message names it."""
+
+
+def swept(axis: str, default: Any) -> Any:
+    """A field the sweep sets in every cell, from ``axis``: a cell's value, never set in [lora]/[train]."""
+    return field(default=default, metadata={"swept": axis})
+
+
+def _check_finite(spec: Any, section: str) -> None:
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"{section}.{f.name}={value}: must be a finite number")
 
 
 def _parse_targets(targets: str) -> tuple[str, ...]:
@@ -76,6 +75,10 @@ class DataSpec:
     text_column: str = "sentence"
     text_pair_column: str | None = None
     label_column: str = "label"
+    # "classification", "regression" or "auto": regression when every label is a number and one has a
+    # fractional part; else classification of integer ids or of names (mixed: refused; over 100
+    # classes: set the kind). GLUE and VADER tasks have their own kind (STS-B: regression).
+    label_kind: str = "auto"
     # Caps on examples (None: all); the defaults keep the embedded demo within minutes on a CPU.
     max_train: int | None = 4000
     max_eval: int | None = 500
@@ -85,38 +88,38 @@ class DataSpec:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise SpecError(f"data.{name}={value}: must be positive or unset")
+        if self.label_kind not in LABEL_KINDS:
+            raise SpecError(f"data.label_kind={self.label_kind!r}: use one of {', '.join(LABEL_KINDS)}")
 
 
 @dataclass(frozen=True)
 class LoRASpec:
     # What is trained: "lora", "full" (fine-tuning), "bitfit" (biases) or "head" (head only);
     # the classification head is trained in every method.
-    method: str = "lora"
+    method: str = swept("sweep.baselines", "lora")
     # Adapted attention matrices, comma-separated from q, k, v, o (paper §7.1).
-    targets: str = "q,v"
+    targets: str = swept("sweep.targets", "q,v")
     # Rank r of ΔW = scaling·B·A.
-    r: int = 8
+    r: int = swept("sweep.r", 8)
     # α; None sets it to the first r of the sweep and keeps it fixed, as the paper does (§4.1).
     alpha: float | None = None
     # "alpha/r" (LoRA) or "alpha/sqrt(r)" (rsLoRA, Kalajdzievski 2023).
-    scaling_rule: str = "alpha/r"
+    scaling_rule: str = swept("sweep.scaling_rules", "alpha/r")
     # Initialisation of A: "kaiming" (uniform, a=√5, as loralib and PEFT) or "gaussian" (N(0, 1/r²)); B = 0.
-    init: str = "kaiming"
+    init: str = swept("sweep.inits", "kaiming")
     # Dropout on the LoRA branch's input.
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise SpecError(f"lora.method={self.method!r}: use one of {', '.join(METHODS)}")
+        _check_finite(self, "lora")
+        for name, allowed in (("method", METHODS), ("scaling_rule", SCALING_RULES), ("init", INITS)):
+            if getattr(self, name) not in allowed:
+                raise SpecError(f"lora.{name}={getattr(self, name)!r}: use one of {', '.join(allowed)}")
         _parse_targets(self.targets)
         if self.r <= 0:
             raise SpecError(f"lora.r={self.r}: must be a positive integer")
         if self.alpha is not None and self.alpha <= 0:
             raise SpecError(f"lora.alpha={self.alpha}: must be positive")
-        if self.scaling_rule not in SCALING_RULES:
-            raise SpecError(f"lora.scaling_rule={self.scaling_rule!r}: use one of {', '.join(SCALING_RULES)}")
-        if self.init not in INITS:
-            raise SpecError(f"lora.init={self.init!r}: use one of {', '.join(INITS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise SpecError(f"lora.dropout={self.dropout}: must be in [0, 1)")
 
@@ -144,13 +147,15 @@ class TrainSpec:
     # Clip the global gradient norm (None: no clipping).
     grad_clip: float | None = 1.0
     # Seed of the adapter and head initialisation.
-    seed: int = 0
+    seed: int = swept("sweep.seeds", 0)
     # Seed of the data order; None: the same as seed.
     data_seed: int | None = None
     # Evaluate this many times per epoch (the best evaluation is kept, as the paper reports).
     evals_per_epoch: int = 1
     # Write a resume checkpoint every this many steps (and at every evaluation).
     checkpoint_every: int = 200
+    # ... and every this many seconds, so a kill or Ctrl-C loses at most this much of a pack's work.
+    checkpoint_seconds: float = 60.0
     # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
     # On CUDA: the frozen base in bf16, adapters and heads float32 (full fine-tuning and BitFit:
@@ -162,7 +167,8 @@ class TrainSpec:
     group_by_length: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "evals_per_epoch", "checkpoint_every"):
+        _check_finite(self, "train")
+        for name in ("epochs", "batch_size", "evals_per_epoch", "checkpoint_every", "checkpoint_seconds"):
             if getattr(self, name) <= 0:
                 raise SpecError(f"train.{name}={getattr(self, name)}: must be positive")
         if self.group_by_length < 0:
@@ -203,21 +209,20 @@ class SweepSpec:
     data_parallel: bool = False
 
     def __post_init__(self) -> None:
+        # One folder under out_dir: no separator, no "..", hence never absolute.
+        if self.name.strip() in ("", ".") or ".." in self.name or any(sep in self.name for sep in "/\\"):
+            raise SpecError(f"sweep.name={self.name!r}: must be one folder name (no '/', '\\' or '..'); "
+                            "the sweep is written to <sweep.out_dir>/<sweep.name>")
         if not self.r or any(r <= 0 for r in self.r):
             raise SpecError(f"sweep.r={list(self.r)}: ranks must be positive integers")
         if not self.seeds:
             raise SpecError("sweep.seeds: give at least one seed")
         for t in self.targets:
             _parse_targets(t)
-        for rule in self.scaling_rules:
-            if rule not in SCALING_RULES:
-                raise SpecError(f"sweep.scaling_rules: {rule!r} is not one of {', '.join(SCALING_RULES)}")
-        for init in self.inits:
-            if init not in INITS:
-                raise SpecError(f"sweep.inits: {init!r} is not one of {', '.join(INITS)}")
-        for b in self.baselines:
-            if b not in METHODS or b == "lora":
-                raise SpecError(f"sweep.baselines: {b!r} is not one of full, bitfit, head")
+        for axis, allowed in (("scaling_rules", SCALING_RULES), ("inits", INITS), ("baselines", METHODS[1:])):
+            bad = [v for v in getattr(self, axis) if v not in allowed]
+            if bad:
+                raise SpecError(f"sweep.{axis}: {bad[0]!r} is not one of {', '.join(allowed)}")
         if self.budget_rank is not None:
             for t in self.targets:
                 n = len(_parse_targets(t))
@@ -227,6 +232,9 @@ class SweepSpec:
             raise SpecError(f"sweep.pack={self.pack}: must be positive or unset")
 
 
+SECTIONS = {"model": ModelSpec, "data": DataSpec, "lora": LoRASpec, "train": TrainSpec, "sweep": SweepSpec}
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -234,6 +242,22 @@ class ExperimentSpec:
     lora: LoRASpec = field(default_factory=LoRASpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     sweep: SweepSpec = field(default_factory=SweepSpec)
+
+    def __post_init__(self) -> None:
+        for section, key, axis in swept_fields():
+            value = getattr(getattr(self, section), key)
+            if value != getattr(SECTIONS[section](), key):
+                raise SpecError(f"{section}.{key}={value!r}: {swept_message(section, key, axis)}")
+
+
+def swept_message(section: str, key: str, axis: str) -> str:
+    return f"{section}.{key} is set by the sweep: use {axis}"
+
+
+def swept_fields() -> list[tuple[str, str, str]]:
+    """(section, key, sweep axis) of every field the sweep sets per cell."""
+    return [(name, f.name, f.metadata["swept"]) for name, cls in SECTIONS.items()
+            for f in fields(cls) if "swept" in f.metadata]
 
 
 @dataclass(frozen=True)
@@ -277,98 +301,3 @@ def expand_sweep(spec: ExperimentSpec) -> list[CellSpec]:
     if len(set(names)) != len(names):
         raise SpecError("sweep: two cells have the same name; remove repeated values from the sweep axes")
     return cells
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading and overriding
-
-
-def _coerce(value: Any, annotation: str, where: str) -> Any:
-    """Check `value` against a field's annotation (as written in this module) and convert it."""
-    ann = annotation.replace(" ", "")
-    optional = ann.endswith("|None")
-    base = ann.removesuffix("|None")
-    if value is None:
-        if optional:
-            return None
-        raise SpecError(f"{where}: may not be null")
-    if base.startswith("tuple["):
-        item = base[len("tuple["):-1].split(",")[0]
-        if isinstance(value, (str, int, float)):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise SpecError(f"{where}={value!r}: expected a list")
-        return tuple(_coerce(v, item, f"{where}[{n}]") for n, v in enumerate(value))
-    types = {"int": int, "float": (int, float), "str": str, "bool": bool}
-    expected = types[base]
-    if isinstance(value, bool) and base != "bool" or not isinstance(value, expected):
-        raise SpecError(f"{where}={value!r}: expected {base}")
-    return float(value) if base == "float" else value
-
-
-def build_spec(values: dict[str, Any], source: str = "spec") -> ExperimentSpec:
-    """Build a validated spec from nested {section: {key: value}}; unknown keys are errors."""
-    sections = {f.name: globals()[f.type] for f in fields(ExperimentSpec)}
-    unknown = set(values) - set(sections)
-    if unknown:
-        raise SpecError(f"{source}: unknown section(s) {sorted(unknown)}; known: {sorted(sections)}")
-    built = {}
-    for name, cls in sections.items():
-        table = values.get(name, {})
-        if not isinstance(table, dict):
-            raise SpecError(f"{source}: [{name}] must be a table of key = value")
-        known = {f.name: f.type for f in fields(cls)}
-        bad = set(table) - set(known)
-        if bad:
-            raise SpecError(f"{source}: unknown key(s) {', '.join(f'{name}.{k}' for k in sorted(bad))}")
-        kwargs = {k: _coerce(v, known[k], f"{name}.{k}") for k, v in table.items()}
-        try:
-            built[name] = cls(**kwargs)
-        except TypeError as err:
-            raise SpecError(f"{source}: [{name}] {err}") from None
-    return ExperimentSpec(**built)
-
-
-def parse_override(text: str) -> tuple[str, str, Any]:
-    """Parse ``section.key=value``; the value is TOML (``8``, ``[1, 2]``, ``"q,v"``) or a bare string."""
-    key, sep, raw = text.partition("=")
-    parts = key.strip().split(".")
-    if not sep or len(parts) != 2 or not all(parts):
-        raise SpecError(f"--set {text!r}: expected section.key=value, e.g. sweep.r=[8,64]")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()  # a bare word such as q,v or cuda
-    return parts[0], parts[1], value
-
-
-def spec_to_dict(spec: ExperimentSpec | CellSpec) -> dict[str, Any]:
-    """The fully resolved spec as plain JSON-ready data (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(spec)))
-
-
-def load_spec(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ExperimentSpec:
-    """Read a TOML spec file (or none: all defaults), apply ``--set`` overrides, validate."""
-    values: dict[str, dict[str, Any]] = {}
-    source = "defaults"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        try:
-            values = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise SpecError(f"{path}: no such spec file") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise SpecError(f"{path}: not valid TOML ({err})") from None
-    for text in overrides:
-        section, key, value = parse_override(text)
-        if not isinstance(values.get(section, {}), dict):
-            raise SpecError(f"--set {text!r}: [{section}] is not a table")
-        values.setdefault(section, {})[key] = value
-    return build_spec(values, source)
-
-
-def cell_from_dict(values: dict[str, Any]) -> CellSpec:
-    """Rebuild a CellSpec from its saved config.json."""
-    spec = build_spec({k: v for k, v in values.items() if k in ("model", "data", "lora", "train")}, "config.json")
-    return CellSpec(spec.model, spec.data, spec.lora, spec.train)

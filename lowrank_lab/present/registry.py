@@ -1,0 +1,214 @@
+"""The one list of figures and tables: what each is in the paper (Hu et al. 2021), which cached
+analysis tables it needs, how to draw it, its caption and what to do when its inputs are missing.
+
+Read by ``lowrank-lab report`` and ``lowrank-lab tables`` (``workflow.report``), by every script in
+figures/ (one entry name each) and by the figure tests (parametrised over ``ENTRIES``). An entry's
+``draw(frames, layer=None)`` takes {table name: DataFrame} and returns a matplotlib Figure (kind
+"figure") or a display DataFrame (kind "table"); it raises ``MissingData`` when the frames lack the
+cells it needs, and ``skip_note`` says how to get them. No torch, no file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from lowrank_lab.present import curves, plotting, tables
+from lowrank_lab.present.select import MissingData, spread_layers
+from lowrank_lab.store.tables import (AMPLIFICATION, ECKART_YOUNG, INTRUDERS, PHI, PHI_W0, RESULTS, SPECTRUM,
+                                      SPECTRUM_METRICS)
+
+Frames = Mapping[str, pd.DataFrame]
+RERUN = "then run `lowrank-lab report SWEEP` (it computes the missing tables)"
+
+
+# The φ side each figure can show (store.tables.SIDES), in words for the captions.
+SIDE_TEXT = {"A": "side A: right singular vectors of A, the paper's choice (§7.2)",
+             "B": "side B: left singular vectors of B (the paper's footnote 7)",
+             "dW_right": "side dW_right: right singular vectors of ΔW", "dW_left": "side dW_left: left singular vectors of ΔW"}
+
+
+@dataclass(frozen=True)
+class View:
+    """What to show of a sweep: the layer (None: each entry's default, the middle one) and the φ side."""
+
+    layer: int | None = None
+    side: str = "A"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One figure or table. `name` is its file stem (fig3_phi_ranks.png, table6_rank_by_target.md)."""
+
+    name: str
+    paper: str  # its name in the paper: "Figure 3", "Table 7", "App. H.4"; or the source it follows
+    title: str
+    kind: str  # "figure" or "table"
+    needs: tuple[str, ...]  # cached analysis tables (store.tables names) it is drawn from
+    draw: Callable[..., object] = field(repr=False)
+    caption: str  # what is plotted: layer, matrices, side, what is pooled, what a band is
+    skip_note: str  # how to get it when the sweep lacks its cells
+    paper_note: str = ""  # the paper's statement to compare with
+    paper_table: pd.DataFrame | None = field(default=None, repr=False, compare=False)  # same units as ours
+
+    @property
+    def sided(self) -> bool:
+        """Whether it is drawn from a φ table, of which each side has its own."""
+        return bool(set(self.needs) & {PHI, PHI_W0})
+
+    def caption_for(self, view: View = View()) -> str:
+        return self.caption.replace("{side}", SIDE_TEXT.get(view.side, f"side {view.side}"))
+
+    def render(self, frames: Frames, view: View = View()):
+        """The figure or display table; MissingData when there is nothing to show."""
+        out = self.draw(frames, view)
+        if isinstance(out, pd.DataFrame) and out.empty:
+            raise MissingData(f"the sweep has no cells for {self.paper}")
+        return out
+
+
+def _layers(layer: int | None) -> list[int] | None:
+    return None if layer is None else [layer]
+
+
+def _table2(frames: Frames, view: View) -> pd.DataFrame:
+    """Table 2 keeps the paper's LoRA row (q,v at r = 8) when the sweep has it, else every LoRA row."""
+    results = tables.in_percent(frames[RESULTS])
+    has_paper_row = ((results["targets"] == "q,v") & (results["r"] == 8)).any()
+    table = tables.method_table(results, [("q,v", 8)] if has_paper_row else None)
+    metric_of = results.groupby("task")["metric"].first()
+    return table.rename(columns={task: f"{task}: {metric}" for task, metric in metric_of.items()})
+
+
+PHI_SIDE = "{side}"
+SEEDS_NOTE = "add sweep.seeds = [0, 1] (two seeds at one rank), " + RERUN
+RANKS_NOTE = "set sweep.r to two ranks or more, e.g. sweep.r = [8, 64], " + RERUN
+PCT = "the main metric ×100 (the paper's unit), median ± half the range over seeds; nothing else pooled"
+
+FIGURES: tuple[Entry, ...] = (
+    Entry("fig3_phi_ranks", "Figure 3", "φ between two ranks, middle layer", "figure", (PHI,),
+          lambda f, v: plotting.phi_ranks_figure(f[PHI], _layers(v.layer), side=v.side),
+          "φ(A_r1, A_r2, i, j) between the adapters of the two largest ranks (8 and 64 when present) of one "
+          "seed (the smallest), targets q,v when present, at the middle layer (layers[(n − 1) // 2]), for ΔWq "
+          f"and ΔWv; left: the full r1×r2 grid, right: the r1×r1 corner with j > i blank; {PHI_SIDE}.",
+          RANKS_NOTE, "Paper (GPT-3, layer 48, r = 8 vs 64): the top direction is shared, φ > 0.5 at i = j = 1."),
+    Entry("fig4_phi_seeds", "Figure 4", "φ between two seeds at the largest rank", "figure", (PHI,),
+          lambda f, v: plotting.phi_seeds_figure(f[PHI], _layers(v.layer), side=v.side,
+                                                          random_panel=True),
+          "φ(A_r, A'_r, i, j) between the two smallest seeds at the sweep's largest rank, middle layer, ΔWq "
+          f"and ΔWv, and two random Gaussian matrices of the same shape; colour scale to the 99th percentile; "
+          f"{PHI_SIDE}.", SEEDS_NOTE,
+          "Paper (r = 64): ΔWq shares more directions across seeds than ΔWv; random Gaussian pairs share none."),
+    Entry("fig6_phi_ranks_layers", "Figure 6", "φ between ranks, across layers", "figure", (PHI,),
+          lambda f, v: plotting.phi_ranks_figure(f[PHI], spread_layers(f[PHI]["layer"].dropna()),
+                                                          side=v.side),
+          "As Figure 3, one row per layer: every layer of a model of up to 6, else the first, ⅓, ⅔ and last "
+          f"(the paper's 1, 32, 64, 96 of 96); one seed; {PHI_SIDE}.",
+          RANKS_NOTE, "Paper: the conclusion of Figure 3 holds in layers 1, 32, 64 and 96."),
+    Entry("fig7_phi_seeds_layers", "Figure 7", "φ between seeds, across layers", "figure", (PHI,),
+          lambda f, v: plotting.phi_seeds_figure(f[PHI], spread_layers(f[PHI]["layer"].dropna()),
+                                                          side=v.side, random_panel=False),
+          "As Figure 4 without the random panel: a row per matrix (ΔWq, ΔWv), a column per layer (as Figure 6); "
+          f"{PHI_SIDE}.", SEEDS_NOTE, "Paper: as Figure 4, in layers 1, 32, 64 and 96."),
+    Entry("fig8_phi_w0", "Figure 8", "φ between W0's and ΔW's directions", "figure", (PHI_W0,),
+          lambda f, v: plotting.phi_w0_figure(f[PHI_W0], v.layer, side=v.side),
+          "φ(Wq, A_r, i, j): i over the top singular directions of the frozen Wq (right ones for sides A and "
+          "dW_right, left ones for B and dW_left; up to ~10% of them), "
+          "j over the adapter's, for ranks 4, 8, 64 when present (else the three largest) and a random basis "
+          f"of the largest rank; middle layer, one seed (the smallest), targets q,v when present; {PHI_SIDE}.",
+          "needs the base model's weights W0: run `lowrank-lab subspace SWEEP --base MODEL` when the model "
+          "named in the spec is not available here, " + RERUN,
+          "Paper: the top 4 directions of ΔWq and the top 10% of Wq's barely exceed φ = 0.2; larger r picks up "
+          "more of W's directions."),
+    Entry("figH4_amplification", "App. H.4", "Amplification factor against r", "figure", (AMPLIFICATION,),
+          lambda f, v: curves.amplification_figure(f[AMPLIFICATION]),
+          "‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F (U, V: ΔW's top-r singular vectors; ΔW includes α/r) against r, one panel per "
+          "target set, one line per matrix: the median over every layer and seed, the shaded band the "
+          "interquartile range over them; stars: the paper's two GPT-3 values.",
+          "run `lowrank-lab amplify SWEEP` (needs the base model's W0)",
+          "Paper (GPT-3 ΔWq, layer 48): 21.5 at r = 4 (\"as large as 20\"), about 1.9 at r = 64 (3.57/1.90)."),
+    Entry("fig_spectrum", "§7.2 (intrinsic rank)", "Spectrum of ΔW, energy and rank", "figure",
+          (SPECTRUM, SPECTRUM_METRICS),
+          lambda f, v: curves.spectrum_figure(f[SPECTRUM], f[SPECTRUM_METRICS], v.layer),
+          "(a) singular values of ΔWq (ΔW includes α/r) at the middle layer, one seed (the smallest), one line "
+          "per r, full fine-tuning's in black; (b) their cumulative energy; (c) rank_90, stable and effective "
+          "rank against r, the median over every layer and seed.",
+          "run `lowrank-lab spectrum SWEEP`; for the black full fine-tuning line add sweep.baselines = [\"full\"]",
+          "Biderman et al. 2024: full fine-tuning's ΔW needs 10–100× the rank of typical LoRA for 90% energy."),
+    Entry("fig_intruders", "Shuttleworth et al. 2024, Fig. 1", "Intruder dimensions against ε", "figure",
+          (INTRUDERS,), lambda f, v: curves.intruders_figure(f[INTRUDERS]),
+          "Among the top 10 singular vectors of W0 + ΔW, those whose largest |cos| with every singular vector "
+          "of W0 is below ε, summed over the adapted matrices (targets q,v when present) and averaged over "
+          "seeds, one line per r; full fine-tuning over the same matrices dashed.",
+          "run `lowrank-lab spectrum SWEEP`; for the full fine-tuning line add sweep.baselines = [\"full\"]",
+          "Shuttleworth et al. 2024: LoRA creates high-ranking intruder dimensions; full fine-tuning few."),
+    Entry("fig_eckart_young", "Eckart–Young (not in the paper)", "Best rank-k error of full fine-tuning's ΔW",
+          "figure", (ECKART_YOUNG,), lambda f, v: curves.eckart_young_figure(f[ECKART_YOUNG]),
+          "‖ΔW_full − best rank-k‖_F / ‖ΔW_full‖_F against k, one grey line per layer and their median in "
+          "black, one seed (the smallest); red: each LoRA ΔW's distance from ΔW_full at k = r, the median over "
+          "layers; dotted: the sweep's ranks.",
+          "add sweep.baselines = [\"full\"], " + RERUN),
+)
+
+TABLES: tuple[Entry, ...] = (
+    Entry("table2_methods", "Table 2", "Methods: full fine-tuning, BitFit, head only, LoRA", "table", (RESULTS,),
+          _table2, f"Trainable parameters and {PCT}; LoRA on q,v at r = 8 (the paper's row) when present, "
+          "else every LoRA cell.", "add sweep.baselines = [\"full\", \"bitfit\", \"head\"] for the baseline rows, "
+          "then rerun `lowrank-lab rank-sweep`", "Paper (RoBERTa and DeBERTa on GLUE): LoRA on q,v at r = 8 matches full fine-tuning with a "
+          "fraction of its trainable parameters."),
+    Entry("table5_budget", "Table 5", "Which matrices to adapt at a fixed budget", "table", (RESULTS,),
+          lambda f, v: tables.budget_table(tables.in_percent(f[RESULTS])),
+          f"One rank per target set with r × (number of matrix kinds) fixed: the budget shared by the most "
+          f"target sets; {PCT}.", "set sweep.budget_rank (e.g. 8) to train every target set at the same "
+          "budget, then rerun `lowrank-lab rank-sweep`", "Paper (GPT-3, 18M parameters): adapting Wq and Wv "
+          "at r = 4 beats Wq alone at r = 8.",
+          pd.DataFrame({"weight type": ["Wq", "Wk", "Wv", "Wo", "Wq,Wk", "Wq,Wv", "Wq,Wk,Wv,Wo"],
+                        "r": [8, 8, 8, 8, 4, 4, 2], "WikiSQL (%)": [70.4, 70.0, 73.0, 73.2, 71.4, 73.7, 73.7],
+                        "MultiNLI (%)": [91.0, 90.8, 91.0, 91.3, 91.3, 91.3, 91.7]}).set_index("weight type")),
+    Entry("table6_rank_by_target", "Table 6", "Main metric by target set and r", "table", (RESULTS,),
+          lambda f, v: tables.rank_target_table(tables.in_percent(f[RESULTS])),
+          f"Rows: target set (the paper's order), columns: r; {PCT} (scaling rules and inits are pooled when "
+          "the sweep has several).", "set sweep.r and sweep.targets, then rerun `lowrank-lab rank-sweep`",
+          "Paper (§7.2): LoRA is competitive at a very small r, more so for Wq,Wv than for Wq alone.",
+          pd.DataFrame({"dataset": ["WikiSQL"] * 3 + ["MultiNLI"] * 3, "weight type": ["Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"] * 2,
+                        "r=1": [68.8, 73.4, 74.1, 90.7, 91.3, 91.2], "r=2": [69.6, 73.3, 73.7, 90.9, 91.4, 91.7],
+                        "r=4": [70.5, 73.7, 74.0, 91.1, 91.3, 91.7], "r=8": [70.4, 73.8, 74.0, 90.7, 91.6, 91.5],
+                        "r=64": [70.0, 73.5, 73.9, 90.7, 91.4, 91.4]}).set_index(["dataset", "weight type"])),
+    Entry("table7_projections", "Table 7", "Projections of W0 onto ΔW's subspace", "table", (AMPLIFICATION,),
+          lambda f, v: tables.table7(f[AMPLIFICATION], v.layer),
+          "‖UᵀW0Vᵀ‖_F with U, V the top-r singular vectors of ΔW, of W0 or random; ‖W0‖_F, ‖ΔW‖_F (α/r included) "
+          "and the amplification factor, per r; middle layer, Wq, targets q,v when present, the median over seeds.",
+          "run `lowrank-lab amplify SWEEP` (needs the base model's W0)",
+          "Paper (GPT-3 175B, layer 48, Wq); the same quantities, ΔW's scaling unstated there.",
+          pd.DataFrame({"GPT-3 L48 Wq": ["‖UᵀW0Vᵀ‖_F, U,V of ΔW", "‖UᵀW0Vᵀ‖_F, U,V of W0", "‖UᵀW0Vᵀ‖_F, random U,V",
+                                         "‖W0‖_F", "‖ΔW‖_F", "amplification ‖ΔW‖_F/‖UᵀW0Vᵀ‖_F"],
+                        "r=4": [0.32, 21.67, 0.02, 61.95, 6.91, 21.5],
+                        "r=64": [1.90, 37.71, 0.33, 61.95, 3.57, 1.88]}).set_index("GPT-3 L48 Wq")),
+    Entry("table18_metric_vs_rank", "Table 18", "Every dev metric against r", "table", (RESULTS,),
+          lambda f, v: tables.metric_vs_rank_table(tables.in_percent(f[RESULTS])),
+          "Every dev metric (×100 but the loss) against r for one target set (q,v when present), the median "
+          "over seeds.", "set sweep.r to several ranks, then rerun `lowrank-lab rank-sweep`",
+          "Paper (GPT-2 medium on E2E NLG): the same metrics against r from 1 to 1,024."),
+    Entry("table_storage", "§4.1 (storage)", "Parameters per adapted matrix", "table", (AMPLIFICATION,),
+          lambda f, v: tables.storage_table(f[AMPLIFICATION], f[AMPLIFICATION]["r"].unique()),
+          "Dense ΔW (d·k) against LoRA's r(d + k) and the reduction 1 − r(d + k)/(dk), per matrix kind and r.",
+          "run `lowrank-lab amplify SWEEP` (it records each matrix's d and k)",
+          "Paper (§4.1): on GPT-3 175B, r = 4 on q,v cuts the checkpoint from 350 GB to 35 MB (10,000×)."),
+)
+
+ENTRIES: tuple[Entry, ...] = FIGURES + TABLES
+
+
+def entry(name: str) -> Entry:
+    """The entry of that name; KeyError listing the names."""
+    for e in ENTRIES:
+        if e.name == name:
+            return e
+    raise KeyError(f"{name!r}: no such figure or table; one of {', '.join(e.name for e in ENTRIES)}")
+
+
+def needed_tables(entries=ENTRIES) -> list[str]:
+    """Every cached table the entries read, each once, in a stable order."""
+    return list(dict.fromkeys(t for e in entries for t in e.needs))

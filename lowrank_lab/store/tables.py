@@ -1,0 +1,180 @@
+"""Analysis tables on disk: a sweep's cached tables under ``<sweep>/analysis/`` and the tables that
+``analyze`` / ``compare`` write into a folder, each one CSV with a sidecar JSON saying how it was
+made. No torch here: present/ and the figure scripts read tables through this module.
+
+Format (stated in every sidecar under "format"): CSV, floats written as the shortest decimal that
+reads back to the same float64 (Python's repr), so a table read back is bit-identical to the one
+computed. φ tables hold one side each: ``phi.csv`` side A (the paper's), ``phi_B.csv`` side B, …
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lowrank_lab.store import files, layout
+from lowrank_lab.store.layout import analysis_dir
+
+# Cached tables of a sweep: <sweep>/analysis/<name>.csv with a sidecar <name>.json.
+PHI = "phi"  # φ between ranks, between seeds, and a random pair (Fig. 3, 4, 6, 7)
+PHI_W0 = "phi_w0"  # φ between W0's and ΔW's directions (Fig. 8)
+AMPLIFICATION = "amplification"  # Table 7, App. H.4
+SPECTRUM = "spectrum"  # singular values and energy of ΔW (LoRA and full fine-tuning)
+SPECTRUM_METRICS = "spectrum_metrics"  # stable rank, effective rank, rank_90 per matrix
+INTRUDERS = "intruders"  # intruder dimensions of W0 + ΔW against W0, per ε
+ECKART_YOUNG = "eckart_young"  # best rank-k error of full fine-tuning's ΔW, LoRA beside it
+RESULTS = "results"  # one row per finished cell
+TABLES = (PHI, PHI_W0, AMPLIFICATION, SPECTRUM, SPECTRUM_METRICS, INTRUDERS, ECKART_YOUNG, RESULTS)
+SIDES = ("A", "B", "dW_right", "dW_left")  # the singular bases φ compares (analysis.tables.basis)
+SIDED = (PHI, PHI_W0)  # one file per side
+COMMAND_OF = {PHI: "subspace", PHI_W0: "subspace", AMPLIFICATION: "amplify", SPECTRUM: "spectrum",
+              SPECTRUM_METRICS: "spectrum", INTRUDERS: "spectrum", ECKART_YOUNG: "spectrum", RESULTS: "tables"}
+
+FORMAT = {"name": "csv", "version": 2,
+          "floats": "shortest decimal that round-trips float64 (repr); read back bit-identical"}
+_INTEGER_COLUMNS = ("layer", "seed", "seed1", "seed2")  # nullable: random panels have no layer, no seed
+_TEXT_COLUMNS = ("task", "targets", "lora_targets", "scaling_rule", "init")  # CSV turns "" into NaN
+
+
+class EmptyTable(FileNotFoundError):
+    """A cached table with no rows: the sweep lacks its inputs (figure scripts skip, as when missing)."""
+
+
+def _check_side(name: str, side: str) -> None:
+    if side not in SIDES:
+        raise files.RunError(f"side {side!r}: use one of {', '.join(SIDES)}")
+
+
+def table_file(name: str, side: str = "A") -> str:
+    """File stem of a table: ``phi`` for side A, ``phi_B`` for side B; unsided tables ignore `side`."""
+    _check_side(name, side)
+    return f"{name}_{side}" if name in SIDED and side != "A" else name
+
+
+def table_path(sweep: Path, name: str, side: str = "A") -> Path:
+    return analysis_dir(sweep) / f"{table_file(name, side)}.csv"
+
+
+def has_table(sweep: Path, name: str, side: str = "A") -> bool:
+    return table_path(sweep, name, side).exists()
+
+
+def _typed(table: pd.DataFrame) -> pd.DataFrame:
+    for column in _INTEGER_COLUMNS:
+        if column in table:
+            table[column] = table[column].astype("Int64")
+    for column in _TEXT_COLUMNS:
+        if column in table:
+            table[column] = table[column].fillna("")
+    return table
+
+
+def read_table(sweep: Path, name: str, side: str = "A") -> pd.DataFrame:
+    """A cached table of a sweep; FileNotFoundError naming the command that computes it."""
+    path = table_path(sweep, name, side)
+    if not path.exists():
+        option = f" --side {side}" if name in SIDED and side != "A" else ""
+        raise FileNotFoundError(f"{path}: not computed yet; run `lowrank-lab {COMMAND_OF[name]} {sweep}{option}`")
+    try:
+        return _typed(pd.read_csv(path))
+    except pd.errors.EmptyDataError:
+        raise EmptyTable(f"{path}: empty (the sweep has no cells this table is made from, e.g. no "
+                         "saved adapters)") from None
+
+
+def read_sidecar(sweep: Path, name: str, side: str = "A") -> dict:
+    return files.read_json(table_path(sweep, name, side).with_suffix(".json"))
+
+
+def table_side(sweep: Path, name: str, side: str = "A") -> str | None:
+    """Which singular basis the saved table `name` (file of `side`) holds, from its sidecar; None
+    for a table that has no side (amplification, spectra, …) or was never computed."""
+    if name not in SIDED or not has_table(sweep, name, side):
+        return None
+    return read_sidecar(sweep, name, side).get("side")
+
+
+def sides_computed(sweep: Path, name: str = PHI) -> list[str]:
+    """The sides for which table `name` (φ or φ_w0) is saved, in SIDES order (A first)."""
+    return [s for s in SIDES if has_table(sweep, name, s)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Which cells a table is made from, and whether a saved one is still current
+
+
+def done_cells(sweep: Path) -> list[str]:
+    """Names of the finished cells, in manifest order."""
+    return layout.read_manifest(Path(sweep)).names("done")
+
+
+def is_sweep(folder: Path) -> bool:
+    return layout.manifest_path(Path(folder)).is_file()
+
+
+def is_current(sweep: Path, name: str, side: str = "A") -> bool:
+    """The saved table exists in today's format and was made from today's spec.json and finished
+    cells (a rerun that adds cells, or a changed spec, makes it stale)."""
+    path = table_path(sweep, name, side).with_suffix(".json")
+    if not path.exists() or not table_path(sweep, name, side).exists():
+        return False
+    try:
+        meta = files.read_json(path)
+    except files.RunError:
+        return False
+    return (isinstance(meta, dict) and meta.get("format") == FORMAT and meta.get("side") == _side_of(name, side)
+            and meta.get("sweep_spec") == layout.read_spec(sweep) and meta.get("cells") == done_cells(sweep))
+
+
+def _side_of(name: str, side: str | None) -> str | None:
+    return (side or "A") if name in SIDED else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _csv(table: pd.DataFrame) -> str:
+    return table.to_csv(index=False)  # no float_format: pandas writes repr, which round-trips
+
+
+def write_table(sweep: Path, name: str, table: pd.DataFrame, options: dict, conventions: dict,
+                side: str | None = None) -> list[Path]:
+    """<sweep>/analysis/<name>[_<side>].csv and its sidecar JSON: the format, the side, the sweep
+    spec and the finished cells it was made from, provenance, conventions and `options`."""
+    side = _side_of(name, side)
+    path = table_path(sweep, name, side or "A")
+    meta = {"table": name, "side": side, "rows": len(table), "columns": list(table.columns),
+            "format": FORMAT, "options": options, "conventions": conventions, "sweep": str(sweep),
+            "sweep_spec": layout.read_spec(sweep), "cells": done_cells(sweep), "provenance": files.provenance()}
+    files.write_text(path, _csv(table))
+    files.write_json(path.with_suffix(".json"), meta)
+    return [path, path.with_suffix(".json")]
+
+
+def write_folder_table(out: Path, name: str, table: pd.DataFrame, sidecar: dict,
+                       markdown: str | None = None) -> list[Path]:
+    """<out>/<name>.csv, <name>.md when `markdown` is given, and the sidecar <name>.json (`sidecar`
+    plus table, rows, columns, format and provenance): the tables of ``analyze`` and ``compare``."""
+    out = Path(out)
+    paths = [out / f"{name}.csv"]
+    files.write_text(paths[0], _csv(table))
+    if markdown is not None:
+        paths.append(out / f"{name}.md")
+        files.write_text(paths[-1], markdown)
+    paths.append(out / f"{name}.json")
+    files.write_json(paths[-1], {"table": name, "rows": len(table), "columns": list(table.columns),
+                                 "format": FORMAT, **sidecar, "provenance": files.provenance()})
+    return paths
+
+
+def read_folder_table(out: Path, name: str) -> pd.DataFrame:
+    """A table written by ``write_folder_table`` (empty frame for a table with no rows)."""
+    path = Path(out) / f"{name}.csv"
+    if not path.exists():
+        raise files.RunError(f"{path}: missing")
+    try:
+        return _typed(pd.read_csv(path))
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()

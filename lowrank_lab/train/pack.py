@@ -1,0 +1,168 @@
+"""The packed model: K cells sharing one frozen base, each with its own LoRA factors (or trained
+weights, for full fine-tuning and BitFit), head and initialisation seed; their per-cell gradient
+clipping, optimizer and training precision.
+
+Packed tensors keep the cell in dim 0 (A: K × r_max × k, B: K × d × r_max, heads K × …), so
+each cell's slice gets exactly the update it would get alone (``train.loop``)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from lowrank_lab.spec import CellSpec
+from lowrank_lab.maths.linalg import scaling_factor
+from lowrank_lab.model.lora import LoRALinear, PackedLinear, inject
+from lowrank_lab.model.base import Classifier, find_targets, parse_label
+
+
+@dataclass
+class Pack:
+    """K cells trained together, with their model and where each cell's parameters live."""
+
+    cells: list[CellSpec]
+    model: Classifier
+    layers: dict[str, LoRALinear]  # module path -> layer (LoRA cells)
+    labels: dict[str, str]  # module path -> canonical label
+    trainable: list[nn.Parameter] = field(default_factory=list)
+
+    @property
+    def K(self) -> int:
+        return len(self.cells)
+
+    @functools.cached_property
+    def packed(self) -> frozenset[int]:
+        """ids of the parameters whose dim 0 is the cell (LoRA factors and heads)."""
+        params = [p for layer in self.layers.values() for p in (layer.A, layer.B)]
+        return frozenset(map(id, params + [self.model.head.weight, self.model.head.bias]))
+
+
+def build_pack(cells: Sequence[CellSpec], encoder: nn.Module, num_labels: int, pooling: str) -> Pack:
+    """Inject K adapters (or unfreeze weights for full fine-tuning / BitFit, K = 1) and heads,
+    and initialise cell n from its own seed: A_n from its init scheme, B_n = 0, head_n as nn.Linear."""
+    cells = list(cells)
+    method = cells[0].lora.method
+    if method in ("full", "bitfit") and len(cells) != 1:
+        raise ValueError("full fine-tuning and BitFit train one cell at a time")
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    head = PackedLinear(len(cells), encoder.config.hidden_size, num_labels)
+    model = Classifier(encoder, head, pooling)
+    layers: dict[str, LoRALinear] = {}
+    labels: dict[str, str] = {}
+    if method == "lora":
+        kinds = sorted({k for c in cells for k in c.lora.kinds}, key="qkvo".index)
+        targets = find_targets(encoder, tuple(kinds))
+        paths = [f"encoder.{p}" for p in targets.values()]
+        ranks = [[c.lora.r if _targets(c, label) else 0 for c in cells] for label in targets]
+        scalings = [scaling_factor(c.lora.alpha, c.lora.r, c.lora.scaling_rule) for c in cells]
+        layers = inject(model, paths, ranks, scalings, cells[0].lora.dropout)
+        labels = dict(zip(paths, targets, strict=True))
+    elif method == "full":
+        for p in encoder.parameters():
+            p.requires_grad_(True)
+    elif method == "bitfit":
+        for name, p in encoder.named_parameters():
+            p.requires_grad_(name.endswith("bias"))
+    for n, cell in enumerate(cells):
+        gen = torch.Generator().manual_seed(cell.train.seed)
+        for layer in layers.values():  # module order is fixed, so each cell's draws are too
+            layer.reset_adapter(n, cell.lora.init, gen)
+        head.reset_head(n, gen)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return Pack(cells, model, layers, labels, trainable)
+
+
+def _targets(cell: CellSpec, label: str) -> bool:
+    kind = parse_label(label)[1]
+    return kind in cell.lora.kinds or (kind == "qkv" and bool(set(cell.lora.kinds) & {"q", "k", "v"}))
+
+
+def trainable_parameters(pack: Pack, n: int) -> dict[str, int]:
+    """Trainable parameters of cell n: the adapter (Σ r·(d + k), paper §5.1) and the head."""
+    head = pack.model.head.weight[n].numel() + pack.model.head.bias[n].numel()
+    if pack.cells[n].lora.method == "lora":
+        adapter = sum(layer.ranks[n] * (layer.d + layer.k) for layer in pack.layers.values())
+    else:
+        adapter = sum(p.numel() for p in pack.model.encoder.parameters() if p.requires_grad)
+    return {"adapter": adapter, "head": head, "total": adapter + head}
+
+
+def cell_slices(pack: Pack, n: int) -> dict[str, Tensor]:
+    """Cell n's trainable tensors by name (views; LoRA factors without their zero padding)."""
+    out = {"head.weight": pack.model.head.weight[n], "head.bias": pack.model.head.bias[n]}
+    if pack.cells[n].lora.method == "lora":
+        for path, layer in pack.layers.items():
+            r = layer.ranks[n]
+            if r:
+                out[f"{path}.lora_A"] = layer.A[n, :r]
+                out[f"{path}.lora_B"] = layer.B[n, :, :r]
+    else:
+        out.update({f"model.{k}": p for k, p in pack.model.encoder.named_parameters() if p.requires_grad})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisation
+
+
+def per_cell_grad_norms(pack: Pack) -> Tensor:
+    """‖g_n‖₂ over every trainable tensor of cell n (dim 0 of packed tensors is the cell)."""
+    sq = torch.zeros(pack.K, device=pack.trainable[0].device)
+    for p in pack.trainable:
+        if p.grad is not None:
+            g = p.grad.float()
+            sq = sq + (g.reshape(pack.K, -1).square().sum(1) if _is_packed(pack, p) else g.square().sum())
+    return sq.sqrt()
+
+
+def _is_packed(pack: Pack, p: nn.Parameter) -> bool:
+    return id(p) in pack.packed
+
+
+def clip_per_cell(pack: Pack, max_norm: float) -> Tensor:
+    """Scale each cell's gradient so its norm is ≤ max_norm; no host synchronisation."""
+    norms = per_cell_grad_norms(pack)
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for p in pack.trainable:
+        if p.grad is not None:
+            if _is_packed(pack, p):
+                p.grad.mul_(coef.view(-1, *([1] * (p.dim() - 1))).to(p.grad.dtype))
+            else:  # full fine-tuning / BitFit: K = 1
+                p.grad.mul_(coef[0].to(p.grad.dtype))
+    return norms
+
+
+def make_optimizer(pack: Pack, device: torch.device) -> torch.optim.Optimizer:
+    train = pack.cells[0].train
+    head = [pack.model.head.weight, pack.model.head.bias]
+    body = [p for p in pack.trainable if all(p is not h for h in head)]
+    method = pack.cells[0].lora.method
+    body_lr = {"full": train.full_lr, "bitfit": train.bitfit_lr}.get(method, train.lr)
+    groups = [{"params": body, "lr": body_lr}, {"params": head, "lr": train.head_lr or train.lr}]
+    groups = [g for g in groups if g["params"]]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, weight_decay=train.weight_decay, fused=fused, foreach=None if fused else True)
+
+
+def set_precision(pack: Pack, device: torch.device, bf16: bool) -> bool:
+    """Put the pack in its training precision; return whether the forward needs autocast.
+
+    On a GPU with train.bf16, a LoRA or head-only pack stores its frozen base in bf16 and runs
+    without autocast, while the trained factors and heads stay float32 (cast per product; AdamW
+    updates the float32 masters). Autocast's per-operation casts made the packed step 2.5× slower
+    on the H200 (benchmarks/RESULTS.md). Full fine-tuning and BitFit train the base's own weights,
+    which stay float32 masters under autocast. On the CPU everything is float32."""
+    if device.type != "cuda" or not bf16:
+        return False
+    if pack.cells[0].lora.method in ("full", "bitfit"):
+        return True
+    with torch.no_grad():
+        for p in pack.model.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(torch.bfloat16)
+    return False
