@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 from lowrank_lab.analysis import tables as an
 from lowrank_lab.analysis import external
+from lowrank_lab.workflow import external as wx
 from lowrank_lab.maths import linalg
 from lowrank_lab.store.adapters import load_external
 from lowrank_lab.maths.update import LowRankUpdate
@@ -114,9 +115,8 @@ def main() -> None:
                          lambda: external.compare_adapters(a, b, opts))
 
         def write():
-            out, described = root / "out", [external._describe(a, "a"), external._describe(b, "b")]
-            return sum((external.write_table(out, name, t, vars(opts), described)
-                        for name, t in {**tables, **compared}.items()), [])
+            sidecar = {"options": vars(opts), "adapters": [wx.describe("a", a), wx.describe("b", b)]}
+            return wx.write_folder_tables(root / "out", {**tables, **compared}, sidecar)
 
         written = timed(rows, "write tables (CSV, Markdown, sidecar JSON)", write)
         t_total = time.perf_counter() - t_start

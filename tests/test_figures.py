@@ -123,3 +123,21 @@ def test_cli_subspace_rejects_an_unknown_side_and_a_folder_without_a_sweep(tmp_p
     assert runner.invoke(cli, ["subspace", str(tmp_path), "--side", "C"]).exit_code == 2
     result = runner.invoke(cli, ["spectrum", str(tmp_path)])
     assert result.exit_code == 2 and "manifest.json" in result.output
+
+
+def test_a_failing_tables_command_writes_none_of_its_tables(analyzed, tmp_path, monkeypatch):
+    """Everything is rendered before anything is written: no half set of tables is left behind."""
+    import dataclasses
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(analyzed, sweep)
+    shutil.rmtree(sweep / "analysis/tables", ignore_errors=True)
+
+    def broken(frames, view):
+        raise RuntimeError("drawing failed")
+
+    last = dataclasses.replace(registry.TABLES[-1], draw=broken)
+    monkeypatch.setattr(registry, "TABLES", (*registry.TABLES[:-1], last))
+    result = CliRunner().invoke(cli, ["tables", str(sweep)])
+    assert result.exit_code != 0 and isinstance(result.exception, RuntimeError)
+    assert not (sweep / "analysis/tables").exists()

@@ -29,7 +29,7 @@ def run_columns(run: Run) -> dict:
     """The spec keys of a run as table columns (r = 0 and targets = "" for non-LoRA methods)."""
     lora = run.spec.lora
     is_lora = lora.method == "lora"
-    return {"cell": run.path.name, "task": an.field_of(run.summary, "task") or run.spec.data.task,
+    return {"cell": run.path.name, "task": run.summary.task or run.spec.data.task,
             "method": lora.method, "targets": lora.targets if is_lora else "",
             "r": lora.r if is_lora else 0, "alpha": lora.alpha, "scaling_rule": lora.scaling_rule,
             "init": lora.init, "seed": run.spec.train.seed}

@@ -32,6 +32,7 @@ from lowrank_lab.maths import linalg
 from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.model.base import parse_label
 from lowrank_lab.spec import CellSpec
+from lowrank_lab.store.records import CellSummary
 # The tables' names live with their files (store.tables, torch-free); re-exported for callers here.
 from lowrank_lab.store.tables import (AMPLIFICATION, ECKART_YOUNG, INTRUDERS, PHI, PHI_W0, RESULTS,  # noqa: F401
                                       SIDES, SPECTRUM, SPECTRUM_METRICS, TABLES)
@@ -300,28 +301,22 @@ def eckart_young_table(deltas: Mapping[str, Tensor],
 # Results of the cells (Table 2, 5, 6, 18)
 
 
-def field_of(record, key: str):
-    """`record[key]` of a dict record, else the attribute: summaries are typed records (store.records)
-    or, read from older code paths, dicts."""
-    return record[key] if isinstance(record, dict) else getattr(record, key)
-
-
-def results_table(cells: Iterable[tuple[str, CellSpec, object]]) -> pd.DataFrame:
-    """One row per finished cell (name, CellSpec, its summary record): method, targets, r, alpha,
+def results_table(cells: Iterable[tuple[str, CellSpec, CellSummary]]) -> pd.DataFrame:
+    """One row per finished cell (name, CellSpec, CellSummary): method, targets, r, alpha,
     scaling_rule, init, seed, the main metric (`metric`, `value`), every dev metric of the best
     evaluation, and parameter counts."""
     rows = []
     for name, spec, summary in cells:
-        lora, best, main = spec.lora, field_of(summary, "best"), field_of(summary, "main_metric")
-        params = field_of(summary, "trainable_parameters")
+        lora, best, main = spec.lora, summary.best, summary.main_metric
         is_lora = lora.method == "lora"
         rows.append({
-            "cell": name, "task": field_of(summary, "task"), "method": lora.method,
+            "cell": name, "task": summary.task, "method": lora.method,
             "targets": lora.targets if is_lora else "", "r": lora.r if is_lora else 0,
             "alpha": lora.alpha, "scaling_rule": lora.scaling_rule, "init": lora.init,
             "seed": spec.train.seed, "metric": main, "value": best[main], "best_epoch": best["epoch"],
-            "trainable_adapter": field_of(params, "adapter"), "trainable_total": field_of(params, "total"),
-            "examples_per_second": field_of(summary, "examples_per_second"),
+            "trainable_adapter": summary.trainable_parameters.adapter,
+            "trainable_total": summary.trainable_parameters.total,
+            "examples_per_second": summary.examples_per_second,
             **{f"dev_{k}": v for k, v in best.items() if k not in ("step", "epoch", "train_loss")},
         })
     return pd.DataFrame(rows)

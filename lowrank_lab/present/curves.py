@@ -6,6 +6,8 @@ suptitle, which says what is pooled) so that ``analyze``/``compare`` title what 
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -63,12 +65,12 @@ def amplification_figure(amp: pd.DataFrame, *, paper: bool = True, title: str | 
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        _plain_log2_ticks(ax.xaxis, t["r"])
+        _plain_log2_ticks(ax.xaxis, [*t["r"], *(PAPER_AMPLIFICATION if paper else [])])
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("r")
         ax.set_title(f"targets {targets}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper right")  # the factor falls with r: the upper right is empty
     axes[0, 0].set_ylabel("amplification ‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F")
     fig.suptitle(title or f"Amplification factor against r ({pooled(amp)}; band: interquartile range; "
                           "ΔW includes α/r)", y=1.02)
@@ -139,8 +141,8 @@ def _rank_panel(ax, lora: pd.DataFrame, full: pd.DataFrame, targets: str) -> Non
     ax.set(yscale="log", xlabel="r", ylabel="directions", title=f"rank of ΔW (targets {targets}, {pooled(lora)})")
     ax.set_xscale("log", base=2)
     _plain_log2_ticks(ax.xaxis, med.index)
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    top = max(float(med.to_numpy().max()), float(med.index.max()), *([full["rank_90"].median()] if not full.empty else []))
+    _plain_log2_ticks(ax.yaxis, [2 ** k for k in range(math.ceil(math.log2(max(top, 1))) + 1)])  # 1, 2, 4, …
 
 
 def intruders_figure(intr: pd.DataFrame, *, targets: str | None = None, title: str | None = None) -> Figure:

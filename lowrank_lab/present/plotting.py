@@ -51,7 +51,7 @@ def phi_heatmap(ax, grid: np.ndarray, *, vmin: float = 0.0, vmax: float = 1.0, t
                    extent=(0.5, r2 + 0.5, i0 + r1 - 0.5, i0 - 0.5))
     ax.set_title(title)
     ax.set_xlabel("j")
-    ax.set_ylabel("i")
+    ax.set_ylabel("i", rotation=0, labelpad=6)  # upright: a rotated "i" reads as a dash
     ax.set_xticks(index_ticks(r2))
     ax.set_yticks(index_ticks(r1, start=i0))
     return im
@@ -230,7 +230,7 @@ def phi_w0_figure(phi_w0: pd.DataFrame, layer: int | None = None, *, module: str
         im = phi_heatmap(ax, grid, vmin=vmin, vmax=vmax, title=name)
         ax.set_xlabel("j (top-j directions of A)")
     _label_outer(axes)
-    axes[0, 0].set_ylabel(f"i (top-i directions of W{module})")
+    axes[0, 0].set_ylabel(f"i (top-i directions of W{module})", rotation=90)
     _colorbar(fig, im, axes)
     which = "right" if side in ("A", "dW_right") else "left"
     fig.suptitle(title or f"φ(W{module}, A_r, i, j): top-i {which} singular directions of W{module} vs top-j "

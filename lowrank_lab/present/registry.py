@@ -3,7 +3,7 @@ analysis tables it needs, how to draw it, its caption and what to do when its in
 
 Read by ``lowrank-lab report`` and ``lowrank-lab tables`` (``workflow.report``), by every script in
 figures/ (one entry name each) and by the figure tests (parametrised over ``ENTRIES``). An entry's
-``draw(frames, layer=None)`` takes {table name: DataFrame} and returns a matplotlib Figure (kind
+``render(frames, view)`` takes {table name: DataFrame} and a ``View`` (layer, φ side) and returns a matplotlib Figure (kind
 "figure") or a display DataFrame (kind "table"); it raises ``MissingData`` when the frames lack the
 cells it needs, and ``skip_note`` says how to get them. No torch, no file.
 """
@@ -27,7 +27,8 @@ RERUN = "then run `lowrank-lab report SWEEP` (it computes the missing tables)"
 # The φ side each figure can show (store.tables.SIDES), in words for the captions.
 SIDE_TEXT = {"A": "side A: right singular vectors of A, the paper's choice (§7.2)",
              "B": "side B: left singular vectors of B (the paper's footnote 7)",
-             "dW_right": "side dW_right: right singular vectors of ΔW", "dW_left": "side dW_left: left singular vectors of ΔW"}
+             "dW_right": "side dW_right: right singular vectors of ΔW",
+             "dW_left": "side dW_left: left singular vectors of ΔW"}
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,8 @@ class Entry:
     paper_note: str = ""  # the paper's statement to compare with
     paper_table: pd.DataFrame | None = field(default=None, repr=False, compare=False)  # same units as ours
 
-    @property
-    def sided(self) -> bool:
-        """Whether it is drawn from a φ table, of which each side has its own."""
-        return bool(set(self.needs) & {PHI, PHI_W0})
-
     def caption_for(self, view: View = View()) -> str:
+        """The caption, naming the φ side shown."""
         return self.caption.replace("{side}", SIDE_TEXT.get(view.side, f"side {view.side}"))
 
     def render(self, frames: Frames, view: View = View()):
@@ -90,8 +87,8 @@ PCT = "the main metric ×100 (the paper's unit), median ± half the range over s
 FIGURES: tuple[Entry, ...] = (
     Entry("fig3_phi_ranks", "Figure 3", "φ between two ranks, middle layer", "figure", (PHI,),
           lambda f, v: plotting.phi_ranks_figure(f[PHI], _layers(v.layer), side=v.side),
-          "φ(A_r1, A_r2, i, j) between the adapters of the two largest ranks (8 and 64 when present) of one "
-          "seed (the smallest), targets q,v when present, at the middle layer (layers[(n − 1) // 2]), for ΔWq "
+          "φ(A_r1, A_r2, i, j) between the adapters of the largest rank r2 and of r1 = 8 (else the largest below "
+          "r2) of one seed (the smallest), targets q,v when present, at the middle layer (layers[(n − 1) // 2]), for ΔWq "
           f"and ΔWv; left: the full r1×r2 grid, right: the r1×r1 corner with j > i blank; {PHI_SIDE}.",
           RANKS_NOTE, "Paper (GPT-3, layer 48, r = 8 vs 64): the top direction is shared, φ > 0.5 at i = j = 1."),
     Entry("fig4_phi_seeds", "Figure 4", "φ between two seeds at the largest rank", "figure", (PHI,),
@@ -164,18 +161,18 @@ TABLES: tuple[Entry, ...] = (
           f"target sets; {PCT}.", "set sweep.budget_rank (e.g. 8) to train every target set at the same "
           "budget, then rerun `lowrank-lab rank-sweep`", "Paper (GPT-3, 18M parameters): adapting Wq and Wv "
           "at r = 4 beats Wq alone at r = 8.",
-          pd.DataFrame({"weight type": ["Wq", "Wk", "Wv", "Wo", "Wq,Wk", "Wq,Wv", "Wq,Wk,Wv,Wo"],
+          tables.one_decimal(pd.DataFrame({"weight type": ["Wq", "Wk", "Wv", "Wo", "Wq,Wk", "Wq,Wv", "Wq,Wk,Wv,Wo"],
                         "r": [8, 8, 8, 8, 4, 4, 2], "WikiSQL (%)": [70.4, 70.0, 73.0, 73.2, 71.4, 73.7, 73.7],
-                        "MultiNLI (%)": [91.0, 90.8, 91.0, 91.3, 91.3, 91.3, 91.7]}).set_index("weight type")),
+                        "MultiNLI (%)": [91.0, 90.8, 91.0, 91.3, 91.3, 91.3, 91.7]}).set_index("weight type"))),
     Entry("table6_rank_by_target", "Table 6", "Main metric by target set and r", "table", (RESULTS,),
-          lambda f, v: tables.rank_target_table(tables.in_percent(f[RESULTS])),
+          lambda f, v: tables.rank_target_table(tables.in_percent(f[RESULTS])).rename(columns=lambda r: f"r={r}"),
           f"Rows: target set (the paper's order), columns: r; {PCT} (scaling rules and inits are pooled when "
           "the sweep has several).", "set sweep.r and sweep.targets, then rerun `lowrank-lab rank-sweep`",
           "Paper (§7.2): LoRA is competitive at a very small r, more so for Wq,Wv than for Wq alone.",
-          pd.DataFrame({"dataset": ["WikiSQL"] * 3 + ["MultiNLI"] * 3, "weight type": ["Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"] * 2,
+          tables.one_decimal(pd.DataFrame({"dataset": ["WikiSQL"] * 3 + ["MultiNLI"] * 3, "weight type": ["Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"] * 2,
                         "r=1": [68.8, 73.4, 74.1, 90.7, 91.3, 91.2], "r=2": [69.6, 73.3, 73.7, 90.9, 91.4, 91.7],
                         "r=4": [70.5, 73.7, 74.0, 91.1, 91.3, 91.7], "r=8": [70.4, 73.8, 74.0, 90.7, 91.6, 91.5],
-                        "r=64": [70.0, 73.5, 73.9, 90.7, 91.4, 91.4]}).set_index(["dataset", "weight type"])),
+                        "r=64": [70.0, 73.5, 73.9, 90.7, 91.4, 91.4]}).set_index(["dataset", "weight type"]))),
     Entry("table7_projections", "Table 7", "Projections of W0 onto ΔW's subspace", "table", (AMPLIFICATION,),
           lambda f, v: tables.table7(f[AMPLIFICATION], v.layer),
           "‖UᵀW0Vᵀ‖_F with U, V the top-r singular vectors of ΔW, of W0 or random; ‖W0‖_F, ‖ΔW‖_F (α/r included) "
@@ -187,7 +184,7 @@ TABLES: tuple[Entry, ...] = (
                         "r=4": [0.32, 21.67, 0.02, 61.95, 6.91, 21.5],
                         "r=64": [1.90, 37.71, 0.33, 61.95, 3.57, 1.88]}).set_index("GPT-3 L48 Wq")),
     Entry("table18_metric_vs_rank", "Table 18", "Every dev metric against r", "table", (RESULTS,),
-          lambda f, v: tables.metric_vs_rank_table(tables.in_percent(f[RESULTS])),
+          lambda f, v: tables.one_decimal(tables.metric_vs_rank_table(tables.in_percent(f[RESULTS]))),
           "Every dev metric (×100 but the loss) against r for one target set (q,v when present), the median "
           "over seeds.", "set sweep.r to several ranks, then rerun `lowrank-lab rank-sweep`",
           "Paper (GPT-2 medium on E2E NLG): the same metrics against r from 1 to 1,024."),

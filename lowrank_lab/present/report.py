@@ -92,7 +92,7 @@ def headline(frames: Mapping[str, pd.DataFrame]) -> list[str]:
         t = select(t, layer=middle_layer(t["layer"].dropna()))
         med = t.groupby("r")["amplification"].median()
         ours = "; ".join(f"r = {r}: {tables.number(med[r])}" for r in (med.index.min(), med.index.max()))
-        lines.append(f"Amplification ‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F (ΔWq, layer {int(t['layer'].iloc[0])}, median over "
+        lines.append(f"Amplification ‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F (ΔWq, layer L{int(t['layer'].iloc[0])} of 0-based layers, median over "
                      f"seeds, α/r included): {ours}. Paper (GPT-3 ΔWq, layer 48): r = 4: 21.5; r = 64: 1.88.")
     except (KeyError, MissingData, ValueError):
         pass
@@ -102,7 +102,7 @@ def headline(frames: Mapping[str, pd.DataFrame]) -> list[str]:
         phi = select(phi, layer=middle_layer(phi["layer"].dropna()), r2=int(phi["r2"].max()))
         phi = phi[phi["r1"] == phi["r1"].max()]
         lines.append(f"φ(A_r={int(phi['r1'].iloc[0])}, A_r={int(phi['r2'].iloc[0])}, i = 1, j = 1) for ΔWq at "
-                     f"layer {int(phi['layer'].iloc[0])}: {tables.number(float(phi['phi'].median()))} (median over "
+                     f"layer L{int(phi['layer'].iloc[0])}: {tables.number(float(phi['phi'].median()))} (median over "
                      "seeds); paper (r = 8 vs 64): above 0.5, the top direction is shared.")
     except (KeyError, IndexError, MissingData, ValueError):
         pass

@@ -10,6 +10,9 @@ one decimal, "83.3 ± 0.4"); every other number goes through ``number`` (one for
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pandas as pd
 
 from lowrank_lab.present.select import pick_targets
@@ -26,7 +29,7 @@ def number(v) -> str:
         return "" if v is None or v is pd.NA else str(v)
     if v != v:  # NaN
         return ""
-    if isinstance(v, int) or float(v).is_integer() and abs(v) >= 10_000:
+    if isinstance(v, int) or (float(v).is_integer() and abs(v) >= 10_000):
         return f"{int(v):,}" if abs(v) >= 10_000 else str(int(v))
     if v != 0 and not 1e-3 <= abs(v) < 10_000:
         return f"{v:.3e}"
@@ -43,10 +46,10 @@ def in_percent(results: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={c: f"{c} (%)" for c in scaled if c.startswith("dev_")})
 
 
-def rank_by_target(results: pd.DataFrame) -> pd.DataFrame:
-    """Paper Table 6's shape: median main metric over seeds, rows = target set, columns = r."""
-    lora = results[results["method"] == "lora"]
-    return lora.pivot_table(index="targets", columns="r", values="value", aggfunc="median")
+def one_decimal(table: pd.DataFrame) -> pd.DataFrame:
+    """Float cells as "91.0": metrics in percent keep the paper's one decimal (``number`` would
+    drop a trailing zero)."""
+    return table.apply(lambda col: col.map(lambda v: f"{v:.1f}") if pd.api.types.is_float_dtype(col) else col)
 
 
 def varying_axes(results: pd.DataFrame, axes=AXES) -> list[str]:
@@ -65,10 +68,10 @@ def sweep_table(results: pd.DataFrame) -> str:
     seeds = ", ".join(str(s) for s in sorted(results["seed"].unique()))
     lines = [f"{metric}, median over seeds {{{seeds}}}; nothing else pooled:"]
     if not lora.empty:
-        rows = [a for a in varying_axes(lora) if a not in ("method", "r")] or ["targets"]
+        rows = list(dict.fromkeys(["targets", *[a for a in varying_axes(lora) if a not in ("method", "r")]]))
         fixed = [f"{a} {lora[a].iloc[0]}" for a in AXES if a in lora and a not in (*rows, "method", "r")
                  and lora[a].nunique() == 1]
-        table = lora.pivot_table(index=rows, columns="r", values="value", aggfunc="median")
+        table = _in_target_order(lora.pivot_table(index=rows, columns="r", values="value", aggfunc="median"))
         lines += [f"LoRA by {' × '.join(rows)} × r" + (f" ({', '.join(fixed)})" if fixed else "") + ":",
                   table.to_string(float_format=lambda v: f"{v:.4f}")]
     if not baselines.empty:
@@ -231,11 +234,21 @@ def _plain(v):
     return v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v
 
 
+def _csv(table: pd.DataFrame) -> str:
+    """CSV text, the index as the first column (pandas' own CSV writer is the store's)."""
+    frame = table.reset_index() if table.index.name or not isinstance(table.index, pd.RangeIndex) else table
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([str(c) for c in frame.columns])
+    writer.writerows([_plain(v) for v in row] for row in frame.itertuples(index=False))
+    return buffer.getvalue()
+
+
 def render(table: pd.DataFrame, fmt: str) -> str:
     if fmt == "md":
         return to_markdown(table)
     if fmt == "tex":
         return table.to_latex(float_format=number)
     if fmt == "csv":
-        return table.to_csv()
+        return _csv(table)
     raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -82,6 +82,11 @@ def png_width(png: bytes) -> int:
     return struct.unpack(">I", png[16:20])[0]
 
 
+def png_widths(contents: dict[str, bytes | str]) -> dict[str, int]:
+    """{file name: pixel width} of the PNGs among `contents`."""
+    return {name: png_width(data) for name, data in contents.items() if name.endswith(".png")}
+
+
 def report_files(markdown: str, html: str) -> dict[str, str]:
     """The report's two files, for ``write_outputs``."""
     return {REPORT_MD: markdown, REPORT_HTML: html}

@@ -96,7 +96,7 @@ def check_model_folder(name: str, option: str = "model.name") -> Path | None:
         raise ModelError(f"{config}: missing; {folder} is not a Hugging Face model folder") from None
     except (ValueError, AttributeError) as err:
         raise ModelError(f"{config}: not a JSON object ({err})") from None
-    if model_type not in CONFIG_MAPPING:
+    if model_type is not None and model_type not in CONFIG_MAPPING:  # None: transformers guesses from the name
         import transformers
 
         raise ModelError(f"{config}: model_type {model_type!r} is not one that transformers "
@@ -117,9 +117,11 @@ def load_base(name: str, revision: str | None = None, option: str = "model.name"
     try:
         return load_pretrained(str(folder) if folder is not None else name, revision)
     except (OSError, ValueError) as err:
-        where = f"{option}={name!r}" if folder is None else str(folder)
-        hint = "; give a local folder or 'embedded' when offline" if folder is None else ""
-        raise ModelError(f"{where}: cannot load it ({str(err).strip().splitlines()[0]}){hint}") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if folder is not None:
+            raise ModelError(f"{folder}: cannot load it ({reason})") from None
+        raise ModelError(f"{option}={name!r}: no such folder, and as a hub id it cannot be loaded ({reason}); "
+                         "give a local folder or 'embedded' when offline") from None
 
 
 def load_classifier(cell: str | Path, base: str | Path | None = None) -> Classifier:
@@ -140,13 +142,16 @@ def load_classifier(cell: str | Path, base: str | Path | None = None) -> Classif
     import torch
 
     from lowrank_lab.model.lora import inject
+    from lowrank_lab.store.layout import adapter_dir
     from lowrank_lab.store.peft_format import read_adapter, read_head
 
     cell = Path(cell)
-    config, updates, _ = read_adapter(cell / "adapter")
+    config, updates, _ = read_adapter(adapter_dir(cell))
     weight, bias, pooling = read_head(cell)
-    encoder, _ = load_base(str(base or config["base_model_name_or_path"]), None if base else config.get("revision"),
+    name = str(base or config["base_model_name_or_path"])
+    encoder, _ = load_base(name, None if base else config.get("revision"),
                            option="base_model_name_or_path" if base is None else "base")
+    pooling = pooling or default_pooling(name)
     head = nn.Linear(weight.shape[1], weight.shape[0])
     model = Classifier(encoder, head, pooling)
     layers = inject(model, [CLASSIFIER_PREFIX + p for p in updates], [[u.r] for u in updates.values()], [1.0])

@@ -20,6 +20,7 @@ from torch import Tensor
 from lowrank_lab.maths.linalg import scaling_factor
 from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.model.base import CLASSIFIER_PREFIX, label_for
+from lowrank_lab.store import layout
 from lowrank_lab.store.files import RunError, read_json, write_json
 from lowrank_lab.store.tensors import read_tensors, write_tensors
 
@@ -82,9 +83,10 @@ def save_head(cell: Path, weight: Tensor, bias: Tensor, *, pooling: str) -> None
                                     "pooling": pooling, "num_labels": weight.shape[0], "hidden_size": weight.shape[1]})
 
 
-def read_head(cell: Path) -> tuple[Tensor, Tensor, str]:
+def read_head(cell: Path) -> tuple[Tensor, Tensor, str | None]:
     """(weight num_labels×d, bias, pooling) of a LoRA cell: from head.safetensors + head.json, or
-    for a cell of the first format from its adapter (``head.*``) and the pooling of its config.json."""
+    for a cell of the first format from its adapter (``head.*``) and the pooling of its config.json
+    (None there when the spec left it to the model: ``models.default_pooling``)."""
     cell = Path(cell)
     if (cell / HEAD_CONFIG).exists():
         meta, tensors = read_json(cell / HEAD_CONFIG), read_tensors(cell / HEAD_WEIGHTS)
@@ -94,13 +96,10 @@ def read_head(cell: Path) -> tuple[Tensor, Tensor, str]:
         if missing:
             raise RunError(f"{cell / HEAD_WEIGHTS}: missing tensor {missing[0]!r}")
         return tensors["weight"], tensors["bias"], meta["pooling"]
-    _, _, other = read_adapter(cell / "adapter")
+    _, _, other = read_adapter(layout.adapter_dir(cell))
     if "head.weight" not in other or "head.bias" not in other:
-        raise RunError(f"{cell / HEAD_WEIGHTS}: missing (and {cell / 'adapter' / ADAPTER_WEIGHTS} holds no head)")
-    model = read_json(cell / "config.json").get("model", {})
-    from lowrank_lab.store.models import default_pooling
-
-    return other["head.weight"], other["head.bias"], model.get("pooling") or default_pooling(model["name"])
+        raise RunError(f"{cell / HEAD_WEIGHTS}: missing (and {layout.adapter_dir(cell) / ADAPTER_WEIGHTS} holds no head)")
+    return other["head.weight"], other["head.bias"], layout.read_cell_config(cell).model.pooling
 
 
 def pattern_key(patterns: dict[str, object], path: str) -> str | None:

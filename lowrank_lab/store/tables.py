@@ -35,6 +35,8 @@ FORMAT = {"name": "csv", "version": 2,
           "floats": "shortest decimal that round-trips float64 (repr); read back bit-identical"}
 _INTEGER_COLUMNS = ("layer", "seed", "seed1", "seed2")  # nullable: random panels have no layer, no seed
 _TEXT_COLUMNS = ("task", "targets", "lora_targets", "scaling_rule", "init")  # CSV turns "" into NaN
+# pandas ≥ 3 parses floats round-trip exactly by default; older ones need to be asked.
+_ROUND_TRIP = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 
 
 class EmptyTable(FileNotFoundError):
@@ -77,7 +79,7 @@ def read_table(sweep: Path, name: str, side: str = "A") -> pd.DataFrame:
         option = f" --side {side}" if name in SIDED and side != "A" else ""
         raise FileNotFoundError(f"{path}: not computed yet; run `lowrank-lab {COMMAND_OF[name]} {sweep}{option}`")
     try:
-        return _typed(pd.read_csv(path))
+        return _typed(pd.read_csv(path, **_ROUND_TRIP))
     except pd.errors.EmptyDataError:
         raise EmptyTable(f"{path}: empty (the sweep has no cells this table is made from, e.g. no "
                          "saved adapters)") from None
@@ -140,9 +142,10 @@ def _csv(table: pd.DataFrame) -> str:
 
 
 def write_table(sweep: Path, name: str, table: pd.DataFrame, options: dict, conventions: dict,
-                side: str | None = None) -> list[Path]:
-    """<sweep>/analysis/<name>[_<side>].csv and its sidecar JSON: the format, the side, the sweep
-    spec and the finished cells it was made from, provenance, conventions and `options`."""
+                side: str | None = None) -> Path:
+    """Write <sweep>/analysis/<name>[_<side>].csv and its sidecar JSON (the format, the side, the
+    sweep spec and the finished cells it was made from, provenance, conventions and `options`);
+    return the CSV's path."""
     side = _side_of(name, side)
     path = table_path(sweep, name, side or "A")
     meta = {"table": name, "side": side, "rows": len(table), "columns": list(table.columns),
@@ -150,7 +153,7 @@ def write_table(sweep: Path, name: str, table: pd.DataFrame, options: dict, conv
             "sweep_spec": layout.read_spec(sweep), "cells": done_cells(sweep), "provenance": files.provenance()}
     files.write_text(path, _csv(table))
     files.write_json(path.with_suffix(".json"), meta)
-    return [path, path.with_suffix(".json")]
+    return path
 
 
 def write_folder_table(out: Path, name: str, table: pd.DataFrame, sidecar: dict,
@@ -175,6 +178,6 @@ def read_folder_table(out: Path, name: str) -> pd.DataFrame:
     if not path.exists():
         raise files.RunError(f"{path}: missing")
     try:
-        return _typed(pd.read_csv(path))
+        return _typed(pd.read_csv(path, **_ROUND_TRIP))
     except pd.errors.EmptyDataError:
         return pd.DataFrame()

@@ -166,19 +166,20 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
     t = _set_up(pack, task, train, dev, device, resume, states, shard, meter)
     total, last_checkpoint = t.plan.total, time.monotonic()
     for step in range(start_step, total):
-        stopping = _step(t, step, stop is not None and bool(stop))
+        agreed = _step(t, step, bool(stop))
         if progress is not None:
             progress.update(1)
         if step + 1 in t.plan.eval_steps:
             _evaluate(t, step, on_eval)
         if step + 1 == total:
             break
+        stopping = bool(stop) if agreed is None else agreed
         due = (step + 1) % t.spec.checkpoint_every == 0 or time.monotonic() - last_checkpoint >= t.spec.checkpoint_seconds
         if on_checkpoint is not None and (due or stopping):
             on_checkpoint(step + 1, t.optimizer, t.schedule, t.states)
             last_checkpoint = time.monotonic()
         if stopping:
-            raise Interrupted(step + 1, (stop.signum if stop else None) or signal.SIGINT, [c.name for c in pack.cells])
+            raise Interrupted(step + 1, getattr(stop, "signum", None) or signal.SIGINT, [c.name for c in pack.cells])
     return t.states
 
 
@@ -210,9 +211,10 @@ def _set_up(pack: Pack, task: Task, train: Encoded, dev: Encoded, device: torch.
                     torch.zeros(pack.K, device=device), clock=time.perf_counter())
 
 
-def _step(t: Training, step: int, stop: bool) -> bool:
-    """One optimizer step of every cell; returns whether to stop after it (under data parallelism:
-    whether any process was asked to, agreed in the gradients' all-reduce)."""
+def _step(t: Training, step: int, stop: bool) -> bool | None:
+    """One optimizer step of every cell. Under data parallelism, returns whether any process was
+    asked to stop (agreed in the gradients' all-reduce, so that all stop after the same step);
+    else None (the caller reads its own request after the step's bookkeeping)."""
     spec, K, b = t.spec, t.pack.K, t.spec.batch_size
     rank, world = t.shard
     epoch, within = divmod(step, t.plan.steps_per_epoch)
@@ -229,10 +231,11 @@ def _step(t: Training, step: int, stop: bool) -> bool:
         logits = t.forward(**inputs)
     losses = loss_per_cell(logits, labels, K, t.task.num_labels == 1)
     losses.sum().backward()
+    agreed = None
     if world > 1:
         flag = torch.tensor([float(stop)], device=t.device)
         all_reduce_mean_([p.grad for p in t.pack.trainable if p.grad is not None] + [flag])
-        stop = bool(flag.item() > 0)  # one host sync per step, under data parallelism only
+        agreed = bool(flag.item() > 0)  # one host sync per step, under data parallelism only
     if spec.grad_clip is not None:
         clip_per_cell(t.pack, spec.grad_clip)
     t.optimizer.step()
@@ -241,7 +244,7 @@ def _step(t: Training, step: int, stop: bool) -> bool:
     t.loss_sum += losses.detach()
     t.seen += 1
     _count(t, inputs["input_ids"].numel(), index)
-    return stop
+    return agreed
 
 
 def _count(t: Training, padded: int, index: Tensor) -> None:

@@ -33,27 +33,27 @@ MARKDOWN_MAX_ROWS = 2000  # longer tables (φ grids, spectra) are CSV only
 # Which adapters, by which names
 
 
-def root_name(root: Path) -> str:
-    """How a folder given on the command line is named: its own name, or for the ``adapter/``
-    folder of a sweep cell, the cell's name."""
+def named_folder(root: Path) -> Path:
+    """The folder an adapter given as `root` is named after: `root` itself, or for the ``adapter/``
+    folder of a sweep cell, the cell's folder."""
     root = Path(root).resolve()
-    return root.parent.name if runs.adapter_dir(root.parent) == root else root.name
+    return root.parent if runs.adapter_dir(root.parent) == root else root
 
 
 def _names(found: list[tuple[Path, ExternalAdapter]]) -> list[str]:
-    """Readable, unique names: root name (+ "/sub-folder"); clashes get parent folders in front."""
-    names = []
-    for root, ext in found:
-        base = root_name(root)
-        sub = Path(ext.path).resolve().relative_to(root.resolve())
-        names.append(base if sub == Path(".") else f"{base}/{sub.as_posix()}")
-    for depth in range(1, 4):  # "sweepA/cell", then "runs/sweepA/cell", …
+    """Readable, unique names: the named folder (+ "/sub-folder"); names that clash get the
+    folders above in front ("sweepA/cells/cell" …), and an index as the last resort."""
+    folders = [named_folder(root) for root, _ in found]
+    subs = [Path(ext.path).resolve().relative_to(root.resolve()) for root, ext in found]
+    tails = ["" if sub == Path(".") else f"/{sub.as_posix()}" for sub in subs]
+    names = [f"{f.name}{t}" for f, t in zip(folders, tails, strict=True)]
+    for depth in range(1, 6):
         clashes = {n for n in names if names.count(n) > 1}
         if not clashes:
-            break
-        names = [f"{'/'.join(root.resolve().parent.parts[-depth:])}/{n}" if n in clashes else n
-                 for n, (root, _) in zip(names, found, strict=True)]
-    return names
+            return names
+        names = [("/".join(f.parts[-depth - 1:]) + t) if n in clashes else n
+                 for n, f, t in zip(names, folders, tails, strict=True)]
+    return [f"{n}#{i}" if names.count(n) > 1 else n for i, n in enumerate(names, 1)]
 
 
 def find(roots: Sequence[str | Path], base: str | Path | None = None,
@@ -75,7 +75,7 @@ def find(roots: Sequence[str | Path], base: str | Path | None = None,
     return list(zip(_names(found), (ext for _, ext in found), strict=True))
 
 
-def _describe(name: str, ext: ExternalAdapter) -> dict:
+def describe(name: str, ext: ExternalAdapter) -> dict:
     return {"name": name, "path": str(Path(ext.path).resolve()), "base": str(ext.base), "config": ext.config,
             "notes": ext.notes}
 
@@ -149,7 +149,7 @@ def compare_drawings(parts: list[pd.DataFrame]) -> dict:
         draw = plotting.phi_seeds_figure if same_r else plotting.phi_ranks_figure
         kwargs = {"random_panel": False} if same_r else {}
         drawings[f"{n1}-vs-{n2}-phi".replace("/", "__")] = (
-            lambda t=t, draw=draw, layer=layer, modules=modules, title=title, kwargs=kwargs:
+            lambda t=t, draw=draw, layer=layer, side=side, modules=modules, title=title, kwargs=kwargs:
             draw(t, [layer], side=side, modules=modules, title=title, **kwargs))
     return drawings
 
@@ -158,7 +158,8 @@ def compare_drawings(parts: list[pd.DataFrame]) -> dict:
 # The commands
 
 
-def _table_files(out: Path, frames: dict[str, pd.DataFrame], sidecar: dict) -> list[Path]:
+def write_folder_tables(out: Path, frames: dict[str, pd.DataFrame], sidecar: dict) -> list[Path]:
+    """Each frame as <out>/<name>.csv (+ .md up to MARKDOWN_MAX_ROWS rows) with its sidecar."""
     paths = []
     for name, frame in frames.items():
         markdown = to_markdown(frame) if len(frame) <= MARKDOWN_MAX_ROWS else None
@@ -183,8 +184,8 @@ def analyze(adapter: str | Path, base: str | Path | None = None, original_base: 
             images.update(_render(adapter_drawings(per[name], name, opts.side), notes))
     sidecar = {"options": {**asdict(opts), "base": None if base is None else str(base),
                            "original_base": None if original_base is None else str(original_base)},
-               "conventions": ax.CONVENTIONS, "adapters": [_describe(n, e) for n, e in found]}
-    paths = _table_files(out, joined, sidecar)
+               "conventions": ax.CONVENTIONS, "adapters": [describe(n, e) for n, e in found]}
+    paths = write_folder_tables(out, joined, sidecar)
     return paths + store_figures.write_outputs(out / "figures", images), notes
 
 
@@ -203,7 +204,7 @@ def compare(adapters: Sequence[str | Path], base: str | Path | None = None, out:
     notes = _notes(found) + notes
     images = _render(compare_drawings(frames[ax.COMPARE_PHI]), notes) if figures else {}
     sidecar = {"options": {**asdict(opts), "base": None if base is None else str(base)},
-               "conventions": ax.CONVENTIONS, "adapters": [_describe(n, e) for n, e in found]}
+               "conventions": ax.CONVENTIONS, "adapters": [describe(n, e) for n, e in found]}
     joined = {key: pd.concat(parts, ignore_index=True) for key, parts in frames.items()}
-    paths = _table_files(out, joined, sidecar)
+    paths = write_folder_tables(out, joined, sidecar)
     return paths + store_figures.write_outputs(out / "figures", images), notes

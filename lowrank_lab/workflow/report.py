@@ -98,9 +98,12 @@ def write_report(sweep: Path, base_model: str | None = None, echo: Callable[[str
     """<analysis>/report/report.md and report.html with every figure (PNG, PDF) beside them, and
     the tables under <analysis>/tables; missing or stale analysis tables are computed first."""
     sweep, view = Path(sweep), View(side=side)
-    from lowrank_lab.workflow.sweep import ensure_tables
+    from lowrank_lab.workflow.sweep import compute_subspace, ensure_tables
 
     ensure_tables(sweep, base=base_model, echo=echo)
+    if side not in st.sides_computed(sweep):  # `report --side B`: the φ tables of that side first
+        echo(f"computing φ for side {side} …")
+        compute_subspace(sweep, (side,), base_model)
     frames, missing = read_frames([sweep], registry.needed_tables(), side)
     shown, figures, table_contents = [], {}, {}
     for entry in registry.ENTRIES:
@@ -124,7 +127,7 @@ def write_report(sweep: Path, base_model: str | None = None, echo: Callable[[str
 
 def _widths(files: dict[str, bytes]) -> dict[str, int]:
     """{png name: CSS width}: one scale for every figure, the widest REPORT_WIDTH pixels at most."""
-    pngs = {name: out.png_width(data) for name, data in files.items() if name.endswith(".png")}
+    pngs = out.png_widths(files)
     if not pngs:
         return {}
     scale = min(2 / 3, REPORT_WIDTH / max(pngs.values()))  # 2/3: 150 dpi shown at 100 px per inch

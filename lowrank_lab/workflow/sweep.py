@@ -30,11 +30,8 @@ def _load(sweep: Path) -> list[Run]:
 
 
 def _write_all(sweep: Path, frames: dict[tuple[str, str | None], pd.DataFrame], options: dict) -> list[Path]:
-    paths = []
-    for (name, side), frame in frames.items():
-        paths += st.write_table(sweep, name, frame, {**options, **({"side": side} if side else {})},
-                                an.CONVENTIONS, side)
-    return [p for p in paths if p.suffix == ".csv"]
+    return [st.write_table(sweep, name, frame, {**options, **({"side": side} if side else {})}, an.CONVENTIONS, side)
+            for (name, side), frame in frames.items()]
 
 
 def _check_sides(sides: Iterable[str]) -> tuple[str, ...]:

@@ -110,3 +110,21 @@ def test_data_parallel_over_two_processes_equals_one_process(tiny_bert, tiny_tas
     assert ours.keys() == theirs.keys()
     for key in ours:
         torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_sigint_to_a_real_process_checkpoints_and_exits_130_without_aborted(tiny_bert, tiny_task, tmp_path):
+    extra = {"train.epochs": 40, "sweep.seeds": "[0]", "sweep.r": "[1]"}
+    args = ["rank-sweep", *[x for o in _overrides(tiny_bert, tiny_task, tmp_path, **extra) for x in ("--set", o)]]
+    proc = _cli(args)
+    sweep = tmp_path / "default"
+    deadline = time.time() + 120
+    while not list(sweep.glob("cells/*/metrics.jsonl")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # the first evaluation is written: the pack is training
+    assert proc.poll() is None, "the sweep finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130 and "Aborted" not in out, out
+    step = int(out.split("interrupted at step ")[1].split(";")[0])
+    state = json.loads(next(sweep.glob("packs/*/state.json")).read_text())
+    manifest = files.read_json(sweep / "manifest.json")
+    assert state["step"] == step and [e["status"] for e in manifest["cells"].values()] == ["interrupted"]

@@ -17,7 +17,6 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from lowrank_lab.store import peft_format
-from lowrank_lab.store import runs  # noqa: E402
 from lowrank_lab.store.adapters import LazyWeights, find_adapters, load_all, load_external, match_updates  # noqa: E402
 from lowrank_lab.maths.linalg import delta_w  # noqa: E402
 from lowrank_lab.store.files import RunError  # noqa: E402

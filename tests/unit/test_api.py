@@ -23,7 +23,14 @@ CELL = "lora-qv-r4-alpha_r-kaiming-seed0"
 
 @pytest.fixture
 def sweep(tmp_path) -> Path:
+    """The fixture sweep, copied."""
     return Path(shutil.copytree(FIXTURE, tmp_path / "sweep", ignore=shutil.ignore_patterns("analysis")))
+
+
+@pytest.fixture
+def analyzed_sweep(analyzed, tmp_path) -> Path:
+    """The fixture sweep with its side-A tables computed (conftest's `analyzed`), copied."""
+    return Path(shutil.copytree(analyzed, tmp_path / "sweep", ignore=shutil.ignore_patterns("figures", "report")))
 
 
 def test_cells_are_the_finished_cells_with_their_spec_fields_and_best_metric(sweep):
@@ -35,7 +42,9 @@ def test_cells_are_the_finished_cells_with_their_spec_fields_and_best_metric(swe
     assert {"metric", "value", "alpha", "scaling_rule", "init"} <= set(cells.columns)
 
 
-def test_tables_are_computed_once_saved_and_read_back_when_current(sweep, monkeypatch):
+def test_tables_are_computed_once_saved_and_read_back_when_current(analyzed_sweep, monkeypatch):
+    sweep = analyzed_sweep
+    st.table_path(sweep, st.AMPLIFICATION).unlink()
     amp = ll.open_sweep(sweep, base=BASE).amplification()
     assert st.is_current(sweep, st.AMPLIFICATION) and len(amp) > 0
     monkeypatch.setattr(ws, "compute_amplification", lambda *a, **k: pytest.fail("recomputed a current table"))
@@ -44,7 +53,8 @@ def test_tables_are_computed_once_saved_and_read_back_when_current(sweep, monkey
     assert again.amplification() is again.amplification()  # cached in memory too
 
 
-def test_phi_of_each_side_is_its_own_table(sweep):
+def test_phi_of_each_side_is_its_own_table(analyzed_sweep):
+    sweep = analyzed_sweep
     s = ll.open_sweep(sweep, base=BASE)
     a, b = s.phi(), s.phi(side="B")
     assert set(a["side"]) == {"A"} and set(b["side"]) == {"B"}

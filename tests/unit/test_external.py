@@ -175,6 +175,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(two, tmp_path):
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sweep"
 FIXTURE_BASE = FIXTURE / "base"
+CELL_R4 = "lora-qv-r4-alpha_r-kaiming-seed0"
 
 
 def _cell_copy(tmp_path: Path, cell: str, keep: tuple[str, ...] | None = None) -> Path:
@@ -259,3 +260,18 @@ def test_analyze_on_a_sweep_says_it_is_a_sweep_and_names_the_command(tmp_path):
     shutil.copy(FIXTURE / "manifest.json", sweep / "manifest.json")
     result = CliRunner().invoke(cli, ["analyze", str(sweep)])
     assert result.exit_code == 2 and "is a sweep" in result.output and "lowrank-lab report" in result.output
+
+
+@pytest.mark.parametrize("command", ["subspace", "amplify", "spectrum"])
+def test_the_base_model_option_is_base_in_every_command(command, tmp_path):
+    result = CliRunner().invoke(cli, [command, str(tmp_path), "--base-model", "x"])
+    assert result.exit_code == 2 and "--base" in result.output
+    result = CliRunner().invoke(cli, [command, str(tmp_path), "--base", "x"])
+    assert result.exit_code == 2 and "manifest.json" in result.output  # --base parsed; the folder is no sweep
+
+
+def test_adapters_of_two_sweeps_with_the_same_cell_name_get_different_names(tmp_path):
+    a = _cell_copy(tmp_path / "sweepA" / "cells", CELL_R4)
+    b = _cell_copy(tmp_path / "sweepB" / "cells", CELL_R4)
+    names = [name for name, _ in wx.find([a, b], base=FIXTURE_BASE)]
+    assert names == [f"sweepA/cells/{CELL_R4}", f"sweepB/cells/{CELL_R4}"]

@@ -90,3 +90,22 @@ def test_each_bad_adapter_is_a_clean_error(tmp_path, problem):
     _write(tmp_path / "a", config, weights if weights is not None else save(tensors))
     with pytest.raises(files.RunError, match=str(tmp_path / "a")):
         peft_format.read_adapter(tmp_path / "a")
+
+
+_module = st.lists(st.sampled_from(["encoder", "layer", "0", "1", "attention", "self", "query", "head", "model"]),
+                   min_size=1, max_size=6).map(".".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(paths=st.lists(_module, min_size=1, max_size=4, unique=True), r=st.integers(1, 3))
+def test_fuzz_saved_paths_read_back_unchanged(tmp_path, paths, r):
+    """What save_adapter writes is never taken for the first format: every path (a BERT path starts
+    with the model's own "encoder.") reads back as written, with its factors."""
+    gen = torch.Generator().manual_seed(0)
+    updates = [peft_format.LowRankUpdate("", p, torch.randn(r, 5, generator=gen), torch.randn(4, r, generator=gen), 1.0)
+               for p in paths]
+    peft_format.save_adapter(tmp_path / "a", updates, base_model="x", revision=None, alpha=2.0,
+                             scaling_rule="alpha/r", init="kaiming", dropout=0.0)
+    _, read, other = peft_format.read_adapter(tmp_path / "a")
+    assert set(read) == set(paths) and other == {}
+    assert all(torch.equal(read[u.path].A, u.A) and torch.equal(read[u.path].B, u.B) for u in updates)

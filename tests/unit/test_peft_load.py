@@ -63,15 +63,32 @@ def _peft_on_plain_base(adapter: Path):
     return model.eval(), result, serious
 
 
-@pytest.mark.parametrize("model, rule", [("tiny", "alpha/r"), ("tiny", "alpha/sqrt(r)"), ("embedded", "alpha/r")])
-def test_saved_cell_loads_on_the_plain_base_with_our_hidden_states(model, rule, tiny_bert, tmp_path, gen):
-    name = str(tiny_bert) if model == "tiny" else "embedded"
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A 2-layer GPT-2 (Conv1D, fused c_attn), with the embedded model's tokenizer."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2Model
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir(verify=False))
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=16, n_layer=2, n_head=2, n_positions=64)
+              ).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("model, rule", [("tiny", "alpha/r"), ("tiny", "alpha/sqrt(r)"), ("embedded", "alpha/r"),
+                                         ("gpt2", "alpha/r")])
+def test_saved_cell_loads_on_the_plain_base_with_our_hidden_states(model, rule, request, tmp_path, gen):
+    name = {"tiny": lambda: str(request.getfixturevalue("tiny_bert")), "embedded": lambda: "embedded",
+            "gpt2": lambda: str(request.getfixturevalue("tiny_gpt2"))}[model]()
     pack, tokenizer = _trained_pack(name, "q,k,v,o", 4, rule, gen)
     save_cell(tmp_path, pack, 0, name)
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["task_type"] == "FEATURE_EXTRACTION" and config["modules_to_save"] is None
     assert config["base_model_name_or_path"] == (EMBEDDED_HUB_ID if model == "embedded" else name)
-    assert all(t.startswith("encoder.layer.") for t in config["target_modules"])
+    assert all(t.startswith("h." if model == "gpt2" else "encoder.layer.") for t in config["target_modules"])
+    assert config["fan_in_fan_out"] is (model == "gpt2")  # GPT-2's Conv1D stores W0 in×out
     assert not any("head" in k for k in read_tensors(tmp_path / "adapter" / "adapter_model.safetensors"))
 
     peft_model, result, serious = _peft_on_plain_base(tmp_path / "adapter")
@@ -124,6 +141,21 @@ def test_embedded_hub_id_resolves_offline_and_no_venv_path_is_recorded(tmp_path)
     assert portable_name("tests/fixtures/sweep/base") == "tests/fixtures/sweep/base"
     assert resolve_base(None, {"base_model_name_or_path": EMBEDDED_HUB_ID}, tmp_path / "a.json") == folder
     assert resolve_model_path(EMBEDDED_HUB_ID) == str(folder)
+
+
+def test_committed_fixture_cell_loads_on_its_plain_base(monkeypatch):
+    """tests/fixtures/sweep was written in the PEFT-loadable format (tests/fixtures/make_sweep.py)."""
+    from transformers import AutoTokenizer
+
+    monkeypatch.chdir(ROOT)  # base_model_name_or_path is the relative tests/fixtures/sweep/base
+    cell = ROOT / "tests/fixtures/sweep/cells/lora-qkvo-r4-alpha_r-kaiming-seed1"
+    peft_model, result, serious = _peft_on_plain_base(cell / "adapter")
+    assert not serious and not result.missing_keys and not result.unexpected_keys
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "tests/fixtures/sweep/base")
+    inputs = dict(tokenizer(["a wonderful film"], return_tensors="pt"))
+    with torch.no_grad():
+        ours = load_classifier(cell).encoder(**inputs).last_hidden_state
+        torch.testing.assert_close(peft_model(**inputs).last_hidden_state, ours, rtol=1e-5, atol=1e-5)
 
 
 # --- the first format ---------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Tables in the paper's shapes from small, known results."""
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -69,3 +71,53 @@ def test_tables_follow_the_papers_row_order_and_table2_keeps_the_papers_lora_row
     assert list(tables.budget_table(_results())["targets"]) == ["q", "q,v", "q,k,v,o"]
     table = tables.method_table(_results(), lora=[("q,v", 4)])
     assert list(table.index) == ["Full fine-tuning", "Head only", "LoRA q,v r=4"]
+
+
+def test_sweep_table_pools_only_the_seeds():
+    """rank-sweep's table said "median over seeds" while it also pooled scaling rules and inits."""
+    rows = [{"cell": f"c{n}", "method": "lora", "targets": "q,v", "r": 4, "seed": seed, "scaling_rule": rule,
+             "init": "kaiming", "task": "t", "metric": "accuracy", "value": value + 0.01 * seed}
+            for n, (rule, value, seed) in enumerate([("alpha/r", 0.5, 0), ("alpha/r", 0.5, 1),
+                                                     ("alpha/sqrt(r)", 0.9, 0), ("alpha/sqrt(r)", 0.9, 1)])]
+    text = tables.sweep_table(pd.DataFrame(rows))
+    assert "median over seeds {0, 1}" in text and "LoRA by targets × scaling_rule × r (task t, init kaiming)" in text
+    assert "0.5050" in text and "0.9050" in text and "0.7050" not in text  # one row per rule, not their median
+
+
+def test_sweep_table_lists_the_baselines_by_method():
+    text = tables.sweep_table(_results())
+    assert "LoRA by targets × r (task t):" in text and re.search(r"full +0\.9000", text) and re.search(r"head +0\.9000", text)
+    assert [line.split()[0] for line in text.splitlines()[4:7]] == ["q", "q,v", "q,k,v,o"]  # the paper's order
+
+
+def test_number_is_the_one_format_of_every_table():
+    assert [tables.number(v) for v in (0.123456, 21.5, 116.953, 262_144, 2082, 3.0, float("nan"), 1e-5, "q,v")] == \
+        ["0.1235", "21.5", "117", "262,144", "2082", "3", "", "1.000e-05", "q,v"]
+
+
+def test_metrics_in_percent_as_the_paper():
+    table = tables.rank_target_table(tables.in_percent(_results()))
+    assert table.loc["q", 4] == "65.0 ± 1.0"
+    assert tables.budget_table(tables.in_percent(_results())).columns[-1] == "accuracy (%)"
+
+
+def test_markup_renders_the_markdown_it_is_given_without_leaking_syntax():
+    from lowrank_lab.present import markup
+
+    md = "## A\n\n- **x**: `y` *z*\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![t](f.png)\n\n> q"
+    html = markup.to_html(md, "t", {"f.png": 300})
+    assert "<ul><li><strong>x</strong>: <code>y</code> <em>z</em></li><li>two</li></ul>" in html
+    assert "<thead><tr><th>a</th><th>b</th></tr></thead><tbody><tr><td>1</td><td>2</td></tr></tbody>" in html
+    assert '<img src="f.png" alt="t" width="300">' in html and "<blockquote>q</blockquote>" in html
+    assert "**" not in html and "|" not in html and "](" not in html
+
+
+def test_report_section_names_the_paper_shows_the_caption_and_says_how_to_get_a_skipped_entry():
+    from lowrank_lab.present import registry
+    from lowrank_lab.present.report import Shown, section
+
+    entry = registry.entry("fig4_phi_seeds")
+    text = "\n".join(section(Shown(entry, skipped="the sweep has no two seeds at one rank (side B)"),
+                             registry.View(side="B")))
+    assert text.startswith("### Figure 4: ") and "add sweep.seeds = [0, 1]" in text
+    assert "side B: left singular vectors of B" in text and "*Skipped: the sweep has no two seeds" in text
