@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from lowrank_lab.maths import linalg
+from lowrank_lab.maths import linalg, spectrum
 from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.model.base import parse_label
 from lowrank_lab.spec import CellSpec
@@ -233,7 +233,7 @@ def spectrum_table(spectra: Mapping[str, Tensor]) -> pd.DataFrame:
     for label, S in spectra.items():
         S = S.sort(descending=True).values
         frames.append(pd.DataFrame({"n": np.arange(1, len(S) + 1), "sigma": S.numpy(),
-                                    "energy": linalg.energy_fraction(S).numpy()})
+                                    "energy": spectrum.energy_fraction(S).numpy()})
                       .assign(**label_columns(label)))
     cols = ["label", "layer", "module", "n", "sigma", "energy"]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
@@ -241,7 +241,7 @@ def spectrum_table(spectra: Mapping[str, Tensor]) -> pd.DataFrame:
 
 def spectrum_metrics_table(spectra: Mapping[str, Tensor]) -> pd.DataFrame:
     """One row per label: sigma_max, frobenius, stable_rank, effective_rank, rank_90, n_sigma."""
-    return pd.DataFrame([{**label_columns(label), **linalg.spectrum_metrics(S), "n_sigma": len(S)}
+    return pd.DataFrame([{**label_columns(label), **spectrum.spectrum_metrics(S), "n_sigma": len(S)}
                          for label, S in spectra.items()])
 
 
@@ -249,8 +249,8 @@ def intruder_rows(label: str, W0: Tensor, W_tuned: Tensor, epsilons=EPSILONS,
                   top_k: int = INTRUDER_TOP_K, U_w0: Tensor | None = None) -> list[dict]:
     """Rows (label, epsilon, n_intruders, top_k) for one matrix; two dense SVDs (one when W0's
     left singular vectors U_w0 are given), reused for all ε."""
-    found = linalg.intruder_dimensions(W0, W_tuned, top_k, dtype=torch.float64, U_w0=U_w0)
-    counts = linalg.intruder_counts(found["max_cos"], torch.tensor(epsilons, dtype=torch.float64))
+    found = spectrum.intruder_dimensions(W0, W_tuned, top_k, dtype=torch.float64, U_w0=U_w0)
+    counts = spectrum.intruder_counts(found["max_cos"], torch.tensor(epsilons, dtype=torch.float64))
     top_k = len(found["max_cos"])
     return [{**label_columns(label), "epsilon": eps, "n_intruders": int(c), "top_k": top_k}
             for eps, c in zip(epsilons, counts.tolist(), strict=True)]
@@ -280,7 +280,7 @@ def eckart_young_table(deltas: Mapping[str, Tensor],
     frames = []
     for label, D in deltas.items():
         D = D.detach().to(torch.float64)
-        curve = linalg.eckart_young_curve(torch.linalg.svdvals(D))
+        curve = spectrum.eckart_young_curve(torch.linalg.svdvals(D))
         frames.append(pd.DataFrame({"source": "best_rank_k", "k": np.arange(len(curve)),
                                     "rel_error": curve.numpy()}).assign(**label_columns(label)))
         norm2 = float(D.square().sum())

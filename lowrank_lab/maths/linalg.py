@@ -26,7 +26,7 @@ _SCALING_RULES = {
 }
 
 
-def _upcast(*tensors: Tensor, dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
+def upcast(*tensors: Tensor, dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
     """Cast to `dtype`, or to the inputs' promoted dtype but never below float32."""
     if dtype is None:
         dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors], torch.float32)
@@ -84,7 +84,7 @@ def factored_svd(
     needs a real SVD. Computed in `dtype` (default: input dtype, at least float32).
     """
     _check_rank(A, B)
-    A, B = _upcast(A, B, dtype=dtype)
+    A, B = upcast(A, B, dtype=dtype)
     # QR first: it is backward stable and makes the outer factors orthonormal, so the SVD of the
     # core inherits full accuracy; the Gram-matrix route (BᵀB) would square the condition number.
     Q_B, R_B = torch.linalg.qr(B)
@@ -107,7 +107,7 @@ def top_right_basis(M: Tensor, n: int | None = None, *, dtype: torch.dtype | Non
     Hu et al. 2021, Sec. 7.2 (U_A in Eq. 4 is this V for A stored r×k; App. G calls it "left").
     For a LoRA A these are the input directions in ℝᵏ the adapter reads from.
     """
-    (M,) = _upcast(M, dtype=dtype)
+    (M,) = upcast(M, dtype=dtype)
     n = _check_n(M, n)
     _, _, Vh = torch.linalg.svd(M, full_matrices=False)
     return Vh[..., :n, :].mT
@@ -120,7 +120,7 @@ def top_left_basis(M: Tensor, n: int | None = None, *, dtype: torch.dtype | None
     Hu et al. 2021, Sec. 7.2 footnote 7 (B's left singular vectors), App. H.3 (W0 vs ΔW).
     For B or W0 these are the output directions in ℝᵈ the matrix writes to.
     """
-    (M,) = _upcast(M, dtype=dtype)
+    (M,) = upcast(M, dtype=dtype)
     n = _check_n(M, n)
     U, _, _ = torch.linalg.svd(M, full_matrices=False)  # thin: never d×d for a large dense W0
     return U[..., :, :n]
@@ -143,7 +143,7 @@ def phi_grid(V1: Tensor, V2: Tensor) -> Tensor:
     the larger one, 0 when they are orthogonal.
     Every top-left block norm is a 2-D prefix sum of the squared entries of the one product V1ᵀV2.
     """
-    V1, V2 = _upcast(V1, V2)
+    V1, V2 = upcast(V1, V2)
     sq = (V1.mT @ V2).square()
     block = sq.cumsum(dim=-2).cumsum(dim=-1)
     i = torch.arange(1, sq.shape[-2] + 1, dtype=sq.dtype, device=sq.device)
@@ -169,7 +169,7 @@ def subspace_similarity(
 
 
 def _cosines(V1: Tensor, V2: Tensor) -> Tensor:
-    V1, V2 = _upcast(V1, V2)
+    V1, V2 = upcast(V1, V2)
     return torch.linalg.svdvals(V1.mT @ V2).clamp(0.0, 1.0)
 
 
@@ -258,7 +258,7 @@ def projection_norm(W0: Tensor, U: Tensor, Vh: Tensor) -> Tensor:
     Hu et al. 2021, Sec. 7.3, Table 7: the paper writes UᵀWVᵀ, so its "V" is torch's Vh (right
     singular vectors as rows), not V = Vh.mT. Large when W0 already acts along these directions.
     """
-    W0, U, Vh = _upcast(W0, U, Vh)
+    W0, U, Vh = upcast(W0, U, Vh)
     return torch.linalg.matrix_norm(U.mT @ W0 @ Vh.mT)
 
 
@@ -286,7 +286,7 @@ def amplification(
     `generator` before the random baseline does). Every other quantity is exact either way.
     dtype=float32 halves the cost of the d×k products for a large W0 (relative error ~1e-6).
     """
-    W0, A, B = _upcast(W0, A, B, dtype=dtype)
+    W0, A, B = upcast(W0, A, B, dtype=dtype)
     r = A.shape[-2]
     d, k = W0.shape
     if B.shape[-2] != d or A.shape[-1] != k:
@@ -327,7 +327,7 @@ def top_r_svd_randomized(M: Tensor, r: int, n_oversample: int = 10, n_iter: int 
     In M's dtype, at least float32. For W0's top-r subspace in the amplification analysis
     (Hu et al. 2021, Sec. 7.3, Table 7) when W0 is too large for a dense SVD.
     """
-    (M,) = _upcast(M)
+    (M,) = upcast(M)
     d, k = M.shape
     if not 1 <= r <= min(d, k):
         raise ValueError(f"r must be in [1, {min(d, k)}] for a {d}×{k} matrix, got r={r}")
@@ -351,7 +351,7 @@ def frobenius_inner(A1: Tensor, B1: Tensor, s1: float, A2: Tensor, B2: Tensor, s
     The cosine ⟨ΔW1, ΔW2⟩/(‖ΔW1‖‖ΔW2‖) says whether two updates push W0 the same way
     (Hu et al. 2021, Sec. 7 compares updates only through their subspaces; this adds the sign).
     """
-    A1, B1, A2, B2 = _upcast(A1, B1, A2, B2, dtype=torch.float64)
+    A1, B1, A2, B2 = upcast(A1, B1, A2, B2, dtype=torch.float64)
     return float(s1 * s2 * ((B1.mT @ B2) * (A1 @ A2.mT)).sum())
 
 
@@ -366,7 +366,7 @@ def delta_distance(A1: Tensor, B1: Tensor, s1: float, A2: Tensor, B2: Tensor, s2
     """
     if A1.shape[-1] != A2.shape[-1] or B1.shape[-2] != B2.shape[-2]:
         raise ValueError(f"ΔW1 is {B1.shape[-2]}×{A1.shape[-1]} but ΔW2 is {B2.shape[-2]}×{A2.shape[-1]}")
-    A1, B1, A2, B2 = _upcast(A1, B1, A2, B2, dtype=torch.float64)
+    A1, B1, A2, B2 = upcast(A1, B1, A2, B2, dtype=torch.float64)
     _, S, _ = factored_svd(torch.cat([A1, A2]), torch.cat([s1 * B1, -s2 * B2], dim=1))
     n1 = math.sqrt(max(frobenius_inner(A1, B1, s1, A1, B1, s1), 0.0))
     n2 = math.sqrt(max(frobenius_inner(A2, B2, s2, A2, B2, s2), 0.0))
@@ -375,130 +375,3 @@ def delta_distance(A1: Tensor, B1: Tensor, s1: float, A2: Tensor, B2: Tensor, s2
     return {"frobenius": fro, "spectral": float(S[0]),
             "relative_frobenius": fro / n1 if n1 > 0 else math.inf,
             "cosine": inner / (n1 * n2) if n1 > 0 and n2 > 0 else 0.0}
-
-
-# --- spectrum of ΔW ----------------------------------------------------------------------------
-# A zero spectrum (ΔW at init, B = 0) is defined, not nan: rank-like metrics are 0, every rank-k
-# approximation is exact (relative error 0, energy fraction 1), so tables over training stay finite.
-
-
-def _spectrum(S: Tensor) -> Tensor:
-    # float64 so that tail sums of tiny σ² are not lost next to σ_max²; sorted so any order works.
-    if S.ndim != 1:
-        raise ValueError(f"S must be 1-D singular values, got shape {tuple(S.shape)}")
-    if bool((S < 0).any()):
-        raise ValueError("singular values must be non-negative")
-    return S.to(torch.float64).sort(descending=True).values
-
-
-def energy_fraction(S: Tensor) -> Tensor:
-    """Cumulative energy E[k-1] = Σ_{i≤k} σ_i² / Σ_i σ_i² for k = 1..n, shape (n,), last entry 1.
-
-    Biderman et al. 2024 (arXiv:2405.09673), "variance explained" by the top k directions.
-    """
-    S = _spectrum(S)
-    cum = S.square().cumsum(dim=0)
-    total = cum[-1]
-    return torch.where(total > 0, cum / total.clamp(min=torch.finfo(cum.dtype).tiny), 1.0)
-
-
-def rank_for_energy(S: Tensor, threshold: float) -> int:
-    """Smallest k ∈ {0..n} with Σ_{i≤k} σ_i² / Σ σ_i² ≥ threshold, 0 < threshold ≤ 1.
-
-    Biderman et al. 2024 (k₉₀ at threshold 0.9). How many directions ΔW really uses.
-    """
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    S = _spectrum(S)
-    if S[0] == 0:
-        return 0
-    return int((energy_fraction(S) < threshold).sum()) + 1
-
-
-def spectrum_metrics(S: Tensor) -> dict[str, float]:
-    """Scalar summaries of singular values S (n,), descending (sorted internally otherwise).
-
-    sigma_max = σ_1;  frobenius = sqrt(Σσ_i²);  stable_rank = Σσ_i² / σ_1²;
-    effective_rank = exp(−Σ p_i·ln p_i), p_i = σ_i / Σσ_j (L1 normalisation, Roy & Vetterli 2007);
-    rank_90 = rank_for_energy(S, 0.9) (Biderman et al. 2024).
-    Hu et al. 2021, Sec. 7.2 ("intrinsic rank" of ΔW).
-    stable_rank and effective_rank are soft ranks in [1, n] (0 for S = 0): how many directions
-    carry the update.
-    """
-    S = _spectrum(S)
-    sigma_max, frobenius = S[0], torch.linalg.vector_norm(S)
-    if sigma_max == 0:
-        stable_rank = effective_rank = 0.0
-    else:
-        stable_rank = float(frobenius.square() / sigma_max.square())
-        effective_rank = float(torch.exp(torch.special.entr(S / S.sum()).sum()))
-    return {
-        "sigma_max": float(sigma_max),
-        "frobenius": float(frobenius),
-        "stable_rank": stable_rank,
-        "effective_rank": effective_rank,
-        "rank_90": rank_for_energy(S, 0.9),
-    }
-
-
-def eckart_young_curve(S: Tensor) -> Tensor:
-    """Relative error e[k] = ‖M − M_k‖_F / ‖M‖_F = sqrt(Σ_{i>k} σ_i² / Σ σ_i²), k = 0..n, (n+1,).
-
-    M_k is the best rank-k approximation (Eckart & Young 1936): e[0] = 1, e[n] = 0.
-    Hu et al. 2021, Sec. 7.2: how much of ΔW a smaller r could keep.
-    """
-    S = _spectrum(S)
-    # Tail sums from the small end: "total − prefix" would cancel catastrophically for small tails.
-    tail = S.square().flip(0).cumsum(dim=0).flip(0)
-    tail = torch.cat([tail, tail.new_zeros(1)])
-    return (tail / tail[0].clamp(min=torch.finfo(tail.dtype).tiny)).sqrt()
-
-
-def eckart_young_error(S: Tensor, k: int) -> float:
-    """Relative Frobenius error of the best rank-k approximation, sqrt(Σ_{i>k} σ_i² / Σ σ_i²).
-
-    S (n,) singular values, 0 ≤ k ≤ n. Eckart & Young 1936; see `eckart_young_curve`.
-    0 for a zero spectrum: there is nothing to approximate.
-    """
-    if not 0 <= k <= S.shape[-1]:
-        raise ValueError(f"k must be in [0, {S.shape[-1]}], got k={k}")
-    return float(eckart_young_curve(S)[k])
-
-
-# --- intruder dimensions -----------------------------------------------------------------------
-
-
-def intruder_dimensions(
-    W0: Tensor, W_tuned: Tensor, top_k: int = 10, epsilon: float = 0.5,
-    *, dtype: torch.dtype | None = None, U_w0: Tensor | None = None,
-) -> dict[str, Tensor | int]:
-    """Top singular vectors of W_tuned with no counterpart among W0's (Shuttleworth et al. 2024).
-
-    max_cos[j] = max_i |⟨y_j, x_i⟩| for the top_k left singular vectors y_j of W_tuned (d×k) and ALL
-    left singular vectors x_i of W0 (d×k, thin SVD, so min(d, k) of them); y_j is an intruder iff
-    max_cos[j] < epsilon. Returns max_cos (top_k,), is_intruder (top_k, bool), n_intruders (int);
-    top_k is capped at min(d, k).
-    arXiv:2410.21228; defaults top_k = 10, ε = 0.5 follow their find_intruder_dimensions.py.
-    LoRA tends to add new high-ranking directions; full fine-tuning mostly rotates existing ones.
-    Dense SVDs (W0 is dense anyway), in `dtype` (default: input dtype, at least float32); U_w0,
-    W0's left singular vectors (d×min(d, k)), spares the SVD of W0 when the caller has it.
-    """
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    W0, W_tuned = _upcast(W0, W_tuned, dtype=dtype)
-    if U_w0 is None:
-        U_w0, _, _ = torch.linalg.svd(W0, full_matrices=False)
-    U_tuned, _, _ = torch.linalg.svd(W_tuned, full_matrices=False)
-    max_cos = (U_tuned[..., :, :top_k].mT @ U_w0).abs().amax(dim=-1)
-    is_intruder = max_cos < epsilon
-    return {"max_cos": max_cos, "is_intruder": is_intruder, "n_intruders": int(is_intruder.sum())}
-
-
-def intruder_counts(max_cos: Tensor, epsilons: Tensor) -> Tensor:
-    """Number of intruders #{j : max_cos[j] < ε} for each ε in epsilons, shape (..., n_eps).
-
-    max_cos (..., top_k) from `intruder_dimensions`; epsilons (n_eps,). Shuttleworth et al. 2024
-    sweep ε ∈ [0.1, 0.9]; reusing max_cos avoids recomputing two SVDs per ε.
-    """
-    epsilons = torch.as_tensor(epsilons, dtype=max_cos.dtype, device=max_cos.device)
-    return (max_cos[..., None, :] < epsilons[:, None]).sum(dim=-1)

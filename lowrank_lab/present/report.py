@@ -92,7 +92,7 @@ def headline(frames: Mapping[str, pd.DataFrame]) -> list[str]:
         t = select(t, layer=middle_layer(t["layer"].dropna()))
         med = t.groupby("r")["amplification"].median()
         ours = "; ".join(f"r = {r}: {tables.number(med[r])}" for r in (med.index.min(), med.index.max()))
-        lines.append(f"Amplification ‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F (ΔWq, layer L{int(t['layer'].iloc[0])} of 0-based layers, median over "
+        lines.append(f"Amplification ‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F (ΔWq, layer L{int(t['layer'].iloc[0])} (0-based), median over "
                      f"seeds, α/r included): {ours}. Paper (GPT-3 ΔWq, layer 48): r = 4: 21.5; r = 64: 1.88.")
     except (KeyError, MissingData, ValueError):
         pass

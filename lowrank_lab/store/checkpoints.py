@@ -37,9 +37,17 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, Tensor], dict] | None:
         tensors = read_tensors(weights)
     except RunError:
         return None  # a checkpoint killed mid-write: start the pack again
-    if not isinstance(state, dict) or int(tensors.pop("checkpoint_step", -1)) != state.get("step"):
-        return None  # the two files come from different checkpoints
+    if not _well_formed(state) or int(tensors.pop("checkpoint_step", -1)) != state["step"]:
+        return None  # the two files come from different checkpoints, or not from this code
     return tensors, state
+
+
+STATE_KINDS = {"step": int, "param_groups": list, "schedule": dict, "states": list, "cells": list}
+
+
+def _well_formed(state) -> bool:
+    return (isinstance(state, dict) and all(isinstance(state.get(k), kind) for k, kind in STATE_KINDS.items())
+            and all(isinstance(s, dict) and {"best", "failed"} <= s.keys() for s in state["states"]))
 
 
 def remove_checkpoint(folder: Path) -> None:

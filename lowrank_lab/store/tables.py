@@ -171,13 +171,3 @@ def write_folder_table(out: Path, name: str, table: pd.DataFrame, sidecar: dict,
                                  "format": FORMAT, **sidecar, "provenance": files.provenance()})
     return paths
 
-
-def read_folder_table(out: Path, name: str) -> pd.DataFrame:
-    """A table written by ``write_folder_table`` (empty frame for a table with no rows)."""
-    path = Path(out) / f"{name}.csv"
-    if not path.exists():
-        raise files.RunError(f"{path}: missing")
-    try:
-        return _typed(pd.read_csv(path, **_ROUND_TRIP))
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()

@@ -8,6 +8,9 @@ a process that dies loses no finished cell and a rerun trains exactly what is mi
 With ``sweep.data_parallel = true`` the processes instead train every pack together, each on a
 slice of every batch, gradients averaged (data parallelism, for cells too large for one GPU's
 share of the work); rank 0 alone writes.
+
+On Ctrl-C or SIGTERM each process checkpoints the pack it trains (``train.interrupt``); under data
+parallelism the processes agree, in the step's gradient all-reduce, to stop after the same step.
 """
 
 from __future__ import annotations

@@ -231,8 +231,9 @@ def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: boo
     if saved is not None:
         run.start_step, run.resume, run.states = _restore(pack, saved)
         echo(f"resuming {_listed([c.name for c in cells])} from step {run.start_step}")
-        for d in run.dirs if writer else ():  # evaluations after the checkpoint will be redone
-            layout.keep_metrics_until(d, run.start_step)
+        if writer:  # evaluations after the checkpoint will be redone
+            for d in run.dirs:
+                layout.keep_metrics_until(d, run.start_step)
     elif writer:
         for d, cell in zip(run.dirs, cells, strict=True):
             layout.start_cell(d, cell)

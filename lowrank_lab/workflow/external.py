@@ -45,7 +45,8 @@ def _names(found: list[tuple[Path, ExternalAdapter]]) -> list[str]:
     folders above in front ("sweepA/cells/cell" …), and an index as the last resort."""
     folders = [named_folder(root) for root, _ in found]
     subs = [Path(ext.path).resolve().relative_to(root.resolve()) for root, ext in found]
-    tails = ["" if sub == Path(".") else f"/{sub.as_posix()}" for sub in subs]
+    tails = ["" if sub == Path(".") or runs.adapter_dir(root.resolve()) == Path(ext.path).resolve()  # a cell's adapter
+             else f"/{sub.as_posix()}" for sub, (root, ext) in zip(subs, found, strict=True)]
     names = [f"{f.name}{t}" for f, t in zip(folders, tails, strict=True)]
     for depth in range(1, 6):
         clashes = {n for n in names if names.count(n) > 1}

@@ -275,3 +275,9 @@ def test_adapters_of_two_sweeps_with_the_same_cell_name_get_different_names(tmp_
     b = _cell_copy(tmp_path / "sweepB" / "cells", CELL_R4)
     names = [name for name, _ in wx.find([a, b], base=FIXTURE_BASE)]
     assert names == [f"sweepA/cells/{CELL_R4}", f"sweepB/cells/{CELL_R4}"]
+
+
+def test_a_cell_folder_or_its_adapter_folder_is_named_after_the_cell():
+    cell = FIXTURE / "cells" / CELL_R4
+    assert [n for n, _ in wx.find([cell], base=FIXTURE_BASE)] == [CELL_R4]
+    assert [n for n, _ in wx.find([cell / "adapter"], base=FIXTURE_BASE)] == [CELL_R4]

@@ -9,14 +9,9 @@ from lowrank_lab.maths.linalg import (
     amplification,
     delta_distance,
     delta_w,
-    eckart_young_curve,
-    eckart_young_error,
-    energy_fraction,
     factored_svd,
     frobenius_inner,
     grassmann_distance,
-    intruder_counts,
-    intruder_dimensions,
     phi_grid,
     principal_angles,
     projection_distance,
@@ -24,13 +19,20 @@ from lowrank_lab.maths.linalg import (
     random_orthonormal,
     random_phi_expected,
     random_phi_monte_carlo,
-    rank_for_energy,
     scaling_factor,
-    spectrum_metrics,
     subspace_similarity,
     top_left_basis,
     top_r_svd_randomized,
     top_right_basis,
+)
+from lowrank_lab.maths.spectrum import (
+    eckart_young_curve,
+    eckart_young_error,
+    energy_fraction,
+    intruder_counts,
+    intruder_dimensions,
+    rank_for_energy,
+    spectrum_metrics,
 )
 
 F64 = torch.float64

@@ -105,3 +105,18 @@ def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
         os.umask(previous)
     for name in ("a.json", "b.md", "c.jsonl"):
         assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_a_checkpoint_of_the_wrong_shape_is_not_resumed_from(tmp_path):
+    import torch
+
+    from lowrank_lab.store import checkpoints
+
+    folder = layout.pack_dir(tmp_path, "0123abcd")
+    state = {"step": 3, "param_groups": [], "schedule": {}, "states": [{"best": None, "failed": None}], "cells": ["c"]}
+    checkpoints.save_checkpoint(folder, {"param.0": torch.zeros(2)}, state)
+    assert checkpoints.load_checkpoint(folder)[1] == state
+    files.write_json(folder / "state.json", {**state, "states": [{"best": None}]})  # valid JSON, wrong shape
+    assert checkpoints.load_checkpoint(folder) is None  # the pack starts again instead of a KeyError
+    checkpoints.remove_checkpoint(folder)
+    assert list(tmp_path.iterdir()) == []  # neither packs/<id>/ nor an empty packs/ is left
