@@ -1,16 +1,24 @@
-"""Base models: which of their matrices are Wq, Wk, Wv, Wo, loading one, and the head.
+"""Base models: which of their matrices are Wq, Wk, Wv, Wo and the MLP's, loading one, and the head.
 
-Each adapted matrix has one canonical label, ``L{layer}.{kind}`` (e.g. ``L3.q``), made by
+Each adapted matrix has one canonical label, ``L{layer}.{kind}`` (e.g. ``L3.q``, ``L3.up``), made by
 ``module_label`` alone. Which folder a model name means (hub id, local folder, the embedded
-MiniLM) is decided in ``store.models``, which names the files.
+models) is decided in ``store.models``, which names the files.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+from lowrank_lab.spec.sections import ALL_LINEAR, MATRIX_KINDS, kind_order
+
+try:  # GPT-2's Conv1D (stored in×out) is a linear map too
+    from transformers.pytorch_utils import Conv1D
+except ImportError:  # pragma: no cover
+    Conv1D = ()  # type: ignore[assignment]
 
 # Module-path patterns of the attention projections, by architecture family. Each matches the
 # end of a module path, so it finds the matrix in a bare encoder, a task model or a PEFT wrapper.
@@ -26,12 +34,13 @@ ATTENTION_PATTERNS: dict[str, str] = {
     r"layers?\.(\d+)\.self_attn\.o_proj": "o",
     r"layers?\.(\d+)\.self_attn\.out_proj": "o",
     r"layers?\.(\d+)\.self_attn\.qkv_proj": "qkv",  # Phi-3
+    r"layers\.(\d+)\.attention\.query_key_value": "qkv",  # GPT-NeoX, Pythia
+    r"layers\.(\d+)\.attention\.dense": "o",
     r"h\.(\d+)\.attn\.c_attn": "qkv",  # GPT-2 (Conv1D, stored in×out)
     r"h\.(\d+)\.attn\.c_proj": "o",
 }
 # MLP matrices, labelled by their role: "up" (d_model → d_ff), "down" (d_ff → d_model), "gate"
-# (Llama's SwiGLU gate) and the fused "gate_up" (Phi-3). Analyses label them; training never
-# adapts them (``find_targets`` asks for attention kinds only).
+# (Llama's SwiGLU gate) and the fused "gate_up" (Phi-3).
 MLP_PATTERNS: dict[str, str] = {
     r"layer\.(\d+)\.intermediate\.dense": "up",  # BERT, RoBERTa, MiniLM
     r"layer\.(\d+)\.output\.dense": "down",
@@ -43,7 +52,13 @@ MLP_PATTERNS: dict[str, str] = {
     r"layers?\.(\d+)\.fc2": "down",
     r"h\.(\d+)\.mlp\.c_fc": "up",  # GPT-2 (Conv1D)
     r"h\.(\d+)\.mlp\.c_proj": "down",
+    r"layers\.(\d+)\.mlp\.dense_h_to_4h": "up",  # GPT-NeoX, Pythia
+    r"layers\.(\d+)\.mlp\.dense_4h_to_h": "down",
 }
+# Fused projections and the kinds they hold: asking for a part adapts the whole (PEFT does the same).
+FUSED_KINDS: dict[str, tuple[str, ...]] = {"qkv": ("q", "k", "v"), "gate_up": ("gate", "up")}
+# Order of the kinds within a layer (spec.MATRIX_KINDS); kinds of other in-block linears come after.
+KIND_ORDER = MATRIX_KINDS
 _COMPILED = [(re.compile(rf"(?:^|\.){p}$"), kind) for p, kind in ATTENTION_PATTERNS.items()]
 _COMPILED_MLP = [(re.compile(rf"(?:^|\.){p}$"), kind) for p, kind in MLP_PATTERNS.items()]
 _LAYER_PATH = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.(\d+)\.(.+)$")
@@ -85,51 +100,159 @@ def label_for(path: str) -> str:
     return module_label(int(m.group(1)), m.group(2)) if m else path
 
 
-def find_targets(model: nn.Module, kinds: tuple[str, ...]) -> dict[str, str]:
-    """{label: module path} of every matrix of the requested kinds (q, k, v, o), in layer order.
+def adapts(module_kind: str, kinds: tuple[str, ...]) -> bool:
+    """Whether target set `kinds` adapts a module of kind `module_kind` (``parse_label(label)[1]``):
+    asked for by name, as a part of a fused projection (q of qkv, up of gate_up), or by "all-linear"."""
+    return (ALL_LINEAR in kinds or module_kind in kinds
+            or bool(set(FUSED_KINDS.get(module_kind, ())) & set(kinds)))
 
-    A fused projection is adapted as a whole when any of its parts is requested (PEFT does
-    the same with GPT-2's c_attn); its label then says "qkv"."""
-    found: dict[str, tuple[int, str, str]] = {}
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or bool(Conv1D) and isinstance(module, Conv1D)
+
+
+def block_linears(model: nn.Module) -> dict[str, tuple[int, str, str]]:
+    """{label: (layer, kind, path)} of every nn.Linear / Conv1D inside a transformer block
+    (``layer.N`` / ``layers.N`` / ``h.N`` / ``blocks.N``): the matrices "all-linear" adapts. The LM
+    head, embeddings, pooler and classifier lie outside the blocks and never appear."""
+    found = {}
     for path, module in model.named_modules():
-        hit = classify_module(path)
-        if hit is None or not isinstance(getattr(module, "weight", None), Tensor):
-            continue
-        layer, kind = hit
-        if kind in kinds or (kind == "qkv" and set(kinds) & {"q", "k", "v"}):
-            found[module_label(layer, kind)] = (layer, "qkvo".find(kind[0]), path)
-    missing = [k for k in kinds if not any(parse_label(lab)[1] in (k, "qkv") for lab in found)]
+        hit = classify_module(path, mlp=True)
+        if hit is None and _LAYER_PATH.search(path) and _is_linear(module):
+            m = _LAYER_PATH.search(path)
+            hit = int(m.group(1)), m.group(2)
+        if hit is not None and isinstance(getattr(module, "weight", None), Tensor):
+            found[module_label(*hit)] = (*hit, path)
+    return found
+
+
+def model_kinds(model: nn.Module) -> tuple[str, ...]:
+    """The recognised kinds (``KIND_ORDER``) of the model's in-block matrices, e.g. q, k, v, o, gate,
+    up, down for Llama and qkv, o, up, down for GPT-2: what Table 5's budget rule counts for "all-linear"."""
+    kinds = {kind for _, kind, _ in block_linears(model).values() if kind in KIND_ORDER}
+    return tuple(sorted(kinds, key=kind_order))
+
+
+def find_targets(model: nn.Module, kinds: tuple[str, ...]) -> dict[str, str]:
+    """{label: module path} of every matrix a target set adapts, in layer order, then ``KIND_ORDER``.
+
+    kinds: from q, k, v, o, qkv, up, down, gate, gate_up, or ("all-linear",) for every in-block
+    linear map (``block_linears``). A fused projection is adapted as a whole when any of its parts
+    is requested (``adapts``); its label then says "qkv" / "gate_up". A kind the model lacks:
+    ModelError naming sweep.targets and the kinds the model has."""
+    present = block_linears(model)
+    found = {lab: v for lab, v in present.items() if adapts(v[1], kinds)
+             and (ALL_LINEAR in kinds or v[1] in KIND_ORDER)}
+    has = model_kinds(model)
+    if ALL_LINEAR in kinds and not found:
+        raise ModelError("sweep.targets='all-linear': the model has no linear layer inside recognised "
+                         "transformer blocks (layer.N, layers.N, h.N, blocks.N)")
+    missing = [k for k in kinds if k != ALL_LINEAR and not any(adapts(v[1], (k,)) for v in found.values())]
     if missing:
-        raise ModelError(f"the model has no attention matrix of kind {', '.join(missing)} "
-                         f"(known module patterns: models.ATTENTION_PATTERNS)")
-    return {lab: v[2] for lab, v in sorted(found.items(), key=lambda kv: kv[1][:2])}
+        where = "attention" if missing[0] in ("q", "k", "v", "o", "qkv") else "MLP"
+        raise ModelError(f"sweep.targets: the model has no {where} matrix of kind {', '.join(missing)} "
+                         f"(its kinds: {', '.join(has) or 'none recognised'}; patterns: model.base.ATTENTION_PATTERNS, "
+                         "MLP_PATTERNS)")
+    return {lab: v[2] for lab, v in sorted(found.items(), key=lambda kv: (kv[1][0], kind_order(kv[1][1])))}
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading
+# Loading (transformers only: which folder, and its checks, is store.models' business)
+
+
+def is_causal_config(config) -> bool:
+    """True when a model config is a causal LM (decoder), loaded as AutoModelForCausalLM.
+
+    Rule: when the config lists ``architectures`` (every saved checkpoint does), causal iff one ends
+    in "ForCausalLM" or "LMHeadModel" (GPT2LMHeadModel), since a folder saved from a bare GPT2Model
+    or LlamaModel holds no LM head. Without that list: the model_type has a causal-LM class but no
+    masked-LM one and the model is not encoder-decoder (gpt2, llama, mistral, qwen2, phi3, ... yes;
+    bert, roberta, bart no, though transformers gives them causal-LM heads too). ``model.kind``
+    overrides it."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    architectures = getattr(config, "architectures", None)
+    if architectures:
+        return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    model_type = getattr(config, "model_type", None)
+    return (model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+            and not getattr(config, "is_encoder_decoder", False))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What training and analysis get from a base model.
+
+    module      AutoModel (encoder) or AutoModelForCausalLM (decoder), float32, dropout off
+    tokenizer   with a pad token (eos when the model has none); decoders pad on the right
+    is_decoder  True for a causal LM: next-token loss, PEFT task_type CAUSAL_LM
+    name        what saved adapters record as base_model_name_or_path (``store.models.portable_name``)
+    provenance  model name, folder, kind and, for the embedded decoder, how its W0 was quantised"""
+
+    module: nn.Module
+    tokenizer: object
+    is_decoder: bool
+    name: str
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def task_type(self) -> str:
+        """PEFT's task_type for adapters of this model (module paths relative to ``module``)."""
+        return "CAUSAL_LM" if self.is_decoder else "FEATURE_EXTRACTION"
+
+
+def _config_without_dropout(path: str, revision: str | None):
+    # The base's own dropout off: the frozen base then computes the same function for every
+    # adapter of a pack, so packed and one-at-a-time training agree.
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, revision=revision)
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop",
+                "attn_pdrop", "attention_dropout", "dropout", "summary_first_dropout"):
+        if isinstance(getattr(config, key, None), float):
+            setattr(config, key, 0.0)
+    return config
+
+
+def load_tokenizer(path: str, revision: str | None = None, decoder: bool = False):
+    """The model's tokenizer with a pad token (its eos when it has none, as GPT-2 and Llama ship);
+    a decoder's pads on the right, so prompt + completion start at position 0."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if decoder:
+        tokenizer.padding_side = "right"
+    return tokenizer
 
 
 def load_pretrained(path: str, revision: str | None = None) -> tuple[nn.Module, object]:
     """(encoder, tokenizer) in float32 from a folder or hub id that ``from_pretrained`` accepts
-    (``store.models.load_base`` resolves model.name to one, checks it and words the errors).
-
-    The encoder's own dropout is switched off: the frozen base then computes the same
-    function for every adapter of a pack, so packed and one-at-a-time training agree."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    (``store.models.load_base`` resolves model.name to one, checks it and words the errors)."""
+    from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per weight file is noise in a sweep's log
-
-    config = AutoConfig.from_pretrained(path, revision=revision)
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop",
-                "attn_pdrop", "attention_dropout", "dropout"):
-        if isinstance(getattr(config, key, None), float):
-            setattr(config, key, 0.0)
+    config = _config_without_dropout(path, revision)
     encoder = AutoModel.from_pretrained(path, config=config, revision=revision, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-    if tokenizer.pad_token is None:  # GPT-2 and Llama ship without one
-        tokenizer.pad_token = tokenizer.eos_token
-    return encoder, tokenizer
+    return encoder, load_tokenizer(path, revision)
+
+
+def load_auto(path: str, revision: str | None = None, kind: str = "auto") -> tuple[nn.Module, object, bool]:
+    """(module, tokenizer, is_decoder) from a folder or hub id: AutoModelForCausalLM when `kind` is
+    "causal", or "auto" and the config is a causal LM (``is_causal_config``); else as ``load_pretrained``."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    config = _config_without_dropout(path, revision)
+    decoder = kind == "causal" or kind == "auto" and is_causal_config(config)
+    if not decoder:
+        return (*load_pretrained(path, revision), False)
+    hf_logging.disable_progress_bar()
+    module = AutoModelForCausalLM.from_pretrained(path, config=config, revision=revision, dtype=torch.float32)
+    return module, load_tokenizer(path, revision, decoder=True), True
 
 
 # Where Classifier keeps the base model: a path of the base is this prefix + its own path.

@@ -24,10 +24,7 @@ from torch import Tensor, nn
 
 from lowrank_lab.maths.linalg import delta_w
 
-try:  # GPT-2's Conv1D stores its weight in×out
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover
-    Conv1D = ()  # type: ignore[assignment]
+from lowrank_lab.model.base import Conv1D  # GPT-2's Conv1D stores its weight in×out (k×d)
 
 
 def init_A(r: int, k: int, scheme: str, generator: torch.Generator) -> Tensor:

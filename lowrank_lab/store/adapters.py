@@ -215,13 +215,13 @@ def load_all(folder: str | Path, base: str | Path | None = None,
 
 def resolve_base(base: str | Path | None, config: dict, where: Path) -> Path:
     """Folder of the base model: `base`, else the config's base_model_name_or_path; "embedded"
-    and its hub id (``models.is_embedded``) are the shipped MiniLM; anything else not on disk is a hub id, fetched (safetensors and JSON
+    and its hub id are the shipped MiniLM, "embedded-causal" the converted SmolLM2 (``models.embedded_folder``); anything else not on disk is a hub id, fetched (safetensors and JSON
     only) when huggingface_hub is installed and online."""
     name = str(base) if base is not None else config.get("base_model_name_or_path")
     if not name:
         raise RunError(f"{where}: missing key 'base_model_name_or_path'; give the base with --base")
-    if models.is_embedded(name):  # its hub id too, so that our saved adapters resolve offline
-        return models.embedded_model_dir()
+    if (embedded := models.embedded_folder(name)) is not None:  # MiniLM's hub id too: our adapters resolve offline
+        return embedded
     for folder in (Path(name).expanduser(), where.parent / name):
         if folder.is_dir():
             return folder

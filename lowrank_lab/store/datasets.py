@@ -1,4 +1,5 @@
-"""Data files: CSV/TSV/JSONL tables, GLUE's file names, and the VADER ground truth fetched, cached and checked.
+"""Data files: CSV/TSV/JSONL tables, GLUE's and E2E's file names, and the VADER ground truth fetched, cached
+and checked.
 
 Everything here reads (or, for the VADER cache, writes) files and returns plain tables of strings;
 what the rows mean (labels, splits, caps) is decided in ``train.data``.
@@ -102,6 +103,45 @@ def glue_files(folder: str, task: str) -> dict[str, Path]:
     """A local GLUE folder's TSVs of ``task``, in GLUE's own layout (MNLI's dev set: the matched one)."""
     dev = "dev_matched.tsv" if task == "MNLI" else "dev.tsv"
     return {"train": Path(folder) / task / "train.tsv", "dev": Path(folder) / task / dev}
+
+
+# ---------------------------------------------------------------------------------------------
+# E2E NLG in microsoft/LoRA's format (examples/NLG/data/e2e): one "MR||reference" line per reference
+
+E2E_SPLITS = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
+
+
+def e2e_files(folder: str) -> dict[str, Path]:
+    """The E2E files present in ``folder`` (keys among train, valid, test); fewer than two is an error."""
+    found = {split: Path(folder) / name for split, name in E2E_SPLITS.items() if (Path(folder) / name).is_file()}
+    if len(found) < 2:
+        raise DataError(f"{folder}: need two of {', '.join(E2E_SPLITS.values())} (microsoft/LoRA's E2E format); "
+                        f"found {', '.join(p.name for p in found.values()) or 'none'}")
+    return found
+
+
+def read_e2e(path: Path) -> list[tuple[int, str, str]]:
+    """(line number, meaning representation, reference) of every line, both parts stripped.
+
+    A line is ``name : Alimentum | area : city centre||<tokenised reference> ``; blank lines are skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, err) from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        mr, sep, reference = line.partition("||")
+        if not sep:
+            raise DataError(f"{path} line {number}: no '||' between meaning representation and reference")
+        if not mr.strip() or not reference.strip():
+            part = "meaning representation" if not mr.strip() else "reference"
+            raise DataError(f"{path} line {number}: empty {part}")
+        rows.append((number, mr.strip(), reference.strip()))
+    if not rows:
+        raise DataError(f"{path}: no lines")
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------

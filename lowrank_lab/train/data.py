@@ -10,7 +10,13 @@ batching belong to training, reading files to ``store.datasets``. Sources (``spe
 - ``glue:<TASK>`` (SST-2, MRPC, RTE, CoLA, STS-B, QNLI, MNLI, QQP): GLUE's own TSVs in
   ``spec.path/<TASK>/`` (train and dev; MNLI: dev matched), else the Hugging Face hub.
 - ``file``: a CSV, TSV or JSONL file, or a folder with ``train.*`` and ``dev.*`` (or
-  ``validation.*``, ``test.*``), with the columns named in the spec.
+  ``validation.*``, ``test.*``), with the columns named in the spec; with ``prompt_column`` and
+  ``completion_column``, a completion task for decoders (``train.completion``).
+- ``e2e``: E2E NLG in microsoft/LoRA's format at ``spec.path``, a generation task for decoders
+  (``train.completion``: template, splits, caps).
+
+Decoders (``load_task(spec, causal=True)``) get classification tasks as prompt → label word
+(``train.completion.as_completion``); the value objects and task kinds are in ``train.examples``.
 
 Splits and caps are deterministic and independent of library versions: every row has a key (the
 VADER id, else its 1-based row number) and is ranked by sha256(key). A source without a dev set
@@ -33,10 +39,9 @@ names: a stray "n/a" in a numeric column is an error naming its file and row.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import pandas as pd
 
@@ -44,29 +49,15 @@ from lowrank_lab.spec import DataSpec, SpecError
 # DataError is defined in store (which raises it first) and is the same class here.
 from lowrank_lab.store.datasets import (VADER_FILES, VADER_SDIST, VADER_SDIST_SHA256, DataError, data_files,
                                         glue_files, read_table, read_vader, sha256_file)
+from lowrank_lab.train.completion import as_completion, load_completion_file, load_e2e
+from lowrank_lab.train.examples import (DEV_FRACTION, LOWER_IS_BETTER, SPLIT_RULE, CompletionExample, Example, Task,
+                                        dev_indices, label_word_class, lowest_ranked, table_cells)
 
-DEV_FRACTION = 0.2
+# The value objects and the decoder helpers are re-exported, so that callers need this module only.
+__all__ = ["DEV_FRACTION", "GLUE_TASKS", "LOWER_IS_BETTER", "MAX_AUTO_CLASSES", "VADER_TASKS", "CompletionExample",
+           "DataError", "Example", "Task", "as_completion", "label_word_class", "load_task"]
 MAX_AUTO_CLASSES = 100  # label_kind="auto" refuses a classifier of more classes
 VADER_TASKS = {"vader": "movies", **{f"vader-{source}": source for source in VADER_FILES}}
-
-
-@dataclass(frozen=True)
-class Example:
-    text: str
-    text_pair: str | None
-    # Class id (0 … num_labels-1), or a float target when num_labels == 1 (regression).
-    label: int | float
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str  # canonical, e.g. "vader", "glue:SST-2", "file"
-    train: tuple[Example, ...]
-    dev: tuple[Example, ...]
-    num_labels: int  # 1 means regression
-    metrics: tuple[str, ...]  # keys of METRICS, reported on dev
-    main_metric: str  # the best evaluation is chosen by this one (always metrics[0])
-    source: dict  # provenance, JSON-ready: files and sha256, hub id, split rule, counts, caps, labels
 
 
 class _Row(NamedTuple):
@@ -78,23 +69,11 @@ class _Row(NamedTuple):
     label: str  # raw, as read; encoded once the label scheme of the whole task is known
 
 
-def _cell(value: Any) -> str | None:
-    missing = value is None or (isinstance(value, float) and math.isnan(value))
-    return None if missing else str(value)
-
-
 def _rows(frame: pd.DataFrame, where: str, text: str, pair: str | None, label: str,
           keys: list[str] | None = None) -> list[_Row]:
     """Validate a table and pick its columns; every problem is a DataError naming ``where``."""
-    if frame.empty:
-        raise DataError(f"{where}: no rows")
-    wanted = [c for c in (text, pair, label) if c is not None]
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        raise DataError(f"{where}: no column {', '.join(map(repr, missing))}; columns present: {list(frame.columns)}")
     rows = []
-    for n, values in enumerate(zip(*(frame[c] for c in wanted)), 1):
-        cells = dict(zip(wanted, map(_cell, values)))
+    for n, cells in enumerate(table_cells(frame, where, [c for c in (text, pair, label) if c is not None]), 1):
         for column in (text, pair):
             if column is not None and not (cells[column] or "").strip():
                 raise DataError(f"{where} row {n}: empty text in column {column!r}")
@@ -172,14 +151,6 @@ def _example(r: _Row, encode: Callable[[str], int | float]) -> Example:
         raise DataError(f"{r.where} row {r.row}: label {r.label!r} is not one of this task's labels") from None
 
 
-def _lowest_ranked(keys: list[str], n: int | None) -> list[int]:
-    """Indices of the ``n`` keys with the smallest sha256 (all when ``n`` is None), in input order."""
-    if n is None or n >= len(keys):
-        return list(range(len(keys)))
-    ranked = sorted(range(len(keys)), key=lambda i: hashlib.sha256(keys[i].encode()).hexdigest())
-    return sorted(ranked[:n])
-
-
 def _known_kind(spec: DataSpec, name: str, kind: str) -> str:
     """A task with its own label kind (GLUE, VADER) keeps it; data.label_kind may only repeat it."""
     if spec.label_kind not in ("auto", kind):
@@ -194,16 +165,16 @@ def _assemble(name: str, train: list[_Row], dev: list[_Row] | None, spec: DataSp
     if dev is None:
         if len(train) < 2:
             raise DataError(f"{train[0].where}: one row; need two or more to split off a dev set")
-        picked = set(_lowest_ranked([r.key for r in train], max(1, round(DEV_FRACTION * len(train)))))
+        picked = dev_indices([r.key for r in train])
         train, dev = [r for i, r in enumerate(train) if i not in picked], [train[i] for i in sorted(picked)]
-        source["split"] = f"dev = the {DEV_FRACTION:.0%} of rows with the smallest sha256(key), train = the rest"
+        source["split"] = SPLIT_RULE
     else:
         source["split"] = "as given"
     encode, index, num_labels = _label_scheme(train + dev, names, kind or spec.label_kind, train[0].where)
     splits = {}
     for split, rows, cap in (("train", train, spec.max_train), ("dev", dev, spec.max_eval)):
         examples = [_example(r, encode) for r in rows]  # all rows, so a bad label is found whatever the cap
-        splits[split] = tuple(examples[i] for i in _lowest_ranked([r.key for r in rows], cap))
+        splits[split] = tuple(examples[i] for i in lowest_ranked([r.key for r in rows], cap))
     if metrics is None:
         metrics = ("pearson", "spearman") if num_labels == 1 else ("accuracy",)
     source.update(rows={"train": len(train), "dev": len(dev)}, counts={k: len(v) for k, v in splits.items()},
@@ -320,8 +291,25 @@ def _load_file(spec: DataSpec) -> Task:
     return _assemble("file", rows["train"], rows.get("dev"), spec, source)
 
 
-def load_task(spec: DataSpec) -> Task:
-    """The task ``spec.task`` with its train and dev examples, capped as the spec says."""
+def load_task(spec: DataSpec, causal: bool = False) -> Task:
+    """The task ``spec.task`` with its train and dev examples, capped as the spec says.
+
+    ``causal``: the model is a decoder, so a classification task comes as prompt → label word
+    (``completion.as_completion``); without it, the decoder-only sources (e2e, prompt/completion files)
+    are refused."""
+    if not causal and (spec.task == "e2e" or (spec.task == "file" and spec.prompt_column is not None)):
+        what = "data.task='e2e' is a generation task" if spec.task == "e2e" else \
+            "data.prompt_column/completion_column make data.task='file' a completion task"
+        raise SpecError(f"{what}: it needs a decoder model (a causal LM)")
+    labelled = spec.task != "e2e" and spec.prompt_column is None
+    if causal and labelled and (spec.label_kind == "regression" or spec.task.lower().replace("-", "") == "glue:stsb"):
+        raise SpecError(f"data.task={spec.task!r} is a regression task: a decoder learns classes as label words; "
+                        "use a classification task or an encoder model")
+    task = _load_source(spec)
+    return as_completion(task) if causal else task
+
+
+def _load_source(spec: DataSpec) -> Task:
     task = spec.task
     if task in VADER_TASKS:
         return _load_vader(task, spec)
@@ -332,5 +320,7 @@ def load_task(spec: DataSpec) -> Task:
             raise SpecError(f"data.task={task!r}: GLUE tasks are {', '.join(GLUE_TASKS)}")
         return _load_glue(canonical, spec)
     if task == "file":
-        return _load_file(spec)
-    raise SpecError(f"data.task={task!r}: use vader, vader-<{'|'.join(VADER_FILES)}>, glue:<TASK> or file")
+        return _load_file(spec) if spec.prompt_column is None else load_completion_file(spec)
+    if task == "e2e":
+        return load_e2e(spec)
+    raise SpecError(f"data.task={task!r}: use vader, vader-<{'|'.join(VADER_FILES)}>, glue:<TASK>, file or e2e")

@@ -350,6 +350,15 @@ def test_vader_default_task_has_the_default_caps_of_balanced_snippets(vader_cach
     assert uncapped.train[0] == Example(rock, None, 1)
 
 
+def test_vader_for_a_decoder_is_prompt_to_label_word_with_the_same_examples(vader_cache, monkeypatch):
+    use_cache(monkeypatch, vader_cache[0])
+    encoder_task, task = vader_cache[1], load_task(DataSpec(), causal=True)
+    assert (task.kind, task.label_words, task.main_metric) == ("completion", (" negative", " positive"), "accuracy")
+    assert len(task.train) == len(encoder_task.train) and task.source["rows"] == encoder_task.source["rows"]
+    for e, c in zip(encoder_task.dev, task.dev):
+        assert (c.prompt, c.completion) == (f"Review: {e.text}\nSentiment:", task.label_words[e.label])
+
+
 def test_vader_sources_load_from_the_cache_offline(vader_cache, monkeypatch):
     folder = use_cache(monkeypatch, vader_cache[0])
     manifest = json.loads((folder / "checksums.json").read_text())
