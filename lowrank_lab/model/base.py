@@ -114,15 +114,20 @@ def _is_linear(module: nn.Module) -> bool:
 def block_linears(model: nn.Module) -> dict[str, tuple[int, str, str]]:
     """{label: (layer, kind, path)} of every nn.Linear / Conv1D inside a transformer block
     (``layer.N`` / ``layers.N`` / ``h.N`` / ``blocks.N``): the matrices "all-linear" adapts. The LM
-    head, embeddings, pooler and classifier lie outside the blocks and never appear."""
-    found = {}
-    for path, module in model.named_modules():
+    head, embeddings, pooler and classifier lie outside the blocks and never appear. Modules inside
+    a recognised one (a LoRA wrapper's base layer and factors) are its parts, not matrices of their own."""
+    found, claimed = {}, ()
+    for path, module in model.named_modules():  # parents come before their children
+        if path.startswith(claimed):
+            continue
         hit = classify_module(path, mlp=True)
         if hit is None and _LAYER_PATH.search(path) and _is_linear(module):
             m = _LAYER_PATH.search(path)
             hit = int(m.group(1)), m.group(2)
-        if hit is not None and isinstance(getattr(module, "weight", None), Tensor):
-            found[module_label(*hit)] = (*hit, path)
+        if hit is not None:
+            claimed += (path + ".",)
+            if isinstance(getattr(module, "weight", None), Tensor):
+                found[module_label(*hit)] = (*hit, path)
     return found
 
 

@@ -157,7 +157,11 @@ def load_spec(path: str | Path | None = None, overrides: typing.Iterable[str] = 
 def cell_from_dict(values: dict[str, Any], source: str = "cell spec") -> CellSpec:
     """Rebuild a CellSpec from the dict ``spec_to_dict`` made of it; ``source`` names it in errors."""
     try:
-        return CellSpec(**_build({k: v for k, v in values.items() if k in ("model", "data", "lora", "train")},
-                                 ("model", "data", "lora", "train"), cell=True))
+        named = values.get("named", [])
+        if not isinstance(named, list) or any(axis not in ("lr", "alpha") for axis in named):
+            raise SpecError(f"named={named!r}: a list of the axes 'lr', 'alpha'")
+        sections = _build({k: v for k, v in values.items() if k in ("model", "data", "lora", "train")},
+                          ("model", "data", "lora", "train"), cell=True)
+        return CellSpec(**sections, named=tuple(named))
     except SpecError as err:
         raise SpecError(f"{source}: {err}") from None

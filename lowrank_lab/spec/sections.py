@@ -7,6 +7,7 @@ an ``ExperimentSpec`` refuses them (one home per quantity: ``sweep.r``, ``sweep.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -161,7 +162,7 @@ class LoRASpec:
     # Rank r of ΔW = scaling·B·A.
     r: int = swept("sweep.r", 8)
     # α; None sets it to the first r of the sweep and keeps it fixed, as the paper does (§4.1).
-    alpha: float | None = None
+    alpha: float | None = swept("sweep.alpha", None)
     # "alpha/r" (LoRA) or "alpha/sqrt(r)" (rsLoRA, Kalajdzievski 2023).
     scaling_rule: str = swept("sweep.scaling_rules", "alpha/r")
     # Initialisation of A: "kaiming" (uniform, a=√5, as loralib and PEFT) or "gaussian" (N(0, 1/r²)); B = 0.
@@ -193,11 +194,11 @@ class TrainSpec:
     # Stop after this many optimizer steps (None: run all epochs).
     max_steps: int | None = None
     batch_size: int = 32
-    # Learning rate of the adapter (or of all weights for full fine-tuning).
-    lr: float = 2e-3
-    # Learning rates of the encoder's weights for the full fine-tuning and BitFit baselines.
-    full_lr: float = 2e-5
-    bitfit_lr: float = 1e-3
+    # Learning rate of the adapter (and of the head of every method unless head_lr is set).
+    lr: float = swept("sweep.lr", 2e-3)
+    # Learning rates of the base model's weights for the full fine-tuning and BitFit baselines.
+    full_lr: float = swept("sweep.full_lr", 2e-5)
+    bitfit_lr: float = swept("sweep.bitfit_lr", 1e-3)
     # Learning rate of the classification head; None: the same as lr.
     head_lr: float | None = None
     weight_decay: float = 0.01
@@ -255,6 +256,15 @@ class SweepSpec:
     targets: tuple[str, ...] = ("q,v",)
     scaling_rules: tuple[str, ...] = ("alpha/r",)
     inits: tuple[str, ...] = ("kaiming",)
+    # Learning rates: of LoRA (and head-only) cells, and the baselines' own grids, since full
+    # fine-tuning's best learning rate is ~10× below LoRA's ("LoRA Without Regret", 2025). Cells
+    # that differ only in learning rate or α train in one pack. A cell's name carries its
+    # learning rate (α) only when its grid has more than one value.
+    lr: tuple[float, ...] = (2e-3,)
+    full_lr: tuple[float, ...] = (2e-5,)
+    bitfit_lr: tuple[float, ...] = (1e-3,)
+    # α of ΔW = (α/r)·B·A; empty: the first r, fixed, as the paper does (§4.1).
+    alpha: tuple[float, ...] = ()
     # Baselines trained once per seed (no rank axis): any of "full", "bitfit", "head".
     baselines: tuple[str, ...] = ()
     # Fixed budget (paper Table 5): r = budget_rank / (number of matrix types) for each target
@@ -276,6 +286,14 @@ class SweepSpec:
             raise SpecError(f"sweep.r={list(self.r)}: ranks must be positive integers")
         if not self.seeds:
             raise SpecError("sweep.seeds: give at least one seed")
+        for axis in ("lr", "full_lr", "bitfit_lr", "alpha"):
+            values = getattr(self, axis)
+            if any(not math.isfinite(v) for v in values):
+                raise SpecError(f"sweep.{axis}={list(values)}: must be a finite number")
+            if (axis != "alpha" and not values) or any(v <= 0 for v in values):
+                raise SpecError(f"sweep.{axis}={list(values)}: give one or more positive values")
+            if len(set(values)) != len(values):
+                raise SpecError(f"sweep.{axis}={list(values)}: a value is repeated")
         for t in self.targets:
             _parse_targets(t)
         for axis, allowed in (("scaling_rules", SCALING_RULES), ("inits", INITS), ("baselines", METHODS[1:])):
@@ -320,42 +338,58 @@ def swept_fields() -> list[tuple[str, str, str]]:
 
 @dataclass(frozen=True)
 class CellSpec:
-    """One trained model of a sweep: everything needed to train and to name it."""
+    """One trained model of a sweep: everything needed to train and to name it. ``named`` lists the
+    axes ("lr", "alpha") whose value the name must carry because the sweep varies them."""
 
     model: ModelSpec
     data: DataSpec
     lora: LoRASpec
     train: TrainSpec
+    named: tuple[str, ...] = ()
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the trained weights: LoRA's (head-only: the head's), or the baseline's."""
+        return {"full": self.train.full_lr, "bitfit": self.train.bitfit_lr}.get(self.lora.method, self.train.lr)
 
     @property
     def name(self) -> str:
-        """Directory name of the cell, e.g. ``lora-qv-r8-alpha_r-kaiming-seed0``."""
+        """Directory name of the cell, e.g. ``lora-qv-r8-alpha_r-kaiming-seed0``, with ``-lr0.001`` /
+        ``-alpha16`` before the seed when the sweep varies them."""
         lora = self.lora
         if lora.method != "lora":
-            return f"{lora.method}-seed{self.train.seed}"
+            return f"{lora.method}{self._axes()}-seed{self.train.seed}"
         rule = "alpha_r" if lora.scaling_rule == "alpha/r" else "alpha_sqrt_r"
-        return f"lora-{''.join(lora.kinds)}-r{lora.r}-{rule}-{lora.init}-seed{self.train.seed}"
+        return f"lora-{''.join(lora.kinds)}-r{lora.r}-{rule}-{lora.init}{self._axes()}-seed{self.train.seed}"
+
+    def _axes(self) -> str:
+        values = {"lr": self.lr, "alpha": self.lora.alpha}
+        return "".join(f"-{axis}{values[axis]:g}" for axis in self.named)
 
 
 def expand_sweep(spec: ExperimentSpec, model_kinds: tuple[str, ...] | None = None) -> list[CellSpec]:
-    """All cells of a sweep: LoRA over targets × r × scaling rules × inits × seeds, then baselines.
-    `model_kinds` (the kinds the model has) is needed only by a budget sweep over "all-linear" (``budget_r``)."""
+    """All cells of a sweep: LoRA over targets × r × scaling rules × inits × α × lr × seeds, then
+    each baseline over its own learning rates × seeds. `model_kinds` (the kinds the model has) is
+    needed only by a budget sweep over "all-linear" (``budget_r``)."""
     sweep = spec.sweep
-    alpha = spec.lora.alpha if spec.lora.alpha is not None else float(sweep.r[0])
+    alphas = sweep.alpha or (float(sweep.r[0]),)
     cells = []
     for targets in sweep.targets:
         ranks = sweep.r if sweep.budget_rank is None else (budget_r(sweep.budget_rank, targets, model_kinds),)
-        for r in ranks:
-            for rule in sweep.scaling_rules:
-                for init in sweep.inits:
-                    for seed in sweep.seeds:
-                        lora = replace(spec.lora, method="lora", targets=targets, r=r, alpha=alpha,
-                                       scaling_rule=rule, init=init)
-                        cells.append(CellSpec(spec.model, spec.data, lora, replace(spec.train, seed=seed)))
+        named = tuple(axis for axis, grid in (("alpha", alphas), ("lr", sweep.lr)) if len(grid) > 1)
+        for r, rule, init, alpha, lr, seed in itertools.product(ranks, sweep.scaling_rules, sweep.inits, alphas,
+                                                                sweep.lr, sweep.seeds):
+            lora = replace(spec.lora, method="lora", targets=targets, r=r, alpha=alpha, scaling_rule=rule, init=init)
+            train = replace(spec.train, seed=seed, lr=lr)
+            cells.append(CellSpec(spec.model, spec.data, lora, train, named))
     for method in sweep.baselines:
-        for seed in sweep.seeds:
-            lora = replace(spec.lora, method=method, alpha=alpha)
-            cells.append(CellSpec(spec.model, spec.data, lora, replace(spec.train, seed=seed)))
+        key = {"full": "full_lr", "bitfit": "bitfit_lr"}.get(method, "lr")
+        grid = getattr(sweep, key)
+        for lr, seed in itertools.product(grid, sweep.seeds):
+            lora = replace(spec.lora, method=method, alpha=alphas[0])
+            # a baseline's head trains at the first LoRA learning rate, as before the grids existed
+            train = replace(spec.train, seed=seed, **{"lr": sweep.lr[0], key: lr})
+            cells.append(CellSpec(spec.model, spec.data, lora, train, ("lr",) if len(grid) > 1 else ()))
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise SpecError("sweep: two cells have the same name; remove repeated values from the sweep axes")

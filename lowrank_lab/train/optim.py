@@ -11,7 +11,7 @@ AdamW runs. AdamW's moments are elementwise, so slices never interact.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lowrank_lab.spec import CellSpec
 from lowrank_lab.maths.linalg import scaling_factor
+from lowrank_lab.train.optim import CellAdamW
 from lowrank_lab.model.lora import LoRALinear, PackedLinear, inject
 from lowrank_lab.model.base import Classifier, find_targets, parse_label
 
@@ -138,15 +139,22 @@ def clip_per_cell(pack: Pack, max_norm: float) -> Tensor:
 
 
 def make_optimizer(pack: Pack, device: torch.device) -> torch.optim.Optimizer:
-    train = pack.cells[0].train
+    """AdamW over the pack's trained weights: body (adapters, or the base's weights) at each cell's
+    learning rate, heads at head_lr (default: the cell's train.lr). One torch AdamW (fused on CUDA)
+    when the cells share their learning rates; ``CellAdamW`` (the same steps, slice by slice)
+    when a learning-rate axis puts different ones in the pack."""
     head = [pack.model.head.weight, pack.model.head.bias]
     body = [p for p in pack.trainable if all(p is not h for h in head)]
-    method = pack.cells[0].lora.method
-    body_lr = {"full": train.full_lr, "bitfit": train.bitfit_lr}.get(method, train.lr)
-    groups = [{"params": body, "lr": body_lr}, {"params": head, "lr": train.head_lr or train.lr}]
-    groups = [g for g in groups if g["params"]]
+    body_lr = [cell.lr for cell in pack.cells]
+    head_lr = [cell.train.head_lr or cell.train.lr for cell in pack.cells]
+    weight_decay = pack.cells[0].train.weight_decay
+    if len(set(body_lr)) > 1 or len(set(head_lr)) > 1:
+        groups = [{"params": body, "cell_lr": body_lr}, {"params": head, "cell_lr": head_lr}]
+        return CellAdamW([g for g in groups if g["params"]], weight_decay=weight_decay)
+    groups = [{"params": body, "lr": body_lr[0]}, {"params": head, "lr": head_lr[0]}]
     fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, weight_decay=train.weight_decay, fused=fused, foreach=None if fused else True)
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=weight_decay, fused=fused,
+                             foreach=None if fused else True)
 
 
 def set_precision(pack: Pack, device: torch.device, bf16: bool) -> bool:

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -38,8 +38,11 @@ from lowrank_lab.train.loop import (CellState, Pack, StepMeter, StepPlan, build_
 
 
 def _pack_key(cell: CellSpec) -> tuple:
-    """Cells with equal keys can share one forward pass: same model, data and optimisation."""
-    return (cell.lora.method, cell.lora.dropout, replace(cell.train, seed=0, data_seed=None))
+    """Cells with equal keys can share one forward pass: same model, data and schedule. Seeds, ranks,
+    α and learning rates may differ within a pack (``pack.make_optimizer`` steps each cell at its own)."""
+    free = ("seed", "data_seed", "lr", "full_lr", "bitfit_lr", "head_lr")
+    schedule = tuple((k, v) for k, v in sorted(asdict(cell.train).items()) if k not in free)
+    return (cell.lora.method, cell.lora.dropout, schedule)
 
 
 def plan_packs(cells: Sequence[CellSpec], pack_size: int) -> list[list[CellSpec]]:

@@ -20,8 +20,8 @@ from lowrank_lab.train.sweep import run_sweep
 def _overrides(tiny_bert, tiny_task, out, **extra):
     values = {"model.name": f'"{tiny_bert}"', "model.pooling": "mean", "data.task": "file",
               "data.path": f'"{tiny_task}"', "sweep.out_dir": f'"{out}"', "sweep.r": "[1,4]",
-              "sweep.seeds": "[0,1]", "train.batch_size": 8, "train.lr": 1e-2, "train.device": "cpu",
-              "lora.alpha": 4.0, **extra}
+              "sweep.seeds": "[0,1]", "train.batch_size": 8, "sweep.lr": "[1e-2]", "train.device": "cpu",
+              "sweep.alpha": "[4.0]", **extra}
     return [f"{k}={v}" for k, v in values.items()]
 
 

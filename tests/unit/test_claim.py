@@ -39,10 +39,10 @@ def test_a_second_writer_is_refused_before_torch_is_imported(tmp_path):
 
 
 def test_a_rerun_with_a_changed_spec_names_the_key_before_torch_is_imported(tmp_path):
-    first = load_spec(None, _overrides(tmp_path, **{"train.lr": 1e-2}))
+    first = load_spec(None, _overrides(tmp_path, **{"train.head_lr": 1e-2}))
     layout.write_spec(layout.sweep_dir(first), first, {})
-    code, output = _rank_sweep(_overrides(tmp_path, **{"train.lr": 2e-2}))
-    assert code == 2 and "train.lr" in output and "0.01" in output and "0.02" in output, output
+    code, output = _rank_sweep(_overrides(tmp_path, **{"train.head_lr": 2e-2}))
+    assert code == 2 and "train.head_lr" in output and "0.01" in output and "0.02" in output, output
     assert "torch imported: False" in output
 
 
@@ -64,4 +64,4 @@ def test_a_claim_given_up_before_anything_is_written_leaves_no_folder(tmp_path):
     assert not (tmp_path / "a").exists()
     with layout.claim_sweep(spec) as sweep:
         layout.write_spec(sweep, spec, {})
-    assert layout.read_spec(sweep)["train"]["lr"] == spec.train.lr  # kept once something is written
+    assert layout.read_spec(sweep)["sweep"]["lr"] == list(spec.sweep.lr)  # kept once something is written

@@ -23,9 +23,9 @@ def test_analyses_folder_is_not_empty():
 
 
 def test_overrides_are_typed_and_nested(tmp_path):
-    spec = load_spec(None, ["sweep.r=[8, 64]", "train.lr=2e-4", "sweep.targets=['q,k,v,o']", "train.max_steps=10"])
-    assert spec.sweep.r == (8, 64) and spec.train.lr == 2e-4 and spec.sweep.targets == ("q,k,v,o",)
-    assert spec.train.max_steps == 10 and isinstance(spec.train.lr, float)
+    spec = load_spec(None, ["sweep.r=[8, 64]", "sweep.lr=[2e-4]", "sweep.targets=['q,k,v,o']", "train.max_steps=10"])
+    assert spec.sweep.r == (8, 64) and spec.sweep.lr == (2e-4,) and spec.sweep.targets == ("q,k,v,o",)
+    assert spec.train.max_steps == 10 and isinstance(spec.sweep.lr[0], float)
 
 
 def test_a_spec_file_states_only_what_differs_and_overrides_win(tmp_path):

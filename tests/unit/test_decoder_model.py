@@ -100,6 +100,15 @@ def test_phi3_fused_gate_up_and_qkv():
     assert adapts("gate_up", ("gate",)) and adapts("qkv", ("k",)) and not adapts("up", ("gate",))
 
 
+def test_all_linear_on_a_peft_wrapped_model_finds_the_wrapped_matrices_only():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_llama(layers=1), LoraConfig(r=2, target_modules="all-linear"))
+    targets = find_targets(model, ("all-linear",))
+    assert list(targets) == [f"L0.{k}" for k in LLAMA_KINDS]  # not their base_layer, lora_A, lora_B
+    assert targets["L0.q"] == "base_model.model.model.layers.0.self_attn.q_proj"
+
+
 def test_all_linear_labels_an_unrecognised_block_linear_by_its_path():
     class Block(nn.Module):
         def __init__(self):

@@ -26,9 +26,9 @@ def _invoke(*args):
 
 
 @pytest.mark.parametrize("override, named", [
-    ("sweep.r=[0,8]", "sweep.r"), ("lora.alpha=-1", "lora.alpha"), ("lora.alpha=0", "lora.alpha"),
+    ("sweep.r=[0,8]", "sweep.r"), ("sweep.alpha=[-1]", "sweep.alpha"), ("sweep.alpha=[0]", "sweep.alpha"),
     ("sweep.bogus=1", "sweep.bogus"), ("nosuch.r=1", "nosuch"), ("sweep.r", "section.key=value"),
-    ("train.lr=fast", "train.lr"), ("sweep.targets=['q,x']", "q,x"), ("lora.scaling_rule=r", "lora.scaling_rule"),
+    ("sweep.lr=fast", "sweep.lr"), ("sweep.targets=['q,x']", "q,x"), ("lora.scaling_rule=r", "lora.scaling_rule"),
     ("train.device=tpu", "train.device"), ("train.device=cuda", "train.device"),
     ("sweep.budget_rank=3", "sweep.budget_rank"),
 ])
@@ -107,7 +107,7 @@ def test_a_diverging_cell_is_marked_failed_and_its_pack_mates_finish(tiny_bert, 
 
 def test_a_sweep_with_a_failed_cell_goes_on_lists_it_and_exits_1(tiny_bert, tiny_task, tmp_path):
     result = _invoke("rank-sweep", "--set", f"model.name={tiny_bert}", "--set", "data.task=file",
-                     "--set", f"data.path={tiny_task}", "--set", "sweep.r=[1,2]", "--set", "train.lr=1e30", "--set", "train.head_lr=1e-3",
+                     "--set", f"data.path={tiny_task}", "--set", "sweep.r=[1,2]", "--set", "sweep.lr=[1e30]", "--set", "train.head_lr=1e-3",
                      "--set", "sweep.baselines=['head']", "--set", "train.batch_size=8",
                      "--set", f"sweep.out_dir={tmp_path}", "--set", "train.device=cpu")
     assert result.exit_code == 1, result.output

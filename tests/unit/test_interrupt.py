@@ -62,7 +62,7 @@ def test_a_stop_request_catches_the_first_signal_and_a_second_ctrl_c_stops_at_on
 def _args(tiny_bert, tiny_task, out):
     values = {"model.name": f'"{tiny_bert}"', "model.pooling": "mean", "data.task": "file",
               "data.path": f'"{tiny_task}"', "sweep.out_dir": f'"{out}"', "sweep.r": "[2]",
-              "train.batch_size": 8, "train.lr": 1e-2, "train.device": "cpu", "lora.alpha": 4.0,
+              "train.batch_size": 8, "sweep.lr": "[1e-2]", "train.device": "cpu", "sweep.alpha": "[4.0]",
               "train.epochs": 2, "train.checkpoint_every": 1000}
     return [f"{k}={v}" for k, v in values.items()]
 

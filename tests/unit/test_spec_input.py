@@ -38,14 +38,17 @@ def test_an_experiment_spec_built_in_code_refuses_swept_values_too():
         ExperimentSpec(lora=LoRASpec(r=4))
     with pytest.raises(SpecError, match="train.seed is set by the sweep"):
         ExperimentSpec(train=TrainSpec(seed=3))
-    assert ExperimentSpec(lora=LoRASpec(alpha=4.0)).lora.alpha == 4.0
+    with pytest.raises(SpecError, match="lora.alpha is set by the sweep: use sweep.alpha"):
+        ExperimentSpec(lora=LoRASpec(alpha=4.0))
+    with pytest.raises(SpecError, match="train.lr is set by the sweep: use sweep.lr"):
+        ExperimentSpec(train=TrainSpec(lr=1e-3))
 
 
 def test_spec_show_no_longer_prints_swept_fields_but_cells_keep_them():
     result = CliRunner().invoke(cli, ["spec", "show"])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
-    assert set(shown["lora"]) == {"alpha", "dropout"} and "seed" not in shown["train"]
+    assert set(shown["lora"]) == {"dropout"} and not {"seed", "lr", "full_lr", "bitfit_lr"} & set(shown["train"])
     assert shown == spec_to_dict(ExperimentSpec())
     cell = spec_to_dict(expand_sweep(ExperimentSpec())[0])
     assert cell["lora"]["r"] == 1 and cell["train"]["seed"] == 0
@@ -69,7 +72,7 @@ def test_expand_sweep_makes_the_same_cells_and_names_as_before():
 # Numbers must be finite
 
 
-@pytest.mark.parametrize("override", ["train.lr=nan", "lora.alpha=inf", "train.weight_decay=-inf",
+@pytest.mark.parametrize("override", ["train.warmup_ratio=nan", "sweep.lr=[nan]", "sweep.alpha=[inf]", "train.weight_decay=-inf",
                                       "train.grad_clip=nan", "lora.dropout=nan", "train.head_lr=+inf"])
 def test_nan_and_inf_are_refused_naming_the_key(override):
     key = override.partition("=")[0]
@@ -79,8 +82,8 @@ def test_nan_and_inf_are_refused_naming_the_key(override):
 
 def test_nan_in_a_file_or_in_code_is_refused(tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text("[train]\nlr = nan\n")
-    with pytest.raises(SpecError, match=r"s\.toml: train\.lr=nan: must be a finite number"):
+    path.write_text("[train]\nweight_decay = nan\n")
+    with pytest.raises(SpecError, match=r"s\.toml: train\.weight_decay=nan: must be a finite number"):
         load_spec(path)
     with pytest.raises(SpecError, match="lora.alpha=inf"):
         LoRASpec(alpha=float("inf"))
@@ -91,7 +94,7 @@ def test_nan_in_a_file_or_in_code_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("override, suggestion", [
-    ("lora.alpah=8", "lora.alpha"), ("train.seeds=[1]", "sweep.seeds"), ("lora.rank=4", "sweep.r"),
+    ("lora.alpah=8", "sweep.alpha"), ("train.seeds=[1]", "sweep.seeds"), ("lora.rank=4", "sweep.r"),
     ("data.label_colum=y", "data.label_column"), ("swep.r=[1]", "[sweep]"),
 ])
 def test_unknown_keys_and_sections_get_a_did_you_mean(override, suggestion):
@@ -101,12 +104,12 @@ def test_unknown_keys_and_sections_get_a_did_you_mean(override, suggestion):
 
 def test_an_error_names_the_set_that_caused_it_not_the_defaults(tmp_path):
     with pytest.raises(SpecError) as err:
-        load_spec(None, ["train.epochs=2", "train.lr=-1", "train.batch_size=4"])
-    assert str(err.value).startswith("--set 'train.lr=-1': ") and "defaults" not in str(err.value)
+        load_spec(None, ["train.epochs=2", "train.head_lr=-1", "train.batch_size=4"])
+    assert str(err.value).startswith("--set 'train.head_lr=-1': ") and "defaults" not in str(err.value)
     path = tmp_path / "s.toml"
     path.write_text("[sweep]\nbogus = 1\n")
     with pytest.raises(SpecError, match=r"^\S*s\.toml: unknown key sweep\.bogus"):
-        load_spec(path, ["train.lr=1e-3"])
+        load_spec(path, ["sweep.lr=[1e-3]"])
     # Only the whole set is checked: a pair of overrides valid together is accepted in either order.
     assert load_spec(None, ["sweep.budget_rank=3", "sweep.targets=['q']"]).sweep.budget_rank == 3
 
@@ -144,9 +147,9 @@ def test_ordinary_sweep_names_are_accepted():
 
 
 def test_changed_keys_lists_the_dotted_keys_that_differ():
-    old = spec_to_dict(load_spec(None, ["train.lr=1e-3"]))
-    new = spec_to_dict(load_spec(None, ["train.lr=2e-3", "data.path=x", "sweep.r=[1]"]))
-    assert changed_keys(old, new) == ["data.path", "sweep.r", "train.lr"]
+    old = spec_to_dict(load_spec(None, ["train.head_lr=1e-3"]))
+    new = spec_to_dict(load_spec(None, ["train.head_lr=2e-3", "data.path=x", "sweep.r=[1]"]))
+    assert changed_keys(old, new) == ["data.path", "sweep.r", "train.head_lr"]
     assert changed_keys(old, old) == []
     assert changed_keys({"a": {"b": 1}}, {"a": {"c": 1}, "d": [1]}) == ["a.b", "a.c", "d"]
     assert changed_keys({"a": {"b": 1}}, {"a": 1}) == ["a"]

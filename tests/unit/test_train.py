@@ -15,9 +15,8 @@ def _cells(tiny_bert, tiny_task, **sweep):
     spec = ExperimentSpec(
         model=ModelSpec(name=str(tiny_bert), pooling="mean"),
         data=DataSpec(task="file", path=str(tiny_task)),
-        lora=LoRASpec(alpha=4.0),
-        train=TrainSpec(batch_size=8, epochs=2, lr=1e-2, device="cpu"),
-        sweep=SweepSpec(**sweep),
+        train=TrainSpec(batch_size=8, epochs=2, device="cpu"),
+        sweep=SweepSpec(**{"alpha": (4.0,), "lr": (1e-2,), **sweep}),
     )
     return expand_sweep(spec)
 
@@ -44,6 +43,28 @@ def test_packed_cells_equal_each_cell_trained_alone(tiny_bert, tiny_task):
         for key in ours:
             torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5, msg=key)
         assert packed_states[n].best["accuracy"] == pytest.approx(alone_states[0].best["accuracy"])
+
+
+def test_cells_with_their_own_learning_rate_and_alpha_in_one_pack_equal_each_alone(tiny_bert, tiny_task):
+    from lowrank_lab.train.sweep import plan_packs
+
+    cells = _cells(tiny_bert, tiny_task, r=(2,), lr=(1e-2, 3e-3), alpha=(4.0, 16.0), seeds=(0,))
+    cells = [replace(c, train=replace(c.train, head_lr=c.train.lr / 2)) for c in cells]  # heads differ too
+    assert [c.name for c in cells] == [f"lora-qv-r2-alpha_r-kaiming-alpha{a}-lr{lr}-seed0"
+                                       for a in ("4", "16") for lr in ("0.01", "0.003")]
+    assert len(plan_packs(cells, pack_size=8)) == 1  # learning rates and α do not split a pack
+    task = load_task(cells[0].data)
+    packed, packed_states = _train(cells, task, tiny_bert)
+    moved = []
+    for n, cell in enumerate(cells):
+        alone, alone_states = _train([cell], task, tiny_bert)
+        ours, theirs = cell_slices(packed, n), cell_slices(alone, 0)
+        for key in ours:
+            torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5, msg=key)
+        assert [h["train_loss"] for h in packed_states[n].history] == pytest.approx(
+            [h["train_loss"] for h in alone_states[0].history], rel=1e-4)
+        moved.append(next(v for k, v in ours.items() if "lora_B" in k).abs().sum().item())
+    assert len({round(m, 6) for m in moved}) == len(cells)  # each cell really took its own steps
 
 
 def test_training_lowers_the_loss_and_moves_delta_w_away_from_zero(tiny_bert, tiny_task):
