@@ -302,21 +302,25 @@ def eckart_young_table(deltas: Mapping[str, Tensor],
 
 
 def results_table(cells: Iterable[tuple[str, CellSpec, CellSummary]]) -> pd.DataFrame:
-    """One row per finished cell (name, CellSpec, CellSummary): method, targets, r, alpha,
-    scaling_rule, init, seed, the main metric (`metric`, `value`), every dev metric of the best
-    evaluation, and parameter counts."""
+    """One row per finished cell (name, CellSpec, CellSummary): method, targets, r, alpha, lr (the
+    learning rate of the trained weights), scaling_rule, init, seed, the main metric at the best
+    evaluation (`metric`, `value`) and at the last (`final_value`), every dev metric of the best
+    evaluation (`dev_<metric>`), the dev and training losses of both, and parameter counts."""
     rows = []
     for name, spec, summary in cells:
         lora, best, main = spec.lora, summary.best, summary.main_metric
+        final = summary.final or {}
         is_lora = lora.method == "lora"
         rows.append({
             "cell": name, "task": summary.task, "method": lora.method,
             "targets": lora.targets if is_lora else "", "r": lora.r if is_lora else 0,
-            "alpha": lora.alpha, "scaling_rule": lora.scaling_rule, "init": lora.init,
+            "alpha": lora.alpha, "lr": spec.lr, "scaling_rule": lora.scaling_rule, "init": lora.init,
             "seed": spec.train.seed, "metric": main, "value": best[main], "best_epoch": best["epoch"],
+            "final_value": final.get(main, math.nan), "dev_loss": best.get("dev_loss", math.nan),
+            "final_dev_loss": final.get("dev_loss", math.nan), "final_train_loss": final.get("train_loss", math.nan),
             "trainable_adapter": summary.trainable_parameters.adapter,
             "trainable_total": summary.trainable_parameters.total,
             "examples_per_second": summary.examples_per_second,
-            **{f"dev_{k}": v for k, v in best.items() if k not in ("step", "epoch", "train_loss")},
+            **{f"dev_{k}": v for k, v in best.items() if k not in ("step", "epoch", "train_loss", "dev_loss")},
         })
     return pd.DataFrame(rows)

@@ -212,6 +212,9 @@ class TrainSpec:
     data_seed: int | None = None
     # Evaluate this many times per epoch (the best evaluation is kept, as the paper reports).
     evals_per_epoch: int = 1
+    # Log every cell's mean training loss every this many steps in metrics.jsonl (its learning
+    # curve); 0: only at evaluations.
+    log_every: int = 10
     # Write a resume checkpoint every this many steps (and at every evaluation).
     checkpoint_every: int = 200
     # ... and every this many seconds, so a kill or Ctrl-C loses at most this much of a pack's work.
@@ -231,6 +234,8 @@ class TrainSpec:
         for name in ("epochs", "batch_size", "evals_per_epoch", "checkpoint_every", "checkpoint_seconds"):
             if getattr(self, name) <= 0:
                 raise SpecError(f"train.{name}={getattr(self, name)}: must be positive")
+        if self.log_every < 0:
+            raise SpecError(f"train.log_every={self.log_every}: must be 0 (off) or a number of steps")
         if self.group_by_length < 0:
             raise SpecError(f"train.group_by_length={self.group_by_length}: must be 0 (off) or a number of batches")
         if self.max_steps is not None and self.max_steps <= 0:

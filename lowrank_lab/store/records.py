@@ -98,6 +98,8 @@ class CellSummary:
     error: str | None = None
     best: dict[str, float] | None = None
     main_metric: str
+    # the last evaluation (the learning-rate curves read it): same keys as best; None in older sweeps
+    final: dict[str, float] | None = None
     task: str
     trainable_parameters: TrainableParameters
     pack: PackInfo
@@ -109,7 +111,7 @@ class CellSummary:
     peak_gpu_memory_gib: float | None = None
     data: dict[str, Any] | None = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
-    KINDS = {"cell": (str,), "status": (str,), "error": (str, NONE), "best": (dict, NONE),
+    KINDS = {"cell": (str,), "status": (str,), "error": (str, NONE), "best": (dict, NONE), "final": (dict, NONE),
              "main_metric": (str,), "task": (str,), "trainable_parameters": TrainableParameters,
              "pack": PackInfo, "wall_seconds": (*NUMBER, NONE), "steps": (int,),
              "examples_per_second": (*NUMBER, NONE), "pack_examples_per_second": (*NUMBER, NONE),
@@ -125,12 +127,15 @@ class CellSummary:
     def from_dict(cls, data: Any, source: str) -> CellSummary:
         summary = _read(cls, data, source)
         _choice(summary.status, CELL_STATUSES, source, "status")
-        if summary.best is not None:
+        for which in ("best", "final"):
+            record = getattr(summary, which)
+            if record is None:
+                continue
             for key in ("step", "epoch", summary.main_metric):
-                if key not in summary.best:
-                    raise RunError(f"{source}: key 'best.{key}' is missing")
-            for key, value in summary.best.items():
-                _check(value, NUMBER, source, f"best.{key}")
+                if key not in record:
+                    raise RunError(f"{source}: key '{which}.{key}' is missing")
+            for key, value in record.items():
+                _check(value, NUMBER, source, f"{which}.{key}")
         return summary
 
     def to_dict(self) -> dict[str, Any]:

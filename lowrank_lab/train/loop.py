@@ -56,23 +56,28 @@ def loss_per_cell(logits: Tensor, labels: Tensor, K: int, regression: bool) -> T
 @torch.no_grad()
 def evaluate(pack: Pack, dev: Encoded, task: Task, device: torch.device,
              batch_size: int, autocast: bool) -> list[dict[str, float]]:
-    """Metrics of every cell of the pack on the dev split (each cell sees every example)."""
+    """Metrics of every cell of the pack on the dev split (each cell sees every example), and its
+    dev loss (the training loss, cross-entropy or MSE, averaged over the dev examples)."""
     pack.model.eval()
     dev = dev.to(device)
     regression = task.num_labels == 1
     preds = [[] for _ in range(pack.K)]
+    loss_sum = torch.zeros(pack.K, device=device)
     for start in range(0, len(dev), batch_size):
         index = torch.arange(start, min(start + batch_size, len(dev)))
-        inputs, _ = dev.batch(index.repeat(pack.K))
+        inputs, labels = dev.batch(index.repeat(pack.K))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = pack.model(**inputs).float()
+        loss_sum += loss_per_cell(logits, labels, pack.K, regression) * len(index)
         logits = logits.reshape(pack.K, len(index), -1)
         out = logits.squeeze(-1) if regression else logits.argmax(-1)
         for n in range(pack.K):
             preds[n].append(out[n].cpu())
     pack.model.train()
     labels = dev.labels.cpu().numpy()
-    return [compute_metrics(task.metrics, torch.cat(p).numpy(), labels) for p in preds]
+    dev_loss = (loss_sum / len(dev)).tolist()
+    return [{**compute_metrics(task.metrics, torch.cat(p).numpy(), labels), "dev_loss": dev_loss[n]}
+            for n, p in enumerate(preds)]
 
 
 @dataclass
@@ -137,6 +142,8 @@ class Training:
     meter: StepMeter
     loss_sum: Tensor
     seen: int = 0
+    log_sum: Tensor | None = None  # the training loss since the last log line (train.log_every)
+    log_seen: int = 0
     orders: dict[int, list[Tensor]] = field(default_factory=dict)
     clock: float = 0.0
 
@@ -147,12 +154,13 @@ class Training:
 
 def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, device: torch.device,
                *, start_step: int = 0, resume: dict | None = None, states: list[CellState] | None = None,
-               on_eval: Callable[[int, dict], None] | None = None,
+               on_eval: Callable[[int, dict], None] | None = None, on_log: Callable[[int, dict], None] | None = None,
                on_checkpoint: Callable | None = None, stop: StopRequest | None = None,
                progress=None, shard: tuple[int, int] = (0, 1), meter: StepMeter | None = None) -> list[CellState]:
     """Train every cell of `pack` for the spec's epochs (or max_steps), evaluating
     evals_per_epoch times an epoch. ``on_eval(n, record)`` is called for each cell's evaluation
-    (the caller saves the best adapter); ``on_checkpoint(step, optimizer, schedule, states)``
+    (the caller saves the best adapter), ``on_log(n, record)`` every train.log_every steps with the
+    mean training loss since the last log (the learning curve); ``on_checkpoint(step, optimizer, schedule, states)``
     every checkpoint_every steps, every checkpoint_seconds, and when `stop` (a ``StopRequest``)
     is set, after which ``Interrupted(step)`` is raised. `resume` holds optimizer and schedule
     state dicts.
@@ -169,6 +177,8 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
         agreed = _step(t, step, bool(stop))
         if progress is not None:
             progress.update(1)
+        if t.spec.log_every and (step + 1) % t.spec.log_every == 0:
+            _log(t, step, on_log)
         if step + 1 in t.plan.eval_steps:
             _evaluate(t, step, on_eval)
         if step + 1 == total:
@@ -243,6 +253,8 @@ def _step(t: Training, step: int, stop: bool) -> bool | None:
     t.optimizer.zero_grad(set_to_none=True)
     t.loss_sum += losses.detach()
     t.seen += 1
+    t.log_sum = losses.detach() if t.log_sum is None else t.log_sum + losses.detach()
+    t.log_seen += 1
     _count(t, inputs["input_ids"].numel(), index)
     return agreed
 
@@ -256,6 +268,18 @@ def _count(t: Training, padded: int, index: Tensor) -> None:
     else:
         t.meter.tokens_padded += padded
         t.meter.tokens_real += int(t.train.lengths[index].sum())
+
+
+def _log(t: Training, step: int, on_log: Callable[[int, dict], None] | None) -> None:
+    """A learning-curve point per cell: the mean training loss of the steps since the last one."""
+    if t.shard[1] > 1:
+        all_reduce_mean_([t.log_sum])
+    mean_loss = (t.log_sum / t.log_seen).tolist()  # one host sync per log_every steps
+    t.log_sum, t.log_seen = None, 0
+    for n, loss in enumerate(mean_loss):
+        if on_log is not None and not t.states[n].failed:
+            on_log(n, {"kind": "train", "step": step + 1, "epoch": (step + 1) / t.plan.steps_per_epoch,
+                       "train_loss": loss})
 
 
 def _evaluate(t: Training, step: int, on_eval: Callable[[int, dict], None] | None) -> None:

@@ -254,9 +254,12 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
     pack, cells = run.pack, run.pack.cells
 
     def on_eval(n: int, record: dict) -> None:
-        layout.append_metrics(run.dirs[n], {k: v for k, v in record.items() if k != "best"})
+        layout.append_metrics(run.dirs[n], {"kind": "eval", **{k: v for k, v in record.items() if k != "best"}})
         if record["best"]:
             save_cell(run.dirs[n], pack, n, cells[n].model.name)
+
+    def on_log(n: int, record: dict) -> None:
+        layout.append_metrics(run.dirs[n], record)
 
     def on_checkpoint(step, optimizer, schedule, st) -> None:
         _checkpoint(run.folder, pack, step, optimizer, schedule, st)
@@ -270,7 +273,7 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
     try:
         states = train_pack(pack, inputs.task, inputs.train, inputs.dev, inputs.tokenizer, device,
                             start_step=run.start_step, resume=run.resume, states=run.states,
-                            on_eval=on_eval if writer else None, on_checkpoint=on_checkpoint if writer else None,
+                            on_eval=on_eval if writer else None, on_log=on_log if writer else None, on_checkpoint=on_checkpoint if writer else None,
                             stop=stop, progress=bar, shard=(world.rank, world.size) if data_parallel else (0, 1),
                             meter=meter)
     finally:
@@ -291,7 +294,7 @@ def _write_summaries(run: PackRun, states: list[CellState], meter: StepMeter, se
     for n, (cell, d, st) in enumerate(zip(cells, run.dirs, states, strict=True)):
         layout.write_summary(d, CellSummary(
             cell=cell.name, status="failed" if st.failed or st.best is None else "done", error=st.failed,
-            best=st.best, main_metric=task.main_metric, task=task.name,
+            best=st.best, final=st.history[-1] if st.history else None, main_metric=task.main_metric, task=task.name,
             trainable_parameters=TrainableParameters(**trainable_parameters(run.pack, n)), pack=info,
             wall_seconds=seconds, steps=steps,
             examples_per_second=steps * b / seconds if seconds else None,
