@@ -79,3 +79,29 @@ def analyzed(tmp_path_factory) -> Path:
     make_sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_sweep)
     return make_sweep.analyzed_copy(tmp_path_factory.getbasetemp())
+
+
+LR_GRID = (3e-3, 1e-2, 3e-2)
+FULL_LR_GRID = (1e-4, 1e-3)
+
+
+@pytest.fixture(scope="session")
+def lr_analyzed(tmp_path_factory, tiny_bert) -> Path:
+    """A rank × learning-rate sweep on the tiny BERT (2 target sets × 2 ranks × 3 learning rates × 2
+    seeds, full fine-tuning × 2 learning rates × 2 seeds), trained here in seconds, with its results
+    and learning-curve tables computed."""
+    from lowrank_lab.spec import load_spec
+    from lowrank_lab.train.sweep import run_sweep
+    from lowrank_lab.workflow.sweep import compute_results
+
+    root = tmp_path_factory.mktemp("lr-grid")
+    task = write_tiny_task(root / "task.csv")
+    spec = load_spec(None, [
+        f"model.name={tiny_bert}", "model.pooling=mean", "model.max_length=16", "data.task=file",
+        f"data.path={task}", f"sweep.out_dir={root}", "sweep.name=lr-grid", "sweep.r=[1,4]",
+        "sweep.seeds=[0,1]", 'sweep.targets=["q,v","q,k,v,o"]', 'sweep.baselines=["full"]',
+        f"sweep.lr={list(LR_GRID)}", f"sweep.full_lr={list(FULL_LR_GRID)}", "sweep.alpha=[4.0]",
+        "train.epochs=2", "train.batch_size=8", "train.log_every=2", "train.device=cpu"])
+    sweep = run_sweep(spec, echo=lambda *_: None)
+    compute_results(sweep)
+    return sweep

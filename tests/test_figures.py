@@ -44,10 +44,15 @@ def test_every_entry_says_what_it_shows_and_how_to_get_it(entry):
     assert re.search(r"sweep\.\w+|lowrank-lab \w+", entry.skip_note), entry.skip_note
 
 
+# Entries drawn from a learning-rate axis: rendered from the rank × learning-rate fixture sweep.
+LR_ENTRIES = ("fig_lr_curves", "fig_learning_curves", "table_best_lr")
+
+
 @pytest.mark.parametrize("entry", registry.ENTRIES, ids=lambda e: e.name)
-def test_every_entry_renders_through_its_script(entry, analyzed, tmp_path):
+def test_every_entry_renders_through_its_script(entry, request, tmp_path):
+    sweep = request.getfixturevalue("lr_analyzed" if entry.name in LR_ENTRIES else "analyzed")
     module = runpy.run_path(str(ROOT / "figures" / f"{entry.name}.py"))
-    module["main"]([str(analyzed), "--out", str(tmp_path)])
+    module["main"]([str(sweep), "--out", str(tmp_path)])
     for ext, size in EXTENSIONS[entry.kind]:
         path = tmp_path / f"{entry.name}.{ext}"
         assert path.exists() and path.stat().st_size > size, path

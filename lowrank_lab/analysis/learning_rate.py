@@ -73,3 +73,29 @@ def at_best_lr(results: pd.DataFrame, value: str) -> pd.DataFrame:
 def has_lr_axis(results: pd.DataFrame) -> bool:
     """True when some group was trained at more than one learning rate."""
     return "lr" in results and bool((results.groupby(GROUP, dropna=False)["lr"].nunique() > 1).any())
+
+
+def learning_curves_table(cells) -> pd.DataFrame:
+    """The training loss against step of every cell (its learning curve), from (name, CellSpec,
+    metrics records): the ``kind == "train"`` records logged every train.log_every steps, or the
+    evaluations' training loss for cells logged without them. Columns: cell, method, targets, r,
+    alpha, lr, seed, step, epoch, train_loss."""
+    rows = []
+    for name, spec, records in cells:
+        logged = [r for r in records if r.get("kind") == "train"] or [r for r in records if "train_loss" in r]
+        is_lora = spec.lora.method == "lora"
+        head = {"cell": name, "method": spec.lora.method, "targets": spec.lora.targets if is_lora else "",
+                "r": spec.lora.r if is_lora else 0, "alpha": spec.lora.alpha, "lr": spec.lr, "seed": spec.train.seed}
+        rows += [{**head, "step": r["step"], "epoch": r["epoch"], "train_loss": r["train_loss"]} for r in logged]
+    columns = ["cell", "method", "targets", "r", "alpha", "lr", "seed", "step", "epoch", "train_loss"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def curves_at_best_lr(curves: pd.DataFrame, results: pd.DataFrame, value: str) -> pd.DataFrame:
+    """The learning curves of each group at its best learning rate (by `value` in `results`),
+    the median over seeds at every step: columns method, targets, r, lr, step, train_loss, n_seeds."""
+    best = best_lr(results, value)[GROUP + ["best_lr"]]
+    chosen = curves.merge(best, on=GROUP)
+    chosen = chosen[chosen["lr"] == chosen["best_lr"]]
+    stats = chosen.groupby(GROUP + ["lr", "step"], dropna=False)["train_loss"].agg(["median", "count"])
+    return stats.rename(columns={"median": "train_loss", "count": "n_seeds"}).reset_index()

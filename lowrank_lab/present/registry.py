@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from lowrank_lab.present import curves, plotting, tables
+from lowrank_lab.analysis import learning_rate as lr
+from lowrank_lab.present import curves, lr_figures, plotting, tables
 from lowrank_lab.present.select import MissingData, spread_layers
-from lowrank_lab.store.tables import (AMPLIFICATION, ECKART_YOUNG, INTRUDERS, PHI, PHI_W0, RESULTS, SPECTRUM,
-                                      SPECTRUM_METRICS)
+from lowrank_lab.store.tables import (AMPLIFICATION, ECKART_YOUNG, INTRUDERS, LEARNING_CURVES, PHI, PHI_W0, RESULTS,
+                                      SPECTRUM, SPECTRUM_METRICS)
 
 Frames = Mapping[str, pd.DataFrame]
 RERUN = "then run `lowrank-lab report SWEEP` (it computes the missing tables)"
@@ -70,9 +71,15 @@ def _layers(layer: int | None) -> list[int] | None:
     return None if layer is None else [layer]
 
 
+def _tuned(frames: Frames) -> pd.DataFrame:
+    """The results, each cell group at its best learning rate when the sweep varies it (``TUNED``)."""
+    results = frames[RESULTS]
+    return lr.at_best_lr(results, "value") if lr.has_lr_axis(results) else results
+
+
 def _table2(frames: Frames, view: View) -> pd.DataFrame:
     """Table 2 keeps the paper's LoRA row (q,v at r = 8) when the sweep has it, else every LoRA row."""
-    results = tables.in_percent(frames[RESULTS])
+    results = tables.in_percent(_tuned(frames))
     has_paper_row = ((results["targets"] == "q,v") & (results["r"] == 8)).any()
     table = tables.method_table(results, [("q,v", 8)] if has_paper_row else None)
     metric_of = results.groupby("task")["metric"].first()
@@ -82,7 +89,11 @@ def _table2(frames: Frames, view: View) -> pd.DataFrame:
 PHI_SIDE = "{side}"
 SEEDS_NOTE = "add sweep.seeds = [0, 1] (two seeds at one rank), " + RERUN
 RANKS_NOTE = "set sweep.r to two ranks or more, e.g. sweep.r = [8, 64], " + RERUN
-PCT = "the main metric ×100 (the paper's unit), median ± half the range over seeds; nothing else pooled"
+PCT = ("the main metric ×100 (the paper's unit), median ± half the range over seeds; nothing else pooled; "
+       "when the sweep varies the learning rate, each cell group (method, targets, r) at its best one, by the "
+       "seed-median of the best evaluation's main metric")
+LR_NOTE = ("add a learning-rate axis, e.g. sweep.lr = [1e-4, 3e-4, 1e-3, 3e-3] (and sweep.full_lr for full "
+           "fine-tuning's own grid), then rerun `lowrank-lab rank-sweep`")
 
 FIGURES: tuple[Entry, ...] = (
     Entry("fig3_phi_ranks", "Figure 3", "φ between two ranks, middle layer", "figure", (PHI,),
@@ -147,6 +158,29 @@ FIGURES: tuple[Entry, ...] = (
           "black, one seed (the smallest); red: each LoRA ΔW's distance from ΔW_full at k = r, the median over "
           "layers; dotted: the sweep's ranks.",
           "add sweep.baselines = [\"full\"], " + RERUN),
+    Entry("fig_lr_curves", "LoRA Without Regret (2025), Fig. 2", "Dev metric and loss against learning rate",
+          "figure", (RESULTS,), lambda f, v: lr_figures.lr_curves_figure(f[RESULTS]),
+          "The main dev metric and the dev loss at the last evaluation against the learning rate, one line per "
+          "method, target set and r: the median over seeds, the band min–max over seeds; full fine-tuning "
+          "black and dashed (its own learning-rate grid, sweep.full_lr).", LR_NOTE,
+          "Schulman et al. 2025: under 1/r scaling the best LoRA learning rate is nearly the same for every r, "
+          "about 10× full fine-tuning's."),
+    Entry("fig_learning_curves", "LoRA Without Regret (2025), Fig. 1", "Learning curves at the best learning rate",
+          "figure", (LEARNING_CURVES, RESULTS),
+          lambda f, v: lr_figures.learning_curves_figure(f[LEARNING_CURVES], f[RESULTS]),
+          "The training loss (mean over the last train.log_every steps) against step, log–log, for each method, "
+          "target set and r at its best learning rate (by the seed-median of the best evaluation's main "
+          "metric; the only one without a learning-rate axis): the median over seeds.",
+          "set train.log_every > 0 (default 10) and rerun `lowrank-lab rank-sweep`",
+          "Schulman et al. 2025: high-rank LoRA follows full fine-tuning's curve; low ranks fall behind once "
+          "their capacity is used."),
+    Entry("fig_targets_by_rank", "LoRA Without Regret (2025), Fig. 3", "Attention-only against more matrices",
+          "figure", (RESULTS,), lambda f, v: lr_figures.targets_by_rank_figure(f[RESULTS]),
+          "The main dev metric (best evaluation) against r for each LoRA target set, e.g. q,v against q,k,v,o "
+          "(against all-linear on decoders): the median over seeds, band min–max, each group at its best "
+          "learning rate when the sweep varies it; full fine-tuning dashed.",
+          "add a second target set, e.g. sweep.targets = [\"q,v\", \"q,k,v,o\"], then rerun `lowrank-lab rank-sweep`",
+          "Schulman et al. 2025: attention-only LoRA is clearly worse than LoRA that includes the MLP."),
 )
 
 TABLES: tuple[Entry, ...] = (
@@ -156,7 +190,7 @@ TABLES: tuple[Entry, ...] = (
           "then rerun `lowrank-lab rank-sweep`", "Paper (RoBERTa and DeBERTa on GLUE): LoRA on q,v at r = 8 matches full fine-tuning with a "
           "fraction of its trainable parameters."),
     Entry("table5_budget", "Table 5", "Which matrices to adapt at a fixed budget", "table", (RESULTS,),
-          lambda f, v: tables.budget_table(tables.in_percent(f[RESULTS])),
+          lambda f, v: tables.budget_table(tables.in_percent(_tuned(f))),
           f"One rank per target set with r × (number of matrix kinds) fixed: the budget shared by the most "
           f"target sets; {PCT}.", "set sweep.budget_rank (e.g. 8) to train every target set at the same "
           "budget, then rerun `lowrank-lab rank-sweep`", "Paper (GPT-3, 18M parameters): adapting Wq and Wv "
@@ -165,7 +199,7 @@ TABLES: tuple[Entry, ...] = (
                         "r": [8, 8, 8, 8, 4, 4, 2], "WikiSQL (%)": [70.4, 70.0, 73.0, 73.2, 71.4, 73.7, 73.7],
                         "MultiNLI (%)": [91.0, 90.8, 91.0, 91.3, 91.3, 91.3, 91.7]}).set_index("weight type"))),
     Entry("table6_rank_by_target", "Table 6", "Main metric by target set and r", "table", (RESULTS,),
-          lambda f, v: tables.rank_target_table(tables.in_percent(f[RESULTS])).rename(columns=lambda r: f"r={r}"),
+          lambda f, v: tables.rank_target_table(tables.in_percent(_tuned(f))).rename(columns=lambda r: f"r={r}"),
           f"Rows: target set (the paper's order), columns: r; {PCT} (scaling rules and inits are pooled when "
           "the sweep has several).", "set sweep.r and sweep.targets, then rerun `lowrank-lab rank-sweep`",
           "Paper (§7.2): LoRA is competitive at a very small r, more so for Wq,Wv than for Wq alone.",
@@ -184,15 +218,22 @@ TABLES: tuple[Entry, ...] = (
                         "r=4": [0.32, 21.67, 0.02, 61.95, 6.91, 21.5],
                         "r=64": [1.90, 37.71, 0.33, 61.95, 3.57, 1.88]}).set_index("GPT-3 L48 Wq")),
     Entry("table18_metric_vs_rank", "Table 18", "Every dev metric against r", "table", (RESULTS,),
-          lambda f, v: tables.one_decimal(tables.metric_vs_rank_table(tables.in_percent(f[RESULTS]))),
+          lambda f, v: tables.one_decimal(tables.metric_vs_rank_table(tables.in_percent(_tuned(f)))),
           "Every dev metric (×100 but the loss) against r for one target set (q,v when present), the median "
-          "over seeds.", "set sweep.r to several ranks, then rerun `lowrank-lab rank-sweep`",
+          "over seeds; with a learning-rate axis, each r at its best learning rate.", "set sweep.r to several ranks, then rerun `lowrank-lab rank-sweep`",
           "Paper (GPT-2 medium on E2E NLG): the same metrics against r from 1 to 1,024."),
     Entry("table_storage", "§4.1 (storage)", "Parameters per adapted matrix", "table", (AMPLIFICATION,),
           lambda f, v: tables.storage_table(f[AMPLIFICATION], f[AMPLIFICATION]["r"].unique()),
           "Dense ΔW (d·k) against LoRA's r(d + k) and the reduction 1 − r(d + k)/(dk), per matrix kind and r.",
           "run `lowrank-lab amplify SWEEP` (it records each matrix's d and k)",
           "Paper (§4.1): on GPT-3 175B, r = 4 on q,v cuts the checkpoint from 350 GB to 35 MB (10,000×)."),
+    Entry("table_best_lr", "LoRA Without Regret (2025), §3", "The best learning rate per rank and method", "table",
+          (RESULTS,), lambda f, v: lr_figures.best_lr_table(f[RESULTS]),
+          "Per method, target set and r: the learning rate whose seed-median main dev metric (best evaluation) "
+          "is highest, and the one whose seed-median dev loss at the last evaluation is lowest, each with the "
+          "range of the per-seed best learning rates; the metric ×100 there; its ratio to full fine-tuning's "
+          "best learning rate (by the metric).", LR_NOTE,
+          "Schulman et al. 2025: the LoRA / full fine-tuning ratio of best learning rates is about 10."),
 )
 
 ENTRIES: tuple[Entry, ...] = FIGURES + TABLES

@@ -19,7 +19,7 @@ from lowrank_lab.present.select import pick_targets
 
 FORMATS = ("md", "tex", "csv")
 SEED_AXES = ("seed",)  # what a table's median is taken over; every other varying axis is a row or column
-AXES = ("task", "method", "targets", "r", "alpha", "scaling_rule", "init")  # the axes a sweep can vary
+AXES = ("task", "method", "targets", "r", "alpha", "lr", "scaling_rule", "init")  # the axes a sweep can vary
 
 
 def number(v) -> str:

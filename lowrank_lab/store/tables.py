@@ -25,11 +25,13 @@ SPECTRUM_METRICS = "spectrum_metrics"  # stable rank, effective rank, rank_90 pe
 INTRUDERS = "intruders"  # intruder dimensions of W0 + ΔW against W0, per ε
 ECKART_YOUNG = "eckart_young"  # best rank-k error of full fine-tuning's ΔW, LoRA beside it
 RESULTS = "results"  # one row per finished cell
-TABLES = (PHI, PHI_W0, AMPLIFICATION, SPECTRUM, SPECTRUM_METRICS, INTRUDERS, ECKART_YOUNG, RESULTS)
+LEARNING_CURVES = "learning_curves"  # training loss against step, every cell
+TABLES = (PHI, PHI_W0, AMPLIFICATION, SPECTRUM, SPECTRUM_METRICS, INTRUDERS, ECKART_YOUNG, RESULTS, LEARNING_CURVES)
 SIDES = ("A", "B", "dW_right", "dW_left")  # the singular bases φ compares (analysis.tables.basis)
 SIDED = (PHI, PHI_W0)  # one file per side
 COMMAND_OF = {PHI: "subspace", PHI_W0: "subspace", AMPLIFICATION: "amplify", SPECTRUM: "spectrum",
-              SPECTRUM_METRICS: "spectrum", INTRUDERS: "spectrum", ECKART_YOUNG: "spectrum", RESULTS: "tables"}
+              SPECTRUM_METRICS: "spectrum", INTRUDERS: "spectrum", ECKART_YOUNG: "spectrum", RESULTS: "tables",
+              LEARNING_CURVES: "tables"}
 
 FORMAT = {"name": "csv", "version": 2,
           "floats": "shortest decimal that round-trips float64 (repr); read back bit-identical"}

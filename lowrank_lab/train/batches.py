@@ -27,7 +27,8 @@ def resolve_device(name: str) -> torch.device:
 @dataclass(frozen=True)
 class Encoded:
     """A tokenised split, padded once: token ids (n × max_length), segment ids for sentence pairs
-    (BERT's token_type_ids; None when the tokenizer gives none), true lengths, labels.
+    (BERT's token_type_ids; None when the tokenizer gives none), true lengths, labels: one per
+    example (n,), or one per token (n × max_length, -100 off the completion) for a decoder.
 
     ``lengths`` stay on the CPU, where batch widths and length groups are decided; ``to(device)``
     moves the rest once, so that a training step gathers its batch on the device."""
@@ -59,7 +60,8 @@ class Encoded:
                   "attention_mask": (torch.arange(width, device=where)[None, :] < lengths[:, None]).long()}
         if self.token_type_ids is not None:
             inputs["token_type_ids"] = self.token_type_ids[rows, :width]
-        return inputs, self.labels[rows]
+        labels = self.labels[rows]
+        return inputs, labels[:, :width] if labels.dim() == 2 else labels
 
 
 def _pad(rows: list[list[int]], value: int) -> Tensor:

@@ -3,7 +3,10 @@ weights, for full fine-tuning and BitFit), head and initialisation seed; their p
 clipping, optimizer and training precision.
 
 Packed tensors keep the cell in dim 0 (A: K × r_max × k, B: K × d × r_max, heads K × …), so
-each cell's slice gets exactly the update it would get alone (``train.loop``)."""
+each cell's slice gets exactly the update it would get alone (``train.loop``).
+
+A decoder's pack is the causal LM itself (no head: the LM head scores the completion, frozen with the
+embeddings under LoRA); its LoRA paths are the causal LM's own, which are PEFT CAUSAL_LM's."""
 
 from __future__ import annotations
 
@@ -14,11 +17,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lowrank_lab.spec import CellSpec
+from lowrank_lab.spec import CellSpec, SpecError
 from lowrank_lab.maths.linalg import scaling_factor
 from lowrank_lab.train.optim import CellAdamW
 from lowrank_lab.model.lora import LoRALinear, PackedLinear, inject
-from lowrank_lab.model.base import Classifier, find_targets, parse_label
+from lowrank_lab.model.base import Classifier, adapts, find_targets, kind_order, parse_label
 
 
 @dataclass
@@ -26,76 +29,100 @@ class Pack:
     """K cells trained together, with their model and where each cell's parameters live."""
 
     cells: list[CellSpec]
-    model: Classifier
+    model: nn.Module  # Classifier (encoder + heads), or the causal LM itself (decoder)
     layers: dict[str, LoRALinear]  # module path -> layer (LoRA cells)
     labels: dict[str, str]  # module path -> canonical label
     trainable: list[nn.Parameter] = field(default_factory=list)
+    decoder: bool = False
 
     @property
     def K(self) -> int:
         return len(self.cells)
 
+    @property
+    def base(self) -> nn.Module:
+        """The model PEFT would wrap: the encoder inside our Classifier, or the causal LM."""
+        return self.model if self.decoder else self.model.encoder
+
+    @property
+    def heads(self) -> list[nn.Parameter]:
+        """The packed heads' weight and bias (none for a decoder)."""
+        return [] if self.decoder else [self.model.head.weight, self.model.head.bias]
+
     @functools.cached_property
     def packed(self) -> frozenset[int]:
         """ids of the parameters whose dim 0 is the cell (LoRA factors and heads)."""
         params = [p for layer in self.layers.values() for p in (layer.A, layer.B)]
-        return frozenset(map(id, params + [self.model.head.weight, self.model.head.bias]))
+        return frozenset(map(id, params + self.heads))
 
 
-def build_pack(cells: Sequence[CellSpec], encoder: nn.Module, num_labels: int, pooling: str) -> Pack:
+def build_pack(cells: Sequence[CellSpec], encoder: nn.Module, num_labels: int, pooling: str,
+               decoder: bool = False) -> Pack:
     """Inject K adapters (or unfreeze weights for full fine-tuning / BitFit, K = 1) and heads,
-    and initialise cell n from its own seed: A_n from its init scheme, B_n = 0, head_n as nn.Linear."""
+    and initialise cell n from its own seed: A_n from its init scheme, B_n = 0, head_n as nn.Linear.
+
+    With `decoder`, `encoder` is a causal LM (AutoModelForCausalLM): no head is made (num_labels and
+    pooling are unused) and the adapters go on its own module paths."""
     cells = list(cells)
     method = cells[0].lora.method
     if method in ("full", "bitfit") and len(cells) != 1:
         raise ValueError("full fine-tuning and BitFit train one cell at a time")
+    if decoder and method == "head":
+        raise SpecError("lora.method='head': a decoder has no classification head to train; use lora, full or bitfit")
     for p in encoder.parameters():
         p.requires_grad_(False)
-    head = PackedLinear(len(cells), encoder.config.hidden_size, num_labels)
-    model = Classifier(encoder, head, pooling)
+    head = None if decoder else PackedLinear(len(cells), encoder.config.hidden_size, num_labels)
+    model = encoder if decoder else Classifier(encoder, head, pooling)
+    prefix = "" if decoder else "encoder."
     layers: dict[str, LoRALinear] = {}
     labels: dict[str, str] = {}
     if method == "lora":
-        kinds = sorted({k for c in cells for k in c.lora.kinds}, key="qkvo".index)
+        kinds = sorted({k for c in cells for k in c.lora.kinds}, key=kind_order)
         targets = find_targets(encoder, tuple(kinds))
-        paths = [f"encoder.{p}" for p in targets.values()]
-        ranks = [[c.lora.r if _targets(c, label) else 0 for c in cells] for label in targets]
+        paths = [f"{prefix}{p}" for p in targets.values()]
+        ranks = [[c.lora.r if adapts(parse_label(label)[1], c.lora.kinds) else 0 for c in cells] for label in targets]
         scalings = [scaling_factor(c.lora.alpha, c.lora.r, c.lora.scaling_rule) for c in cells]
         layers = inject(model, paths, ranks, scalings, cells[0].lora.dropout)
         labels = dict(zip(paths, targets, strict=True))
-    elif method == "full":
-        for p in encoder.parameters():
-            p.requires_grad_(True)
-    elif method == "bitfit":
-        for name, p in encoder.named_parameters():
-            p.requires_grad_(name.endswith("bias"))
+    else:
+        _unfreeze(encoder, method)
     for n, cell in enumerate(cells):
         gen = torch.Generator().manual_seed(cell.train.seed)
         for layer in layers.values():  # module order is fixed, so each cell's draws are too
             layer.reset_adapter(n, cell.lora.init, gen)
-        head.reset_head(n, gen)
+        if head is not None:
+            head.reset_head(n, gen)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return Pack(cells, model, layers, labels, trainable)
+    return Pack(cells, model, layers, labels, trainable, decoder)
 
 
-def _targets(cell: CellSpec, label: str) -> bool:
-    kind = parse_label(label)[1]
-    return kind in cell.lora.kinds or (kind == "qkv" and bool(set(cell.lora.kinds) & {"q", "k", "v"}))
+def _unfreeze(base: nn.Module, method: str) -> None:
+    """Full fine-tuning trains every weight of the base; BitFit its biases (Zaken et al. 2021)."""
+    if method == "full":
+        for p in base.parameters():
+            p.requires_grad_(True)
+    elif method == "bitfit":
+        biases = [p for name, p in base.named_parameters() if name.endswith("bias")]
+        if not biases:
+            raise SpecError("lora.method='bitfit': the model has no bias parameters to train "
+                            "(Llama-family models have none); use lora or full")
+        for p in biases:
+            p.requires_grad_(True)
 
 
 def trainable_parameters(pack: Pack, n: int) -> dict[str, int]:
-    """Trainable parameters of cell n: the adapter (Σ r·(d + k), paper §5.1) and the head."""
-    head = pack.model.head.weight[n].numel() + pack.model.head.bias[n].numel()
+    """Trainable parameters of cell n: the adapter (Σ r·(d + k), paper §5.1) and the head (0 for a decoder)."""
+    head = sum(p[n].numel() for p in pack.heads)
     if pack.cells[n].lora.method == "lora":
         adapter = sum(layer.ranks[n] * (layer.d + layer.k) for layer in pack.layers.values())
     else:
-        adapter = sum(p.numel() for p in pack.model.encoder.parameters() if p.requires_grad)
+        adapter = sum(p.numel() for p in pack.base.parameters() if p.requires_grad)
     return {"adapter": adapter, "head": head, "total": adapter + head}
 
 
 def cell_slices(pack: Pack, n: int) -> dict[str, Tensor]:
     """Cell n's trainable tensors by name (views; LoRA factors without their zero padding)."""
-    out = {"head.weight": pack.model.head.weight[n], "head.bias": pack.model.head.bias[n]}
+    out = {} if pack.decoder else {"head.weight": pack.model.head.weight[n], "head.bias": pack.model.head.bias[n]}
     if pack.cells[n].lora.method == "lora":
         for path, layer in pack.layers.items():
             r = layer.ranks[n]
@@ -103,7 +130,7 @@ def cell_slices(pack: Pack, n: int) -> dict[str, Tensor]:
                 out[f"{path}.lora_A"] = layer.A[n, :r]
                 out[f"{path}.lora_B"] = layer.B[n, :, :r]
     else:
-        out.update({f"model.{k}": p for k, p in pack.model.encoder.named_parameters() if p.requires_grad})
+        out.update({f"model.{k}": p for k, p in pack.base.named_parameters() if p.requires_grad})
     return out
 
 
@@ -143,7 +170,7 @@ def make_optimizer(pack: Pack, device: torch.device) -> torch.optim.Optimizer:
     learning rate, heads at head_lr (default: the cell's train.lr). One torch AdamW (fused on CUDA)
     when the cells share their learning rates; ``CellAdamW`` (the same steps, slice by slice)
     when a learning-rate axis puts different ones in the pack."""
-    head = [pack.model.head.weight, pack.model.head.bias]
+    head = pack.heads
     body = [p for p in pack.trainable if all(p is not h for h in head)]
     body_lr = [cell.lr for cell in pack.cells]
     head_lr = [cell.train.head_lr or cell.train.lr for cell in pack.cells]

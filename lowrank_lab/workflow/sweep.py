@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lowrank_lab.analysis import learning_rate as lr
 from lowrank_lab.analysis import sweep as sa
 from lowrank_lab.analysis import tables as an
 from lowrank_lab.store import files, runs, tensors
@@ -89,9 +90,20 @@ def results_frame(sweep: Path) -> pd.DataFrame:
     return an.results_table(cells)
 
 
+def learning_curves_frame(sweep: Path) -> pd.DataFrame:
+    """The training loss against step of every finished cell (``analysis.learning_rate``)."""
+    sweep = Path(sweep)
+    cells = []
+    for name in st.done_cells(sweep):
+        folder = runs.cell_dir(sweep, name)
+        cells.append((name, runs.read_cell_config(folder), runs.read_metrics(folder)))
+    return lr.learning_curves_table(cells)
+
+
 def compute_results(sweep: Path) -> list[Path]:
-    """Write the per-cell results table (the input of every metric table)."""
-    return _write_all(sweep, {(st.RESULTS, None): results_frame(sweep)}, {})
+    """Write the per-cell results table (the input of every metric table) and the learning curves."""
+    frames = {(st.RESULTS, None): results_frame(sweep), (st.LEARNING_CURVES, None): learning_curves_frame(sweep)}
+    return _write_all(sweep, frames, {})
 
 
 def analyze_sweep(sweep: Path, sides: Iterable[str] = ("A",), base: str | None = None,

@@ -1,0 +1,150 @@
+"""Learning rate against rank, as "LoRA Without Regret" (Schulman et al., 2025) draws it: dev metric and
+dev loss against learning rate, one curve per rank with full fine-tuning's on the same axes; the best
+learning rate per rank and method; learning curves at the best learning rate; attention-only against
+more matrices at equal rank. Tables in (the results and learning-curve tables), figures out; no torch.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lowrank_lab.analysis import learning_rate as lr
+from lowrank_lab.present import plotting  # noqa: F401  (its rcParams apply to these figures too)
+from lowrank_lab.present.select import MissingData
+
+FULL_STYLE = {"color": "black", "ls": "--", "marker": "s"}
+PLAIN = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+
+
+def _need_lr_axis(results: pd.DataFrame) -> None:
+    if not lr.has_lr_axis(results):
+        raise MissingData("the sweep has one learning rate per cell group")
+
+
+def _label(row) -> str:
+    if row["method"] == "lora":
+        return f"LoRA {row['targets']} r={int(row['r'])}"
+    return {"full": "full fine-tuning", "bitfit": "BitFit", "head": "head only"}.get(row["method"], row["method"])
+
+
+def _colors(groups: pd.DataFrame) -> dict[tuple, tuple]:
+    lora = groups[groups["method"] == "lora"]
+    cmap = plt.get_cmap("viridis")
+    keys = list(lora.itertuples(index=False, name=None))
+    return {k: cmap(n / max(1, len(keys) - 1) * 0.9) for n, k in enumerate(keys)}
+
+
+def lr_curves_figure(results: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Left: the main dev metric at the last evaluation against learning rate; right: the dev loss
+    there. One line per (method, targets, r): the median over seeds, band min–max over seeds; full
+    fine-tuning black and dashed, other baselines grey."""
+    _need_lr_axis(results)
+    groups = results[lr.GROUP].drop_duplicates().sort_values(lr.GROUP)
+    colors = _colors(groups)
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    for ax, value, ylabel in ((axes[0], "final_value", f"dev {results['metric'].iloc[0]} (last evaluation)"),
+                              (axes[1], "final_dev_loss", "dev loss (last evaluation)")):
+        curves = lr.lr_curves(results, value)
+        for key, curve in curves.groupby(lr.GROUP, sort=True):
+            row = dict(zip(lr.GROUP, key))
+            style = FULL_STYLE if row["method"] == "full" else {"color": colors.get(key, "grey"), "marker": "o"}
+            curve = curve.sort_values("lr")
+            ax.plot(curve["lr"], curve["median"], label=_label(row), **style)
+            ax.fill_between(curve["lr"], curve["min"], curve["max"], color=style["color"], alpha=0.15)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    n_seeds = int(results.groupby(lr.GROUP + ["lr"])["seed"].nunique().max())
+    fig.suptitle(title or f"Dev metric and loss against learning rate (median over {n_seeds} seed(s); "
+                          "band: min–max over seeds)", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def best_lr_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, targets, r): the best learning rate by the best evaluation's main metric and
+    by the last evaluation's dev loss, each with the range of the per-seed best learning rates,
+    the metric there (×100) and the ratio to full fine-tuning's best learning rate."""
+    _need_lr_axis(results)
+    by_metric = lr.best_lr(results, "value").set_index(lr.GROUP)
+    by_loss = lr.best_lr(results, "final_dev_loss").set_index(lr.GROUP)
+    metric = results["metric"].iloc[0]
+
+    def span(t: pd.DataFrame) -> pd.Series:
+        edge = np.where(t["at_edge"], " (edge of the grid)", "")
+        return (t["best_lr"].map("{:g}".format) + " [" + t["lr_low"].map("{:g}".format) + "–"
+                + t["lr_high"].map("{:g}".format) + "]" + edge)
+
+    table = pd.DataFrame({
+        f"best lr by dev {metric} [seeds' range]": span(by_metric),
+        f"dev {metric} ×100 there": (100 * by_metric["best"]).round(1),
+        "best lr by final dev loss [seeds' range]": span(by_loss),
+        "÷ full fine-tuning's best lr": by_metric["ratio_to_full"].round(2),
+        "lrs tried": by_metric["n_lr"], "seeds": by_metric["n_seeds"],
+    })
+    table.index = [_label(dict(zip(lr.GROUP, key))) for key in table.index]
+    return table.rename_axis("cell group")
+
+
+def learning_curves_figure(curves: pd.DataFrame, results: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Training loss against step (log–log) of each (method, targets, r) at its best learning rate
+    (by the best evaluation's main metric), the median over seeds; full fine-tuning dashed."""
+    if curves.empty:
+        raise MissingData("no learning curves (metrics.jsonl has no training-loss records)")
+    chosen = lr.curves_at_best_lr(curves, results, "value")
+    if chosen.empty:
+        raise MissingData("no learning curves for the finished cells")
+    colors = _colors(chosen[lr.GROUP].drop_duplicates().sort_values(lr.GROUP))
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    for key, curve in chosen.groupby(lr.GROUP, sort=True):
+        row = dict(zip(lr.GROUP, key))
+        style = FULL_STYLE if row["method"] == "full" else {"color": colors.get(key, "grey")}
+        ax.plot(curve["step"], curve["train_loss"], label=f"{_label(row)}, lr {curve['lr'].iloc[0]:g}",
+                **{k: v for k, v in style.items() if k != "marker"})
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 6×10⁻¹: the range is often under a decade
+        axis.set_major_formatter(PLAIN)
+        axis.set_minor_formatter(PLAIN)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(title or "Learning curves at each group's best learning rate (median over seeds)", y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def targets_by_rank_figure(results: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """The main dev metric (best evaluation) against r for each LoRA target set, every cell group
+    at its best learning rate when the sweep varies it: median over seeds, band min–max; full
+    fine-tuning as a dashed line."""
+    tuned = lr.at_best_lr(results, "value") if lr.has_lr_axis(results) else results
+    lora = tuned[tuned["method"] == "lora"]
+    if lora["targets"].nunique() < 2:
+        raise MissingData("the sweep has one LoRA target set")
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    for targets, t in lora.groupby("targets", sort=True):
+        q = t.groupby("r")["value"].agg(["median", "min", "max"])
+        line, = ax.plot(q.index, q["median"], marker="o", label=f"LoRA {targets}")
+        ax.fill_between(q.index, q["min"], q["max"], color=line.get_color(), alpha=0.15)
+    full = tuned[tuned["method"] == "full"]
+    if not full.empty:
+        ax.axhline(full["value"].median(), label="full fine-tuning", **{k: v for k, v in FULL_STYLE.items()
+                                                                       if k != "marker"})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(lora["r"].unique()), [f"{r:g}" for r in sorted(lora["r"].unique())])
+    ax.set_xlabel("r")
+    ax.set_ylabel(f"dev {results['metric'].iloc[0]} (best evaluation)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    tuned_note = " at each group's best learning rate" if lr.has_lr_axis(results) else ""
+    fig.suptitle(title or f"Target sets against r{tuned_note} (median over seeds; band: min–max)", y=1.0)
+    fig.tight_layout()
+    return fig
