@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from lowrank_lab.present import plotting  # noqa: F401  (its rcParams apply to these figures too)
 from lowrank_lab.present.select import MissingData, first_module, middle_layer, pick_targets, pooled
 from lowrank_lab.present.select import select as _select
+from lowrank_lab.spec import kind_order
 
 # Hu et al. 2021, Table 7 / App. H.4: GPT-3 175B, layer 48, ΔWq (6.91/0.32 and 3.57/1.90).
 PAPER_AMPLIFICATION = {4: 21.5, 64: 3.57 / 1.90}
@@ -54,7 +55,7 @@ def amplification_figure(amp: pd.DataFrame, *, paper: bool = True, title: str | 
     fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 3.2), squeeze=False, sharey=True)
     for ax, targets in zip(axes[0], sets, strict=True):
         t = amp[amp["targets"] == targets]
-        for module in sorted(t["module"].unique(), key="qkvo".find):
+        for module in sorted(t["module"].unique(), key=kind_order):
             g = t[t["module"] == module]
             q = g.groupby("r")["amplification"].quantile([0.25, 0.5, 0.75]).unstack()
             line, = ax.plot(q.index, q[0.5], marker="o", label=f"ΔW{module}")
@@ -80,7 +81,7 @@ def amplification_figure(amp: pd.DataFrame, *, paper: bool = True, title: str | 
 def _amplification_by_layer(amp: pd.DataFrame, title: str | None) -> Figure:
     """One rank: amplification per layer, one line per matrix kind (median over seeds if several)."""
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for module in sorted(amp["module"].unique(), key="qkvo".find):
+    for module in sorted(amp["module"].unique(), key=kind_order):
         g = amp[amp["module"] == module].groupby("layer")["amplification"].median()
         ax.plot(g.index.astype(int), g.values, marker="o", label=f"ΔW{module}")
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")

@@ -59,7 +59,8 @@ def lr_curves_figure(results: pd.DataFrame, *, title: str | None = None) -> Figu
         ax.set_xlabel("learning rate")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
+    handles, labels = axes[1].get_legend_handles_labels()  # beside the panels: a dozen groups cover a panel
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     n_seeds = int(results.groupby(lr.GROUP + ["lr"])["seed"].nunique().max())
     fig.suptitle(title or f"Dev metric and loss against learning rate (median over {n_seeds} seed(s); "
                           "band: min–max over seeds)", y=1.02)
@@ -115,7 +116,7 @@ def learning_curves_figure(curves: pd.DataFrame, results: pd.DataFrame, *, title
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(title or "Learning curves at each group's best learning rate (median over seeds)", y=1.0)
     fig.tight_layout()
     return fig

@@ -16,6 +16,7 @@ import io
 import pandas as pd
 
 from lowrank_lab.present.select import pick_targets
+from lowrank_lab.spec import ALL_LINEAR, kind_order
 
 FORMATS = ("md", "tex", "csv")
 SEED_AXES = ("seed",)  # what a table's median is taken over; every other varying axis is a row or column
@@ -75,7 +76,7 @@ def sweep_table(results: pd.DataFrame) -> str:
         lines += [f"LoRA by {' × '.join(rows)} × r" + (f" ({', '.join(fixed)})" if fixed else "") + ":",
                   table.to_string(float_format=lambda v: f"{v:.4f}")]
     if not baselines.empty:
-        keys = [a for a in varying_axes(baselines) if a in ("method", "task", "alpha")] or ["method"]
+        keys = ["method", *[a for a in varying_axes(baselines) if a in ("task", "alpha", "lr")]]
         med = baselines.groupby(keys)["value"].median()
         lines += ["", "baselines:", med.to_string(float_format=lambda v: f"{v:.4f}")]
     return "\n".join(lines)
@@ -100,7 +101,7 @@ def _digits(results: pd.DataFrame) -> int:
 def target_order(targets: str) -> tuple:
     """The paper's row order: fewer matrix kinds first, then q, k, v, o ("q" < "v" < "q,v" < "q,k,v,o")."""
     kinds = targets.split(",") if targets else []
-    return len(kinds), tuple("qkvo".find(k) if k in ("q", "k", "v", "o") else 4 for k in kinds), targets
+    return (99 if targets == ALL_LINEAR else len(kinds)), tuple(kind_order(k) for k in kinds), targets
 
 
 def _in_target_order(table: pd.DataFrame, level: str = "targets") -> pd.DataFrame:
@@ -186,7 +187,7 @@ def storage_table(shapes: pd.DataFrame, ranks) -> pd.DataFrame:
     1 − r(d + k)/(dk) (Hu et al. 2021, §4.1); `shapes` has columns module, d, k.
     E.g. d = k = 512, r = 8: 262,144 against 8,192, a 96.9% reduction."""
     rows = []
-    kinds = shapes[["module", "d", "k"]].drop_duplicates().sort_values("module", key=lambda m: m.map("qkvo".find))
+    kinds = shapes[["module", "d", "k"]].drop_duplicates().sort_values("module", key=lambda m: m.map(kind_order))
     for (module, d, k) in kinds.itertuples(index=False):
         for r in sorted(set(int(x) for x in ranks)):
             dense, lora = int(d) * int(k), r * (int(d) + int(k))

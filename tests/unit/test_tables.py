@@ -121,3 +121,13 @@ def test_report_section_names_the_paper_shows_the_caption_and_says_how_to_get_a_
                              registry.View(side="B")))
     assert text.startswith("### Figure 4: ") and "add sweep.seeds = [0, 1]" in text
     assert "side B: left singular vectors of B" in text and "*Skipped: the sweep has no two seeds" in text
+
+
+def test_sweep_table_keeps_the_baselines_learning_rates_apart():
+    """With sweep.full_lr a grid, rank-sweep's table gave one full fine-tuning median over every lr."""
+    rows = [{"cell": f"full-{lr}-{seed}", "method": "full", "targets": "", "r": 0, "lr": lr, "seed": seed,
+             "task": "t", "metric": "accuracy", "value": value} for lr, value in ((1e-5, 0.6), (1e-4, 0.9))
+            for seed in (0, 1)]
+    text = tables.sweep_table(pd.DataFrame(rows))
+    assert re.search(r"full +0\.00001 +0\.6000", text) and re.search(r"0\.00010 +0\.9000", text), text
+    assert "0.7500" not in text
