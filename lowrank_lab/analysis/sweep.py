@@ -16,9 +16,9 @@ from torch import Tensor
 
 from lowrank_lab.analysis import tables as an
 from lowrank_lab.maths.update import LowRankUpdate
-from lowrank_lab.model.base import classify_module, module_label
+from lowrank_lab.model.base import classify_module, kind_order, module_label, parse_label
 from lowrank_lab.model.lora import Conv1D, weight_as_W0
-from lowrank_lab.store.models import load_base
+from lowrank_lab.store.models import load_model
 from lowrank_lab.store.runs import Run
 
 RANDOM_SEED = 0  # every random baseline of a table comes from one generator seeded with this
@@ -36,15 +36,17 @@ def run_columns(run: Run) -> dict:
 
 
 class BaseWeights:
-    """W0 of a sweep's base model, loaded once on first use; ``self(update)`` is a W0 getter."""
+    """W0 of a sweep's base model, loaded once on first use; ``self(update)`` is a W0 getter.
+    The model is the one the adapters' paths are relative to: AutoModel for an encoder, the
+    AutoModelForCausalLM for a decoder (``model.kind``; "auto" reads its config)."""
 
-    def __init__(self, name: str, revision: str | None = None, option: str = "model.name"):
-        self.name, self.revision, self.option = name, revision, option
+    def __init__(self, name: str, revision: str | None = None, option: str = "model.name", kind: str = "auto"):
+        self.name, self.revision, self.option, self.kind = name, revision, option, kind
         self._svds: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
 
     @property
     def encoder(self):
-        return _load_encoder(self.name, self.revision, self.option)
+        return _load_encoder(self.name, self.revision, self.option, self.kind)
 
     def module(self, path: str):
         """The module at `path` of the base model (paths as its own named_modules gives them)."""
@@ -61,9 +63,9 @@ class BaseWeights:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_encoder(name: str, revision: str | None, option: str):
+def _load_encoder(name: str, revision: str | None, option: str, kind: str = "auto"):
     # One load per process: subspace, amplify and spectrum all need the same W0s.
-    return load_base(name, revision, option=option)[0]
+    return load_model(name, revision, kind=kind, option=option).module
 
 
 def base_weights(sweep_runs: list[Run], base: str | None = None) -> BaseWeights:
@@ -71,8 +73,8 @@ def base_weights(sweep_runs: list[Run], base: str | None = None) -> BaseWeights:
     the sweep was trained on another machine."""
     model = sweep_runs[0].spec.model
     if base:
-        return BaseWeights(str(base), None, option="--base")
-    return BaseWeights(model.name, model.revision)
+        return BaseWeights(str(base), None, option="--base", kind=model.kind)
+    return BaseWeights(model.name, model.revision, kind=model.kind)
 
 
 def full_deltas(weights: Mapping[str, Tensor], base: BaseWeights) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -88,7 +90,7 @@ def full_deltas(weights: Mapping[str, Tensor], base: BaseWeights) -> tuple[dict[
         label = module_label(*hit)
         w0s[label] = weight_as_W0(module).detach().double()
         deltas[label] = W_ft.double() - w0s[label]
-    order = sorted(deltas, key=lambda lab: (an.label_columns(lab)["layer"], "qkvo".find(lab[-1])))
+    order = sorted(deltas, key=lambda lab: (an.label_columns(lab)["layer"], kind_order(parse_label(lab)[1])))
     return {lab: deltas[lab] for lab in order}, w0s
 
 

@@ -5,7 +5,8 @@ initialisation seed and data order. One step gathers b examples per cell (cell n
 [n·b, (n+1)·b) of the batch), runs one forward and backward pass, and takes one AdamW step over
 all cells' parameters. AdamW is elementwise and the loss is a sum of per-cell means, so each
 cell's update is exactly what it would be alone; gradient clipping is per cell for the same
-reason. A pack of one cell is plain LoRA training.
+reason. A pack of one cell is plain LoRA training. A decoder's pack trains the same way on the
+next-token loss of its completions (``train.causal``).
 
 ``train_pack`` is set-up (``_set_up``), the step (``_step``) and bookkeeping: evaluations
 (``_evaluate``), checkpoints on a step and a time cadence, and stopping on a signal.
@@ -24,7 +25,8 @@ from torch import Tensor, nn
 
 from lowrank_lab.spec import SpecError, TrainSpec
 from lowrank_lab.train.batches import Encoded, encode, epoch_order, resolve_device  # noqa: F401  (re-exported)
-from lowrank_lab.train.data import Task
+from lowrank_lab.train.causal import completion_losses, evaluate_causal
+from lowrank_lab.train.data import LOWER_IS_BETTER, Task
 from lowrank_lab.train.distributed import all_reduce_mean_
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
 from lowrank_lab.train.pack import (Pack, build_pack, cell_slices, clip_per_cell, make_optimizer,  # noqa: F401
@@ -55,10 +57,15 @@ def loss_per_cell(logits: Tensor, labels: Tensor, K: int, regression: bool) -> T
 
 @torch.no_grad()
 def evaluate(pack: Pack, dev: Encoded, task: Task, device: torch.device,
-             batch_size: int, autocast: bool) -> list[dict[str, float]]:
+             batch_size: int, autocast: bool, tokenizer=None) -> list[dict[str, float]]:
     """Metrics of every cell of the pack on the dev split (each cell sees every example), and its
-    dev loss (the training loss, cross-entropy or MSE, averaged over the dev examples)."""
+    dev loss (the training loss, cross-entropy or MSE, averaged over the dev examples). A decoder's
+    pack: ``causal.evaluate_causal`` (completion loss, perplexity, greedy decoding; `dev` a CausalDev)."""
     pack.model.eval()
+    if pack.decoder:
+        results = evaluate_causal(pack.model, pack.K, dev, task, tokenizer, device, batch_size, autocast)
+        pack.model.train()
+        return results
     dev = dev.to(device)
     regression = task.num_labels == 1
     preds = [[] for _ in range(pack.K)]
@@ -146,6 +153,7 @@ class Training:
     log_seen: int = 0
     orders: dict[int, list[Tensor]] = field(default_factory=dict)
     clock: float = 0.0
+    tokenizer: object = None
 
     @property
     def spec(self) -> TrainSpec:
@@ -172,6 +180,7 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
 
     `meter`, when given, counts steps, tokens and seconds (``StepMeter``)."""
     t = _set_up(pack, task, train, dev, device, resume, states, shard, meter)
+    t.tokenizer = tokenizer
     total, last_checkpoint = t.plan.total, time.monotonic()
     for step in range(start_step, total):
         agreed = _step(t, step, bool(stop))
@@ -204,9 +213,9 @@ def _set_up(pack: Pack, task: Task, train: Encoded, dev: Encoded, device: torch.
     autocast = set_precision(pack, device, spec.bf16)
     pack.model.to(device).train()
     train = train.to(device)
-    forward, multiple = pack.model, 1
+    forward, multiple = (pack.model.base_model if pack.decoder else pack.model), 1  # a decoder's: hidden states
     if spec.compile:
-        forward, multiple = torch.compile(pack.model), 8  # widths rounded up: one graph serves all
+        forward, multiple = torch.compile(forward), 8  # widths rounded up: one graph serves all
     optimizer = make_optimizer(pack, device)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(plan.total, spec.warmup_ratio))
     # LoRA dropout draws from the global generator: seed it from the pack, or restore it on resume,
@@ -238,8 +247,12 @@ def _step(t: Training, step: int, stop: bool) -> bool | None:
         for x in inputs.values():
             torch._dynamo.mark_dynamic(x, 1)
     with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.autocast):
-        logits = t.forward(**inputs)
-    losses = loss_per_cell(logits, labels, K, t.task.num_labels == 1)
+        if t.pack.decoder:
+            hidden = t.forward(**inputs, use_cache=False).last_hidden_state
+            sums, counts = completion_losses(hidden, labels, t.pack.model.get_output_embeddings(), K)
+            losses = sums / counts  # each cell's mean over its own completion tokens
+        else:
+            losses = loss_per_cell(t.forward(**inputs), labels, K, t.task.num_labels == 1)
     losses.sum().backward()
     agreed = None
     if world > 1:
@@ -292,7 +305,7 @@ def _evaluate(t: Training, step: int, on_eval: Callable[[int, dict], None] | Non
     t.seen = 0
     now = time.perf_counter()
     t.meter.train_seconds += now - t.clock
-    results = evaluate(t.pack, t.dev, t.task, t.device, max(t.spec.batch_size, 64), t.autocast)
+    results = evaluate(t.pack, t.dev, t.task, t.device, max(t.spec.batch_size, 64), t.autocast, t.tokenizer)
     t.clock = time.perf_counter()
     t.meter.eval_seconds += t.clock - now
     main = t.task.main_metric
@@ -305,7 +318,7 @@ def _evaluate(t: Training, step: int, on_eval: Callable[[int, dict], None] | Non
             continue
         record = {"step": step + 1, "epoch": (step + 1) / t.plan.steps_per_epoch, "train_loss": mean_loss[n], **metrics}
         st.history.append(record)
-        improved = st.best is None or _better(metrics[main], st.best[main])
+        improved = st.best is None or _better(metrics[main], st.best[main], main)
         if improved:
             st.best = record
         if on_eval is not None:
@@ -317,5 +330,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _better(value: float, best: float) -> bool:
-    return not math.isnan(value) and (math.isnan(best) or value > best)
+def _better(value: float, best: float, metric: str = "") -> bool:
+    """Whether `value` beats `best`: higher, or lower for loss-like metrics (``LOWER_IS_BETTER``)."""
+    if math.isnan(value):
+        return False
+    return math.isnan(best) or (value < best if metric in LOWER_IS_BETTER else value > best)

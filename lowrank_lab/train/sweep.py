@@ -25,13 +25,14 @@ from tqdm.auto import tqdm
 from lowrank_lab.store import checkpoints, files, layout, peft_format
 from lowrank_lab.store import tensors as tensors_io
 from lowrank_lab.store.records import CellSummary, PackInfo, TrainableParameters
-from lowrank_lab.spec import CellSpec, ExperimentSpec, SpecError, expand_sweep
+from lowrank_lab.spec import CellSpec, ExperimentSpec, SpecError, expand_sweep, kind_order, needs_model_kinds
+from lowrank_lab.train.causal import causal_dev, causal_encoded
 from lowrank_lab.train.data import load_task
 from lowrank_lab.train.distributed import World, close, device_for, init_world, share
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
 from lowrank_lab.model.lora import base_shape
 from lowrank_lab.model.base import CLASSIFIER_PREFIX, find_targets
-from lowrank_lab.store.models import default_pooling, load_base, portable_name
+from lowrank_lab.store.models import default_pooling, load_model, model_kinds, portable_name
 from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.train.loop import (CellState, Pack, StepMeter, StepPlan, build_pack, cell_slices, encode,
                                     resolve_device, train_pack, trainable_parameters)
@@ -106,7 +107,8 @@ def run_sweep(spec: ExperimentSpec, echo=print, claimed: bool = False) -> Path:
 
 @dataclass
 class Inputs:
-    """What every pack of a sweep shares: the task, the tokenised splits, the frozen base."""
+    """What every pack of a sweep shares: the task, the tokenised splits, the frozen base (an
+    encoder, or a causal LM when `decoder`), the base's provenance and what tokenising cut (`fitted`)."""
 
     task: object
     train: object
@@ -114,35 +116,46 @@ class Inputs:
     encoder: torch.nn.Module
     tokenizer: object
     pooling: str
+    decoder: bool = False
+    provenance: dict | None = None
+    fitted: dict | None = None
 
 
 def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec]) -> Inputs:
     """Load and check the data and the model before anything is written: a bad task, model or
     rank fails here with a message that names it."""
-    task = load_task(spec.data)
-    encoder, tokenizer = load_base(spec.model.name, spec.model.revision)
+    loaded = load_model(spec.model.name, spec.model.revision, kind=spec.model.kind)
+    task = load_task(spec.data, causal=loaded.is_decoder)
+    encoder, tokenizer = loaded.module, loaded.tokenizer
     lora_cells = [c for c in cells if c.lora.method == "lora"]
     if lora_cells:
-        kinds = tuple(sorted({k for c in lora_cells for k in c.lora.kinds}, key="qkvo".index))
+        kinds = tuple(sorted({k for c in lora_cells for k in c.lora.kinds}, key=kind_order))
         for label, path in find_targets(encoder, kinds).items():
             d, k = base_shape(encoder.get_submodule(path))
             too_big = [c.lora.r for c in lora_cells if c.lora.r > min(d, k)]
             if too_big:
                 raise SpecError(f"sweep.r: r={max(too_big)} exceeds min(d, k) = {min(d, k)} of {label}")
+    if loaded.is_decoder:
+        train, truncated, dropped = causal_encoded(tokenizer, task.train, spec.model.max_length)
+        dev = causal_dev(tokenizer, task, spec.model.max_length)
+        fitted = {"max_length": spec.model.max_length, "truncated_train_prompts": truncated,
+                  "truncated_dev_prompts": dev.truncated, "dropped_train": dropped}
+        return Inputs(task, train, dev, encoder, tokenizer, "none", True, loaded.provenance, fitted)
     regression = task.num_labels == 1
     return Inputs(task, encode(tokenizer, task.train, spec.model.max_length, regression),
                   encode(tokenizer, task.dev, spec.model.max_length, regression), encoder, tokenizer,
-                  spec.model.pooling or default_pooling(spec.model.name))
+                  spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance)
 
 
 def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
-    cells = expand_sweep(spec)
+    cells = expand_sweep(spec, model_kinds=model_kinds(spec.model) if needs_model_kinds(spec) else None)
     names = [c.name for c in cells]
     device = resolve_device(device_for(world, spec.train.device))
     unfinished = [c for c in cells if layout.cell_entry(sweep, c.name).status != "done"]
     inputs = load_inputs(spec, unfinished) if unfinished else None
     if world.is_main:
-        layout.write_spec(sweep, spec, files.provenance(str(device)))
+        model = {"model": inputs.provenance} if inputs is not None and inputs.provenance else {}
+        layout.write_spec(sweep, spec, {**files.provenance(str(device)), **model})
         layout.update_manifest(sweep, names)
     world.barrier()
     todo = [c for c in cells if layout.cell_entry(sweep, c.name).status != "done"]
@@ -226,7 +239,7 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
 
 def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: bool, echo) -> PackRun:
     """The pack's model, restored from its checkpoint when there is one; else its cells start afresh."""
-    pack = build_pack(cells, copy.deepcopy(inputs.encoder), inputs.task.num_labels, inputs.pooling)
+    pack = build_pack(cells, copy.deepcopy(inputs.encoder), inputs.task.num_labels, inputs.pooling, inputs.decoder)
     pid = pack_id(cells)
     run = PackRun(pack, pid, layout.pack_dir(sweep, pid), [layout.cell_dir(sweep, c) for c in cells],
                   StepPlan.of(cells[0].train, len(inputs.train)).total)
@@ -288,7 +301,8 @@ def _write_summaries(run: PackRun, states: list[CellState], meter: StepMeter, se
     """Each cell's summary.json: status, best evaluation, size, speed, provenance."""
     cells, task = run.pack.cells, inputs.task
     steps, b, K = run.total - run.start_step, cells[0].train.batch_size, len(cells)
-    provenance = files.provenance(str(device))
+    provenance = {**files.provenance(str(device)), **({"model": inputs.provenance} if inputs.provenance else {})}
+    data = {**task.source, **({"fitted": inputs.fitted} if inputs.fitted else {})}
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     info = PackInfo(run.id, K, run.start_step, world.rank, world.size if data_parallel else 1)
     for n, (cell, d, st) in enumerate(zip(cells, run.dirs, states, strict=True)):
@@ -299,16 +313,17 @@ def _write_summaries(run: PackRun, states: list[CellState], meter: StepMeter, se
             wall_seconds=seconds, steps=steps,
             examples_per_second=steps * b / seconds if seconds else None,
             pack_examples_per_second=steps * b * K / seconds if seconds else None,
-            throughput=asdict(meter), peak_gpu_memory_gib=peak, data=task.source, provenance=provenance))
+            throughput=asdict(meter), peak_gpu_memory_gib=peak, data=data, provenance=provenance))
 
 
 def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
     """Save cell n as it is now: a PEFT adapter (LoRA) with its head beside it, or its trained
     weights (full, BitFit). The adapter's paths are the plain base model's (our Classifier's
-    ``encoder.`` removed), so PEFT loads it on ``AutoModel.from_pretrained(base_model)``."""
+    ``encoder.`` removed), so PEFT loads it on ``AutoModel.from_pretrained(base_model)``; a decoder's
+    are the causal LM's (task_type CAUSAL_LM, no head), for ``AutoModelForCausalLM``."""
     cell = pack.cells[n]
     tensors = {k: v.detach().float().cpu().clone() for k, v in cell_slices(pack, n).items()}
-    head = {"weight": tensors.pop("head.weight"), "bias": tensors.pop("head.bias")}
+    head = {} if pack.decoder else {"weight": tensors.pop("head.weight"), "bias": tensors.pop("head.bias")}
     if cell.lora.method != "lora":
         weights = {k.removeprefix("model."): v for k, v in tensors.items()}
         tensors_io.write_tensors(layout.weights_path(folder), {**weights, **{f"head.{k}": v for k, v in head.items()}})
@@ -316,14 +331,16 @@ def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
     updates = []
     for path, layer in pack.layers.items():
         if layer.ranks[n]:
-            updates.append(LowRankUpdate(pack.labels[path], path.removeprefix(CLASSIFIER_PREFIX),
+            updates.append(LowRankUpdate(pack.labels[path], path if pack.decoder else path.removeprefix(CLASSIFIER_PREFIX),
                                          tensors[f"{path}.lora_A"], tensors[f"{path}.lora_B"],
                                          float(layer.scaling[n]), layer.fan_in_fan_out))
     lora = cell.lora
     peft_format.save_adapter(layout.adapter_dir(folder), updates, base_model=portable_name(base_model),
                              revision=cell.model.revision, alpha=lora.alpha, scaling_rule=lora.scaling_rule,
-                             init=lora.init, dropout=lora.dropout)
-    peft_format.save_head(folder, head["weight"], head["bias"], pooling=pack.model.pooling)
+                             init=lora.init, dropout=lora.dropout,
+                             task_type="CAUSAL_LM" if pack.decoder else "FEATURE_EXTRACTION")
+    if not pack.decoder:
+        peft_format.save_head(folder, head["weight"], head["bias"], pooling=pack.model.pooling)
 
 
 def _checkpoint(folder: Path, pack: Pack, step: int, optimizer, schedule, states: list[CellState]) -> None:

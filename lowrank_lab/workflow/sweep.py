@@ -80,24 +80,21 @@ def compute_spectrum(sweep: Path, base: str | None = None) -> list[Path]:
     return _write_all(sweep, {(name, None): frame for name, frame in frames.items()}, options)
 
 
+def _done_cells(sweep: Path, read: Callable) -> list[tuple]:
+    """(name, CellSpec, read(cell folder)) of every finished cell, in manifest order."""
+    sweep = Path(sweep)
+    return [(name, runs.read_cell_config(folder), read(folder))
+            for name in st.done_cells(sweep) for folder in [runs.cell_dir(sweep, name)]]
+
+
 def results_frame(sweep: Path) -> pd.DataFrame:
     """One row per finished cell (``analysis.tables.results_table``), read from the cells' records."""
-    sweep = Path(sweep)
-    cells = []
-    for name in st.done_cells(sweep):
-        folder = runs.cell_dir(sweep, name)
-        cells.append((name, runs.read_cell_config(folder), runs.read_summary(folder)))
-    return an.results_table(cells)
+    return an.results_table(_done_cells(sweep, runs.read_summary))
 
 
 def learning_curves_frame(sweep: Path) -> pd.DataFrame:
     """The training loss against step of every finished cell (``analysis.learning_rate``)."""
-    sweep = Path(sweep)
-    cells = []
-    for name in st.done_cells(sweep):
-        folder = runs.cell_dir(sweep, name)
-        cells.append((name, runs.read_cell_config(folder), runs.read_metrics(folder)))
-    return lr.learning_curves_table(cells)
+    return lr.learning_curves_table(_done_cells(sweep, runs.read_metrics))
 
 
 def compute_results(sweep: Path) -> list[Path]:
