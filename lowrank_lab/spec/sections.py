@@ -261,10 +261,8 @@ class SweepSpec:
     targets: tuple[str, ...] = ("q,v",)
     scaling_rules: tuple[str, ...] = ("alpha/r",)
     inits: tuple[str, ...] = ("kaiming",)
-    # Learning rates: of LoRA (and head-only) cells, and the baselines' own grids, since full
-    # fine-tuning's best learning rate is ~10× below LoRA's ("LoRA Without Regret", 2025). Cells
-    # that differ only in learning rate or α train in one pack. A cell's name carries its
-    # learning rate (α) only when its grid has more than one value.
+    # Learning rates of LoRA (and head-only) cells, and the baselines' own grids (full fine-tuning's
+    # best is far below LoRA's); one pack holds many. Names carry a value when its grid has several.
     lr: tuple[float, ...] = (2e-3,)
     full_lr: tuple[float, ...] = (2e-5,)
     bitfit_lr: tuple[float, ...] = (1e-3,)
