@@ -132,7 +132,7 @@ def test_a_set_value_split_by_the_shell_gets_a_hint_to_quote_it(args, tmp_path):
 # sweep.name is one folder under sweep.out_dir
 
 
-@pytest.mark.parametrize("name", ["../escape", "a/b", "/tmp/absolute", "..", "a\\b", "x/../../y", ""])
+@pytest.mark.parametrize("name", ["../escape", "a/b", "/absolute", "..", "a\\b", "x/../../y", ""])
 def test_a_sweep_name_that_would_leave_out_dir_is_refused(name):
     with pytest.raises(SpecError, match="sweep.name=.*must be one folder name"):
         SweepSpec(name=name)
