@@ -11,8 +11,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from lowrank_lab.spec.sections import (SECTIONS, CellSpec, ExperimentSpec, SpecError, swept_fields,
-                                       swept_message)
+from lowrank_lab.spec.cells import CellSpec
+from lowrank_lab.spec.sections import SECTIONS, ExperimentSpec, SpecError, swept_fields, swept_message
 
 
 def _coerce(value: Any, annotation: str, where: str) -> Any:

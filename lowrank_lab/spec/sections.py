@@ -1,15 +1,14 @@
-"""The spec's sections: frozen dataclasses with every default and each field's meaning, and the sweep.
+"""The spec's sections: frozen dataclasses with every default and each field's meaning.
 
-``expand_sweep`` turns an ``ExperimentSpec`` into its ``CellSpec``s, one per trained model. Fields
-the sweep sets per cell (``lora.r``, ``train.seed``, ...) are marked ``swept``: a cell holds them,
+``spec.cells.expand_sweep`` turns an ``ExperimentSpec`` into its ``CellSpec``s, one per trained
+model. Fields the sweep sets per cell (``lora.r``, ``train.seed``, ...) are marked ``swept``: a cell holds them,
 an ``ExperimentSpec`` refuses them (one home per quantity: ``sweep.r``, ``sweep.seeds``, ...).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 METHODS = ("lora", "full", "bitfit", "head")
@@ -337,63 +336,3 @@ def swept_fields() -> list[tuple[str, str, str]]:
     """(section, key, sweep axis) of every field the sweep sets per cell."""
     return [(name, f.name, f.metadata["swept"]) for name, cls in SECTIONS.items()
             for f in fields(cls) if "swept" in f.metadata]
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """One trained model of a sweep: everything needed to train and to name it. ``named`` lists the
-    axes ("lr", "alpha") whose value the name must carry because the sweep varies them."""
-
-    model: ModelSpec
-    data: DataSpec
-    lora: LoRASpec
-    train: TrainSpec
-    named: tuple[str, ...] = ()
-
-    @property
-    def lr(self) -> float:
-        """The learning rate of the trained weights: LoRA's (head-only: the head's), or the baseline's."""
-        return {"full": self.train.full_lr, "bitfit": self.train.bitfit_lr}.get(self.lora.method, self.train.lr)
-
-    @property
-    def name(self) -> str:
-        """Directory name of the cell, e.g. ``lora-qv-r8-alpha_r-kaiming-seed0``, with ``-lr0.001`` /
-        ``-alpha16`` before the seed when the sweep varies them."""
-        lora = self.lora
-        if lora.method != "lora":
-            return f"{lora.method}{self._axes()}-seed{self.train.seed}"
-        rule = "alpha_r" if lora.scaling_rule == "alpha/r" else "alpha_sqrt_r"
-        return f"lora-{''.join(lora.kinds)}-r{lora.r}-{rule}-{lora.init}{self._axes()}-seed{self.train.seed}"
-
-    def _axes(self) -> str:
-        values = {"lr": self.lr, "alpha": self.lora.alpha}
-        return "".join(f"-{axis}{values[axis]:g}" for axis in self.named)
-
-
-def expand_sweep(spec: ExperimentSpec, model_kinds: tuple[str, ...] | None = None) -> list[CellSpec]:
-    """All cells of a sweep: LoRA over targets × r × scaling rules × inits × α × lr × seeds, then
-    each baseline over its own learning rates × seeds. `model_kinds` (the kinds the model has) is
-    needed only by a budget sweep over "all-linear" (``budget_r``)."""
-    sweep = spec.sweep
-    alphas = sweep.alpha or (float(sweep.r[0]),)
-    cells = []
-    for targets in sweep.targets:
-        ranks = sweep.r if sweep.budget_rank is None else (budget_r(sweep.budget_rank, targets, model_kinds),)
-        named = tuple(axis for axis, grid in (("alpha", alphas), ("lr", sweep.lr)) if len(grid) > 1)
-        for r, rule, init, alpha, lr, seed in itertools.product(ranks, sweep.scaling_rules, sweep.inits, alphas,
-                                                                sweep.lr, sweep.seeds):
-            lora = replace(spec.lora, method="lora", targets=targets, r=r, alpha=alpha, scaling_rule=rule, init=init)
-            train = replace(spec.train, seed=seed, lr=lr)
-            cells.append(CellSpec(spec.model, spec.data, lora, train, named))
-    for method in sweep.baselines:
-        key = {"full": "full_lr", "bitfit": "bitfit_lr"}.get(method, "lr")
-        grid = getattr(sweep, key)
-        for lr, seed in itertools.product(grid, sweep.seeds):
-            lora = replace(spec.lora, method=method, alpha=alphas[0])
-            # a baseline's head trains at the first LoRA learning rate, as before the grids existed
-            train = replace(spec.train, seed=seed, **{"lr": sweep.lr[0], key: lr})
-            cells.append(CellSpec(spec.model, spec.data, lora, train, ("lr",) if len(grid) > 1 else ()))
-    names = [c.name for c in cells]
-    if len(set(names)) != len(names):
-        raise SpecError("sweep: two cells have the same name; remove repeated values from the sweep axes")
-    return cells

@@ -1,0 +1,12 @@
+"""Every analysis table (SWEEP/analysis/*.csv) of the sweeps under RUNS beside itself as Parquet
+(zstd), for the trip back from the device machine: python to_parquet.py RUNS"""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+for csv in sorted(Path(sys.argv[1]).glob("*/analysis/*.csv")):
+    table = pd.read_csv(csv)
+    table.to_parquet(csv.with_suffix(".parquet"), compression="zstd", index=False)
+    print(csv.relative_to(sys.argv[1]), len(table), "rows", csv.with_suffix(".parquet").stat().st_size, "bytes")
