@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import torch
@@ -98,6 +99,24 @@ def lora_runs(sweep_runs: Iterable[Run]) -> list[Run]:
     return [r for r in sweep_runs if r.spec.lora.method == "lora" and r.updates]
 
 
+def map_runs(fn: Callable[[Run], pd.DataFrame], runs: Sequence[Run], base: BaseWeights) -> list[pd.DataFrame]:
+    """[fn(run) for run in runs], the runs side by side in threads, each on one core: a decoder's
+    cells need thousands of dense SVDs (intruders), and torch releases the GIL inside them. W0 and
+    its SVDs are loaded first, so that the threads share them; results keep the runs' order."""
+    workers = min(len(runs), torch.get_num_threads())
+    if workers <= 1:
+        return [fn(run) for run in runs]
+    for u in runs[0].updates.values():
+        base.svd(u)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            return list(pool.map(fn, runs))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -168,9 +187,17 @@ def phi_tables(sweep_runs: list[Run], side: str, base: BaseWeights) -> tuple[pd.
 
 
 def amplification_frame(sweep_runs: list[Run], base: BaseWeights) -> pd.DataFrame:
-    gen = torch.Generator().manual_seed(RANDOM_SEED)
-    return _concat([an.lead_columns(an.amplification_table(run.updates, base, gen, svd0=base.svd).drop(columns="r"),
-                                    **run_columns(run)) for run in lora_runs(sweep_runs)])
+    """Table 7's rows of every LoRA run; run i's random baseline from a generator seeded
+    RANDOM_SEED + i, so that the table does not depend on the order the threads finish in."""
+    lora = lora_runs(sweep_runs)
+    seeds = {run.path.name: RANDOM_SEED + i for i, run in enumerate(lora)}
+
+    def one(run: Run) -> pd.DataFrame:
+        gen = torch.Generator().manual_seed(seeds[run.path.name])
+        table = an.amplification_table(run.updates, base, gen, svd0=base.svd).drop(columns="r")
+        return an.lead_columns(table, **run_columns(run))
+
+    return _concat(map_runs(one, lora, base))
 
 
 def _full_frames(run: Run, weights: Mapping[str, Tensor], lora: list[Run], base: BaseWeights) -> dict[str, pd.DataFrame]:
@@ -206,7 +233,8 @@ def spectrum_frames(sweep_runs: list[Run], base: BaseWeights,
         spectra = an.lowrank_spectra(run.updates)
         out[an.SPECTRUM].append(an.lead_columns(an.spectrum_table(spectra), **cols))
         out[an.SPECTRUM_METRICS].append(an.lead_columns(an.spectrum_metrics_table(spectra), **cols))
-        out[an.INTRUDERS].append(an.lead_columns(an.intruder_table(run.updates, base, svd0=base.svd), **cols))
+    out[an.INTRUDERS] += map_runs(lambda run: an.lead_columns(an.intruder_table(run.updates, base, svd0=base.svd),
+                                                              **run_columns(run)), lora, base)
     for run in sweep_runs:
         if run.spec.lora.method == "full" and run.path.name in full_weights:
             for name, frame in _full_frames(run, full_weights[run.path.name], lora, base).items():
