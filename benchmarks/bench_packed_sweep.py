@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lowrank_lab.spec import DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
+from lowrank_lab.spec import DataSpec, ExperimentSpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
 from lowrank_lab.train.data import load_task
 from lowrank_lab.model.base import Classifier
 from lowrank_lab.store.models import load_base
@@ -164,9 +164,9 @@ def main() -> None:
     spec = ExperimentSpec(
         model=ModelSpec(name=model_name, pooling="mean", max_length=args.max_length),
         data=DataSpec(task="glue:SST-2", path=args.glue, max_train=None, max_eval=None),
-        lora=LoRASpec(alpha=8.0),
-        train=TrainSpec(batch_size=args.batch_size, max_steps=args.steps, lr=5e-4, device=args.device),
-        sweep=SweepSpec(r=tuple(int(r) for r in args.ranks.split(",")), seeds=tuple(int(s) for s in args.seeds.split(","))),
+        train=TrainSpec(batch_size=args.batch_size, max_steps=args.steps, device=args.device),
+        sweep=SweepSpec(r=tuple(int(r) for r in args.ranks.split(",")), seeds=tuple(int(s) for s in args.seeds.split(",")),
+                        alpha=(8.0,), lr=(5e-4,)),
     )
     cells = expand_sweep(spec)
     task = load_task(spec.data)

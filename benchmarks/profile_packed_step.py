@@ -9,6 +9,9 @@ each variant; the batches are built and moved to the GPU before timing, so only 
                   up to a multiple of 8
   +graphs         torch.compile mode="reduce-overhead" (CUDA graphs, one per width), same widths
   @grouped        batches grouped by length (train.group_by_length = 64), aligned across the pack
+  +unpadded       train.unpadded: the real tokens of all cells in one stream (model.varlen), attention
+                  per sentence (flash varlen kernel)
+  +fusedclip      train.fused_clip: per-cell clipping over one gradient buffer per shape
 
 Prints ms per step split into forward+backward / clipping / optimizer (CUDA events), MFU on the
 tokens processed (rows × padded width) and on the real tokens, peak memory, the seconds spent
@@ -31,23 +34,30 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_packed_sweep import PEAK_TFLOPS, encoder_flops_per_token, roberta_base_shape  # noqa: E402
 
-from lowrank_lab.spec import DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
+from lowrank_lab.spec import DataSpec, ExperimentSpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
 from lowrank_lab.train.data import load_task
 from lowrank_lab.store.models import load_base
-from lowrank_lab.train.loop import build_pack, clip_per_cell, encode, epoch_order, loss_per_cell, make_optimizer
+from lowrank_lab.model import varlen
+from lowrank_lab.train.loop import (GradBuffers, build_pack, clip_per_cell, encode, epoch_order, loss_per_cell,
+                                    make_optimizer)
 
 VARIANTS = ("autocast", "bf16", "bf16+compile", "bf16+graphs", "autocast@grouped", "bf16+compile@grouped",
-            "bf16+graphs@grouped")
+            "bf16+graphs@grouped", "bf16+fusedclip", "bf16+unpadded", "bf16+unpadded+fusedclip")
 
 
-def batches(train, cells, b, steps, multiple, group, device):
+def batches(train, cells, b, steps, multiple, group, device, unpadded=False):
+    """(inputs, labels, real tokens, layout) of each step; layout None unless `unpadded`
+    (then inputs["input_ids"] is the K·T stream and "processed" tokens are K·T)."""
     out = []
+    train = train.to(device)
     orders = [epoch_order(len(train), c.train.seed, 0, train.lengths, b, group) for c in cells]
     for s in range(steps):
         index = torch.cat([o[s * b:(s + 1) * b] for o in orders])
-        inputs, labels = train.batch(index, multiple)
-        out.append(({k: v.to(device) for k, v in inputs.items()}, labels.to(device),
-                    int(train.lengths[index].sum())))
+        if unpadded:
+            inputs, labels, layout = train.varlen_batch(index, len(cells))
+        else:
+            (inputs, labels), layout = train.batch(index, multiple), None
+        out.append((inputs, labels, int(train.lengths[index].sum()), layout))
     return out
 
 
@@ -65,43 +75,50 @@ def run_variant(name, cells, encoder, data, K, device, warmup):
     elif "graphs" in name:
         fwd = torch.compile(model, mode="reduce-overhead")
     opt = make_optimizer(pack, device)
+    grads = GradBuffers(pack) if "fusedclip" in name else None
 
-    def step(inputs, labels, ev=None):
+    def step(inputs, labels, layout, ev=None):
         if fwd is not model:  # one graph for every padded width
             for t in inputs.values():
                 torch._dynamo.mark_dynamic(t, 1)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=not bf16):
-            logits = fwd(**inputs)
+            logits = fwd(**inputs) if layout is None else varlen.classifier_logits(model, inputs, layout)
         loss_per_cell(logits, labels, K, False).sum().backward()
         if ev:
             ev[1].record()
-        clip_per_cell(pack, 1.0)
+        if grads is not None:
+            grads.clip(1.0)
+        else:
+            clip_per_cell(pack, 1.0)
         if ev:
             ev[2].record()
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        if grads is not None:
+            grads.zero()
+        else:
+            opt.zero_grad(set_to_none=True)
 
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for inputs, labels, _ in data[:warmup]:
-        step(inputs, labels)
+    for inputs, labels, _, layout in data[:warmup]:
+        step(inputs, labels, layout)
     torch.cuda.synchronize()
     compile_s = time.perf_counter() - t0
     torch.cuda.reset_peak_memory_stats()
     parts, total_ev = [], [torch.cuda.Event(enable_timing=True) for _ in range(2)]
     timed = data[warmup:]
     total_ev[0].record()
-    for inputs, labels, _ in timed:
+    for inputs, labels, _, layout in timed:
         ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         ev[0].record()
-        step(inputs, labels, ev)
+        step(inputs, labels, layout, ev)
         ev[3].record()
         parts.append(ev)
     total_ev[1].record()
     torch.cuda.synchronize()
     ms = total_ev[0].elapsed_time(total_ev[1]) / len(timed)
     split = [statistics.mean(e[i].elapsed_time(e[i + 1]) for e in parts) for i in range(3)]
-    padded = sum(x[0]["input_ids"].numel() for x in timed) / len(timed)
+    padded = sum(x[0]["input_ids"].numel() for x in timed) / len(timed)  # unpadded: the K·T stream
     real = sum(x[2] for x in timed) / len(timed)
     peak = torch.cuda.max_memory_allocated() / 2**30
     return pack, fwd, step, {"ms": ms, "split": split, "padded": padded, "real": real, "peak": peak,
@@ -112,8 +129,8 @@ def top_kernels(step, data, rows=18):
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for inputs, labels, _ in data:
-            step(inputs, labels)
+        for inputs, labels, _, layout in data:
+            step(inputs, labels, layout)
         torch.cuda.synchronize()
     try:
         return prof.key_averages().table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=70)
@@ -141,9 +158,9 @@ def main() -> None:
         model_name = roberta_base_shape(args.model, Path(tempfile.mkdtemp(prefix="roberta-base-shape-")))
     spec = ExperimentSpec(model=ModelSpec(name=model_name, pooling="mean", max_length=args.max_length),
                           data=DataSpec(task="glue:SST-2", path=args.glue, max_train=None, max_eval=None),
-                          lora=LoRASpec(alpha=8.0), train=TrainSpec(batch_size=args.batch_size, lr=5e-4),
+                          train=TrainSpec(batch_size=args.batch_size),
                           sweep=SweepSpec(r=tuple(map(int, args.ranks.split(","))),
-                                          seeds=tuple(map(int, args.seeds.split(",")))))
+                                          seeds=tuple(map(int, args.seeds.split(","))), alpha=(8.0,), lr=(5e-4,)))
     cells = expand_sweep(spec)
     K = len(cells)
     task = load_task(spec.data)
@@ -158,7 +175,7 @@ def main() -> None:
         name, _, order = variant.partition("@")
         multiple = 8 if ("compile" in name or "graphs" in name) else 1
         data = batches(train, cells, args.batch_size, args.warmup + args.steps, multiple,
-                       64 if order == "grouped" else 0, device)
+                       64 if order == "grouped" else 0, device, unpadded="unpadded" in name)
         torch._dynamo.reset()
         pack, fwd, step, r = run_variant(name, cells, load_base(model_name)[0], data, K, device, args.warmup)
         mfu = lambda tokens: tokens * flops_token / (r["ms"] / 1e3) / (PEAK_TFLOPS * 1e12)  # noqa: E731

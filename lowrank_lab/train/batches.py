@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 from lowrank_lab.spec import SpecError
+from lowrank_lab.model.varlen_layout import Varlen, varlen_layout
+from lowrank_lab.train.tokenize import IGNORE
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,13 +33,15 @@ class Encoded:
     example (n,), or one per token (n × max_length, -100 off the completion) for a decoder.
 
     ``lengths`` stay on the CPU, where batch widths and length groups are decided; ``to(device)``
-    moves the rest once, so that a training step gathers its batch on the device."""
+    moves the rest once, so that a training step gathers its batch on the device (per-token labels
+    also stay on the CPU, where an unpadded batch picks its next-token targets)."""
 
     input_ids: Tensor
     token_type_ids: Tensor | None
     lengths: Tensor
     labels: Tensor
     device_lengths: Tensor | None = None  # a copy of lengths beside input_ids, for the attention mask
+    host_labels: Tensor | None = None  # per-token labels left on the CPU (unpadded batches' targets)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -47,7 +51,14 @@ class Encoded:
             return None if t is None else t.to(device)
 
         return Encoded(move(self.input_ids), move(self.token_type_ids), self.lengths, move(self.labels),
-                       self.lengths.to(device))
+                       self.lengths.to(device), self._labels_on_host)
+
+    @property
+    def _labels_on_host(self) -> Tensor | None:
+        """The per-token labels on the CPU (None for one label per example)."""
+        if self.host_labels is not None or self.labels.dim() != 2:
+            return self.host_labels
+        return self.labels if self.labels.device.type == "cpu" else None
 
     def batch(self, index: Tensor, multiple: int = 1) -> tuple[dict[str, Tensor], Tensor]:
         """(model inputs, labels) of rows `index` (a CPU tensor), trimmed to their longest sequence,
@@ -62,6 +73,24 @@ class Encoded:
             inputs["token_type_ids"] = self.token_type_ids[rows, :width]
         labels = self.labels[rows]
         return inputs, labels[:, :width] if labels.dim() == 2 else labels
+
+    def varlen_batch(self, index: Tensor, K: int, multiple: int = 8) -> tuple[dict[str, Tensor], Tensor, Varlen]:
+        """(model inputs, labels, layout) of rows `index` (CPU, cell-major: K cells of equal count)
+        unpadded: the real tokens of every row in one stream of K·T (``model.varlen_layout``).
+
+        inputs: input_ids (K·T,) and token_type_ids (K·T,) or None. labels: one per row (B,), or
+        one per stream token (K·T,) for per-token labels, IGNORE on the padding tail; the layout then
+        holds the next-token targets (``Varlen.pick``), found on the host."""
+        width = self.input_ids.shape[1]
+        layout, source = varlen_layout(self.lengths[index], index, width, K, multiple, self.input_ids.device,
+                                       self._labels_on_host, IGNORE)
+        inputs = {"input_ids": self.input_ids.reshape(-1)[source],
+                  "token_type_ids": None if self.token_type_ids is None else self.token_type_ids.reshape(-1)[source]}
+        if self.labels.dim() == 2:
+            labels = self.labels.reshape(-1)[source].masked_fill(layout.seq == layout.n_seqs, IGNORE)
+        else:
+            labels = self.labels[index.to(self.labels.device, non_blocking=True)]
+        return inputs, labels, layout
 
 
 def _pad(rows: list[list[int]], value: int) -> Tensor:

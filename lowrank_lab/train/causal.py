@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from lowrank_lab.maths.metrics import METRICS, compute_metrics
 from lowrank_lab.maths.text_metrics import bleu, rouge_l
+from lowrank_lab.model.varlen_layout import Varlen
 from lowrank_lab.train.batches import Encoded
 from lowrank_lab.train.data import Task, label_word_class
 from lowrank_lab.train.tokenize import IGNORE, PromptBatch, encode_completions, encode_prompts, pad_id
@@ -41,6 +42,16 @@ def completion_losses(hidden: Tensor, labels: Tensor, lm_head: nn.Module, K: int
     sums = torch.zeros(K, device=loss.device).index_add_(0, cell, loss)
     counts = torch.zeros(K, device=loss.device).index_add_(0, cell, torch.ones_like(loss))
     return sums, counts
+
+
+def varlen_completion_losses(hidden: Tensor, layout: Varlen, lm_head: nn.Module) -> tuple[Tensor, Tensor]:
+    """``completion_losses`` of an unpadded stream (``Encoded.varlen_batch``): hidden (N, h), cell n's
+    tokens in [n·T, (n+1)·T). The LM head runs at the tokens ``layout.pick`` whose next token in the
+    same sequence is a completion label (chosen on the host: no synchronisation), against those labels."""
+    logits = lm_head(hidden[layout.pick].to(lm_head.weight.dtype)).float()
+    loss = nn.functional.cross_entropy(logits, layout.targets, reduction="none")
+    sums = torch.zeros(layout.K, device=loss.device).index_add_(0, layout.pick // layout.T, loss)
+    return sums, layout.counts.float()
 
 
 def causal_encoded(tokenizer, examples, max_length: int) -> tuple[Encoded, int, int]:

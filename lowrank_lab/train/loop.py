@@ -25,11 +25,12 @@ from torch import Tensor, nn
 
 from lowrank_lab.spec import SpecError, TrainSpec
 from lowrank_lab.train.batches import Encoded, encode, epoch_order, resolve_device  # noqa: F401  (re-exported)
-from lowrank_lab.train.causal import completion_losses, evaluate_causal
+from lowrank_lab.model import varlen
+from lowrank_lab.train.causal import completion_losses, evaluate_causal, varlen_completion_losses
 from lowrank_lab.train.data import LOWER_IS_BETTER, Task
 from lowrank_lab.train.distributed import all_reduce_mean_
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
-from lowrank_lab.train.pack import (Pack, build_pack, cell_slices, clip_per_cell, make_optimizer,  # noqa: F401
+from lowrank_lab.train.pack import (GradBuffers, Pack, build_pack, cell_slices, clip_per_cell, make_optimizer,  # noqa: F401
                                     per_cell_grad_norms, set_precision, trainable_parameters)
 from lowrank_lab.maths.metrics import compute_metrics
 
@@ -154,6 +155,7 @@ class Training:
     orders: dict[int, list[Tensor]] = field(default_factory=dict)
     clock: float = 0.0
     tokenizer: object = None
+    grads: GradBuffers | None = None  # train.fused_clip: the packed gradients' buffers
 
     @property
     def spec(self) -> TrainSpec:
@@ -216,6 +218,8 @@ def _set_up(pack: Pack, task: Task, train: Encoded, dev: Encoded, device: torch.
     forward, multiple = (pack.model.base_model if pack.decoder else pack.model), 1  # a decoder's: hidden states
     if spec.compile:
         forward, multiple = torch.compile(forward), 8  # widths rounded up: one graph serves all
+    if spec.unpadded:
+        _check_unpadded(pack)
     optimizer = make_optimizer(pack, device)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(plan.total, spec.warmup_ratio))
     # LoRA dropout draws from the global generator: seed it from the pack, or restore it on resume,
@@ -225,9 +229,27 @@ def _set_up(pack: Pack, task: Task, train: Encoded, dev: Encoded, device: torch.
         optimizer.load_state_dict(resume["optimizer"])
         schedule.load_state_dict(resume["schedule"])
         torch.set_rng_state(resume["rng"])
+    packed = all(id(p) in pack.packed for p in pack.trainable)  # full / BitFit clip as before
+    grads = GradBuffers(pack) if spec.fused_clip and packed else None
     return Training(pack, task, train, dev, device, plan, shard, autocast, forward, multiple, optimizer, schedule,
                     states or [CellState() for _ in range(pack.K)], meter if meter is not None else StepMeter(),
-                    torch.zeros(pack.K, device=device), clock=time.perf_counter())
+                    torch.zeros(pack.K, device=device), clock=time.perf_counter(), grads=grads)
+
+
+UNPADDED_METHODS = ("lora", "head", "full", "bitfit")  # what model.varlen's layer forward computes
+
+
+def _check_unpadded(pack: Pack) -> None:
+    """SpecError unless the unpadded forward is written for the pack's model and method (an adapter
+    that changes a layer's own computation, such as a prefix or a bottleneck, is not)."""
+    method = pack.cells[0].lora.method
+    if method not in UNPADDED_METHODS:
+        raise SpecError(f"train.unpadded=true: lora.method={method!r} has no unpadded forward "
+                        f"(use one of {', '.join(UNPADDED_METHODS)}, or train.unpadded=false)")
+    try:
+        varlen.check_supported(pack.base)
+    except ValueError as err:
+        raise SpecError(f"train.unpadded=true: {err}") from None
 
 
 def _step(t: Training, step: int, stop: bool) -> bool | None:
@@ -242,8 +264,46 @@ def _step(t: Training, step: int, stop: bool) -> bool | None:
                                         spec.group_by_length) for c in t.pack.cells]}
     rows = [t.orders[epoch][n][within * b : (within + 1) * b][rank::world] for n in range(K)]
     index = torch.cat(rows)
+    losses, processed = _losses(t, index)
+    losses.sum().backward()
+    agreed = None
+    if world > 1:
+        flag = torch.tensor([float(stop)], device=t.device)
+        all_reduce_mean_([p.grad for p in t.pack.trainable if p.grad is not None] + [flag])
+        agreed = bool(flag.item() > 0)  # one host sync per step, under data parallelism only
+    if spec.grad_clip is not None and t.grads is not None:
+        t.grads.clip(spec.grad_clip)
+    elif spec.grad_clip is not None:
+        clip_per_cell(t.pack, spec.grad_clip)
+    t.optimizer.step()
+    t.schedule.step()
+    if t.grads is not None:
+        t.grads.zero()
+    else:
+        t.optimizer.zero_grad(set_to_none=True)
+    t.loss_sum += losses.detach()
+    t.seen += 1
+    t.log_sum = losses.detach() if t.log_sum is None else t.log_sum + losses.detach()
+    t.log_seen += 1
+    _count(t, processed, index)
+    return agreed
+
+
+def _losses(t: Training, index: Tensor) -> tuple[Tensor, int]:
+    """(each cell's mean loss (K,), token positions the model processed) of the batch of rows
+    `index`: padded to its longest row, or unpadded (train.unpadded: ``model.varlen``)."""
+    K = t.pack.K
+    if t.spec.unpadded:
+        inputs, labels, layout = t.train.varlen_batch(index, K)
+        with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.autocast):
+            if t.pack.decoder:
+                hidden = varlen.decoder_hidden(t.pack.model, inputs["input_ids"], layout)
+                sums, counts = varlen_completion_losses(hidden, layout, t.pack.model.get_output_embeddings())
+                return sums / counts, layout.n_tokens
+            logits = varlen.classifier_logits(t.pack.model, inputs, layout)
+        return loss_per_cell(logits, labels, K, t.task.num_labels == 1), layout.n_tokens
     inputs, labels = t.train.batch(index, t.multiple)
-    if spec.compile:
+    if t.spec.compile:
         for x in inputs.values():
             torch._dynamo.mark_dynamic(x, 1)
     with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.autocast):
@@ -253,23 +313,7 @@ def _step(t: Training, step: int, stop: bool) -> bool | None:
             losses = sums / counts  # each cell's mean over its own completion tokens
         else:
             losses = loss_per_cell(t.forward(**inputs), labels, K, t.task.num_labels == 1)
-    losses.sum().backward()
-    agreed = None
-    if world > 1:
-        flag = torch.tensor([float(stop)], device=t.device)
-        all_reduce_mean_([p.grad for p in t.pack.trainable if p.grad is not None] + [flag])
-        agreed = bool(flag.item() > 0)  # one host sync per step, under data parallelism only
-    if spec.grad_clip is not None:
-        clip_per_cell(t.pack, spec.grad_clip)
-    t.optimizer.step()
-    t.schedule.step()
-    t.optimizer.zero_grad(set_to_none=True)
-    t.loss_sum += losses.detach()
-    t.seen += 1
-    t.log_sum = losses.detach() if t.log_sum is None else t.log_sum + losses.detach()
-    t.log_seen += 1
-    _count(t, inputs["input_ids"].numel(), index)
-    return agreed
+    return losses, inputs["input_ids"].numel()
 
 
 def _count(t: Training, padded: int, index: Tensor) -> None:

@@ -165,6 +165,54 @@ def clip_per_cell(pack: Pack, max_norm: float) -> Tensor:
     return norms
 
 
+class GradBuffers:
+    """The gradients of a pack's packed parameters as views of a few contiguous buffers, one per
+    (shape, dtype): buffer g of shape (n_g, K, …) holds the n_g same-shaped tensors' gradients, so
+    per-cell clipping is two reductions and one multiply per buffer instead of ~5 kernels per tensor
+    (``clip_per_cell``: ~200 launches on a RoBERTa q,v pack). Backward accumulates into the views in
+    place; ``zero`` replaces ``optimizer.zero_grad``. The clipped gradients equal ``clip_per_cell``'s:
+
+        ‖g_n‖² = Σ_g Σ_{i, …} buf_g[i, n, …]²,   buf ← buf · min(1, max_norm / (‖g_n‖ + 1e-6))."""
+
+    def __init__(self, pack: Pack):
+        if not all(_is_packed(pack, p) for p in pack.trainable):
+            raise ValueError("GradBuffers: every trainable tensor must be packed (LoRA or head-only cells)")
+        groups: dict[tuple, list[nn.Parameter]] = {}
+        for p in pack.trainable:
+            groups.setdefault((tuple(p.shape), p.dtype, p.device), []).append(p)
+        self.K = pack.K
+        self.buffers: list[Tensor] = []
+        self.views: list[tuple[nn.Parameter, Tensor]] = []
+        for (shape, dtype, device), params in groups.items():
+            buf = torch.zeros((len(params), *shape), dtype=dtype, device=device)
+            self.buffers.append(buf)
+            for i, p in enumerate(params):
+                p.grad = buf[i]
+                self.views.append((p, p.grad))
+
+    def zero(self) -> None:
+        torch._foreach_zero_(self.buffers)
+
+    def check(self) -> None:
+        """RuntimeError when a gradient was replaced (zero_grad(set_to_none=True), a new .grad)."""
+        if any(p.grad is not view for p, view in self.views):
+            raise RuntimeError("GradBuffers: a parameter's .grad no longer views its buffer; use GradBuffers.zero")
+
+    def norms(self) -> Tensor:
+        """‖g_n‖₂ of each cell (K,), as ``per_cell_grad_norms``."""
+        sq = [buf.float().square().sum([d for d in range(buf.dim()) if d != 1]) for buf in self.buffers]
+        return torch.stack(sq).sum(0).sqrt()
+
+    def clip(self, max_norm: float) -> Tensor:
+        """Scale each cell's gradient so its norm is ≤ max_norm; no host synchronisation."""
+        self.check()
+        norms = self.norms()
+        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for buf in self.buffers:
+            buf.mul_(coef.view(1, -1, *([1] * (buf.dim() - 2))).to(buf.dtype))
+        return norms
+
+
 def make_optimizer(pack: Pack, device: torch.device) -> torch.optim.Optimizer:
     """AdamW over the pack's trained weights: body (adapters, or the base's weights) at each cell's
     learning rate, heads at head_lr (default: the cell's train.lr). One torch AdamW (fused on CUDA)
