@@ -32,6 +32,7 @@ from lowrank_lab.maths import linalg, spectrum
 from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.model.base import parse_label
 from lowrank_lab.spec import CellSpec
+from lowrank_lab.spec.cells import ADAPTER_SIZE
 from lowrank_lab.store.records import CellSummary
 # The tables' names live with their files (store.tables, torch-free); re-exported for callers here.
 from lowrank_lab.store.tables import (AMPLIFICATION, ECKART_YOUNG, INTRUDERS, PHI, PHI_W0, RESULTS,  # noqa: F401
@@ -305,12 +306,17 @@ def results_table(cells: Iterable[tuple[str, CellSpec, CellSummary]]) -> pd.Data
     """One row per finished cell (name, CellSpec, CellSummary): method, targets, r, alpha, lr (the
     learning rate of the trained weights), scaling_rule, init, seed, the main metric at the best
     evaluation (`metric`, `value`) and at the last (`final_value`), every dev metric of the best
-    evaluation (`dev_<metric>`), the dev and training losses of both, and parameter counts."""
+    evaluation (`dev_<metric>`), the dev and training losses of both, and parameter counts. The
+    adapter baselines add `size` (bottleneck m, prefix length l_p; 0 for the other methods) and the
+    paper's formula for their trainable parameters with its value (`trainable_formula`,
+    `trainable_by_formula`), which the count of their tensors (`trainable_adapter`) equals."""
     rows = []
     for name, spec, summary in cells:
         lora, best, main = spec.lora, summary.best, summary.main_metric
         final = summary.final or {}
         is_lora = lora.method == "lora"
+        formula = summary.provenance.get("trainable_formula") or {}
+        size_axis = ADAPTER_SIZE.get(lora.method, (None,))[0]
         rows.append({
             "cell": name, "task": summary.task, "method": lora.method,
             "targets": lora.targets if is_lora else "", "r": lora.r if is_lora else 0,
@@ -320,7 +326,17 @@ def results_table(cells: Iterable[tuple[str, CellSpec, CellSummary]]) -> pd.Data
             "final_dev_loss": final.get("dev_loss", math.nan), "final_train_loss": final.get("train_loss", math.nan),
             "trainable_adapter": summary.trainable_parameters.adapter,
             "trainable_total": summary.trainable_parameters.total,
+            "size": getattr(lora, size_axis) if size_axis else 0, "trainable_formula": _formula_text(formula),
+            "trainable_by_formula": formula.get("value", math.nan),
             "examples_per_second": summary.examples_per_second,
             **{f"dev_{k}": v for k, v in best.items() if k not in ("step", "epoch", "train_loss", "dev_loss")},
         })
     return pd.DataFrame(rows)
+
+
+def _formula_text(formula: dict) -> str:
+    """"L̂_Adpt·(2·d_model·m + m + d_model), L̂_Adpt=12, d_model=384, m=16": the formula and its symbols."""
+    if not formula:
+        return ""
+    symbols = ", ".join(f"{k}={v}" for k, v in formula.items() if k not in ("formula", "value"))
+    return f"{formula['formula']}, {symbols}"

@@ -86,6 +86,34 @@ def _table2(frames: Frames, view: View) -> pd.DataFrame:
     return table.rename(columns={task: f"{task}: {metric}" for task, metric in metric_of.items()})
 
 
+# Hu et al. 2021, Table 2 (RoBERTa rows; * numbers from prior work, † the Houlsby et al. setup), in %.
+_T2_ROWS = [
+    ("RoBERTa-base FT*", "125.0M", "87.6 94.8 90.2 63.6 92.8 91.9 78.7 91.2 86.4"),
+    ("RoBERTa-base BitFit*", "0.1M", "84.7 93.7 92.7 62.0 91.8 84.0 81.5 90.8 85.2"),
+    ("RoBERTa-base Adpt^D*", "0.3M", "87.1±.0 94.2±.1 88.5±1.1 60.8±.4 93.1±.1 90.2±.0 71.5±2.7 89.7±.3 84.4"),
+    ("RoBERTa-base Adpt^D*", "0.9M", "87.3±.1 94.7±.3 88.4±.1 62.6±.9 93.0±.2 90.6±.0 75.9±2.2 90.3±.1 85.4"),
+    ("RoBERTa-base LoRA", "0.3M", "87.5±.3 95.1±.2 89.7±.7 63.4±1.2 93.3±.3 90.8±.1 86.6±.7 91.5±.2 87.2"),
+    ("RoBERTa-large FT*", "355.0M", "90.2 96.4 90.9 68.0 94.7 92.2 86.6 92.4 88.9"),
+    ("RoBERTa-large LoRA", "0.8M", "90.6±.2 96.2±.5 90.9±1.2 68.2±1.9 94.9±.3 91.6±.1 87.4±2.5 92.6±.2 89.0"),
+    ("RoBERTa-large Adpt^P†", "3.0M", "90.2±.3 96.1±.3 90.2±.7 68.3±1.0 94.8±.2 91.9±.1 83.8±2.9 92.1±.7 88.4"),
+    ("RoBERTa-large Adpt^P†", "0.8M", "90.5±.3 96.6±.2 89.7±1.2 67.8±2.5 94.8±.3 91.7±.2 80.1±2.9 91.9±.4 87.9"),
+    ("RoBERTa-large Adpt^H†", "6.0M", "89.9±.5 96.2±.3 88.7±2.9 66.5±4.4 94.7±.2 92.1±.1 83.4±1.1 91.0±1.7 87.8"),
+    ("RoBERTa-large Adpt^H†", "0.8M", "90.3±.3 96.3±.5 87.7±1.7 66.3±2.0 94.7±.2 91.5±.1 72.9±2.9 91.5±.5 86.4"),
+    ("RoBERTa-large LoRA†", "0.8M", "90.6±.2 96.2±.5 90.2±1.0 68.2±1.9 94.8±.3 91.6±.2 85.2±1.1 92.3±.5 88.6"),
+]
+TABLE2_PAPER = pd.DataFrame(
+    [[n, p, *v.split()] for n, p, v in _T2_ROWS],
+    columns=["model & method", "trainable parameters", *[f"{t} (%)" for t in
+             ("MNLI", "SST-2", "MRPC", "CoLA", "QNLI", "QQP", "RTE", "STS-B", "avg")]]).set_index("model & method")
+
+# Hu et al. 2021, Table 1: one forward pass of GPT-2 medium, ms (mean ± sd over 100 trials, NVIDIA Quadro
+# RTX8000); |Θ| the adapters' trainable parameters. benchmarks/bench_latency.py measures the same shape.
+TABLE1_PAPER = pd.DataFrame(
+    {"b=32, n=512 (adapter 0.5M)": ["1449.4±0.8", "1482.0±1.0 (+2.2%)", "1492.2±1.0 (+3.0%)"],
+     "b=16, n=256 (adapter 11M)": ["338.0±0.6", "354.8±0.5 (+5.0%)", "366.3±0.5 (+8.4%)"],
+     "b=1, n=128 (adapter 11M)": ["19.8±2.7", "23.9±2.1 (+20.7%)", "25.8±2.2 (+30.3%)"]},
+    index=pd.Index(["Fine-Tune/LoRA", "Adapter^L", "Adapter^H"], name="GPT-2 medium"))
+
 PHI_SIDE = "{side}"
 SEEDS_NOTE = "add sweep.seeds = [0, 1] (two seeds at one rank), " + RERUN
 RANKS_NOTE = "set sweep.r to two ranks or more, e.g. sweep.r = [8, 64], " + RERUN
@@ -184,11 +212,18 @@ FIGURES: tuple[Entry, ...] = (
 )
 
 TABLES: tuple[Entry, ...] = (
-    Entry("table2_methods", "Table 2", "Methods: full fine-tuning, BitFit, head only, LoRA", "table", (RESULTS,),
-          _table2, f"Trainable parameters and {PCT}; LoRA on q,v at r = 8 (the paper's row) when present, "
-          "else every LoRA cell.", "add sweep.baselines = [\"full\", \"bitfit\", \"head\"] for the baseline rows, "
-          "then rerun `lowrank-lab rank-sweep`", "Paper (RoBERTa and DeBERTa on GLUE): LoRA on q,v at r = 8 matches full fine-tuning with a "
-          "fraction of its trainable parameters."),
+    Entry("table2_methods", "Table 2", "Methods: full fine-tuning, BitFit, head only, adapters, prefix tuning, LoRA",
+          "table", (RESULTS,), _table2,
+          f"Trainable parameters and {PCT}; LoRA on q,v at r = 8 (the paper's row) when present, else every LoRA "
+          "cell. Adapter^H: bottleneck adapters after attention and after the MLP (Houlsby et al. 2019), Adapter^P: "
+          "after the MLP only (Pfeiffer et al. 2021), LayerNorms frozen; prefix: Li & Liang's key/value prefix as "
+          "PEFT's. Their trainable parameters are counted from their tensors and equal the formula beside them "
+          "(Hu et al. 2021, §5.1: L̂_Adpt·(2·d_model·m + m + d_model) with L̂_LN = 0; the prefix's 2·L·l_p·d_kv, "
+          "where the paper's prefix-layer count is L·d_model·l_p).",
+          "add sweep.baselines = [\"full\", \"bitfit\", \"head\", \"houlsby\", \"pfeiffer\", \"prefix\"] for the "
+          "baseline rows, then rerun `lowrank-lab rank-sweep`", "Paper (RoBERTa and DeBERTa on GLUE): LoRA on q,v at "
+          "r = 8 matches full fine-tuning with a fraction of its trainable parameters; at 0.8M parameters it beats "
+          "Adapter^H and Adapter^P on RoBERTa-large.", TABLE2_PAPER),
     Entry("table5_budget", "Table 5", "Which matrices to adapt at a fixed budget", "table", (RESULTS,),
           lambda f, v: tables.budget_table(tables.in_percent(_tuned(f))),
           f"One rank per target set with r × (number of matrix kinds) fixed: the budget shared by the most "

@@ -20,7 +20,7 @@ from lowrank_lab.spec import ALL_LINEAR, kind_order
 
 FORMATS = ("md", "tex", "csv")
 SEED_AXES = ("seed",)  # what a table's median is taken over; every other varying axis is a row or column
-AXES = ("task", "method", "targets", "r", "alpha", "lr", "scaling_rule", "init")  # the axes a sweep can vary
+AXES = ("task", "method", "targets", "r", "alpha", "lr", "scaling_rule", "init", "size")  # the axes a sweep can vary
 
 
 def number(v) -> str:
@@ -76,7 +76,7 @@ def sweep_table(results: pd.DataFrame) -> str:
         lines += [f"LoRA by {' × '.join(rows)} × r" + (f" ({', '.join(fixed)})" if fixed else "") + ":",
                   table.to_string(float_format=lambda v: f"{v:.4f}")]
     if not baselines.empty:
-        keys = ["method", *[a for a in varying_axes(baselines) if a in ("task", "alpha", "lr")]]
+        keys = ["method", *[a for a in varying_axes(baselines) if a in ("task", "alpha", "lr", "size")]]
         med = baselines.groupby(keys)["value"].median()
         lines += ["", "baselines:", med.to_string(float_format=lambda v: f"{v:.4f}")]
     return "\n".join(lines)
@@ -155,26 +155,39 @@ def metric_vs_rank_table(results: pd.DataFrame, targets: str | None = None) -> p
     return table.rename(columns=lambda c: c.removeprefix("dev_")).rename_axis(f"r ({targets})")
 
 
+# Table 2's row names and order: the paper's (FT, BitFit, adapters, LoRA), head only and prefix tuning beside.
+METHOD_NAMES = {"full": "Full fine-tuning", "bitfit": "BitFit", "head": "Head only", "houlsby": "Adapter^H m={n}",
+                "pfeiffer": "Adapter^P m={n}", "prefix": "Prefix l_p={n}", "lora": "LoRA {t} r={r}"}
+METHOD_ORDER = {m: n for n, m in enumerate(METHOD_NAMES)}
+
+
+def _method_name(method: str, targets: str, r: int, size: int) -> str:
+    return METHOD_NAMES.get(method, method).format(t=targets, r=r, n=size)
+
+
 def method_table(results: pd.DataFrame, lora: list[tuple[str, int]] | None = None) -> pd.DataFrame:
-    """Table 2: rows = method (full fine-tuning, BitFit, head only, then LoRA: every target set and
-    r, or only the (targets, r) pairs in `lora`, e.g. [("q,v", 8)] as the paper), trainable
-    parameters (with the classifier head; without it too when the results have the column, the
-    paper's count), then the main metric per task (median ± half-range over seeds). `results` may
-    hold several sweeps, one task each."""
+    """Table 2: rows = method (full fine-tuning, BitFit, head only, Houlsby and Pfeiffer adapters and
+    prefix tuning at each size, then LoRA: every target set and r, or only the (targets, r) pairs
+    in `lora`, e.g. [("q,v", 8)] as the paper), trainable parameters (with the classifier head;
+    without it too when the results have the column, the paper's count; for the adapter baselines
+    also by the paper's formula, which equals the count), then the main metric per task (median ±
+    half-range over seeds). `results` may hold several sweeps, one task each."""
     if lora is not None:
         keep = results["method"] != "lora"
         for targets, r in lora:
             keep |= (results["method"] == "lora") & (results["targets"] == targets) & (results["r"] == r)
         results = results[keep]
-    names = {"full": "Full fine-tuning", "bitfit": "BitFit", "head": "Head only"}
-    rows = results.assign(method_name=[names.get(m, f"LoRA {t} r={r}") for m, t, r in
-                                       zip(results["method"], results["targets"], results["r"], strict=True)])
-    order = {"full": 0, "bitfit": 1, "head": 2, "lora": 3}
-    rows = rows.assign(order=rows["method"].map(order), target_order=rows["targets"].map(target_order))
-    rows = rows.sort_values(["order", "target_order", "r"], kind="stable")
+    sizes = results["size"] if "size" in results else pd.Series(0, index=results.index)
+    rows = results.assign(method_name=[_method_name(m, t, r, n) for m, t, r, n in
+                                       zip(results["method"], results["targets"], results["r"], sizes, strict=True)],
+                          size=sizes)
+    rows = rows.assign(order=rows["method"].map(METHOD_ORDER), target_order=rows["targets"].map(target_order))
+    rows = rows.sort_values(["order", "size", "target_order", "r"], kind="stable")
     columns = {"trainable_total": "trainable parameters"}
     if "trainable_adapter" in rows:
         columns["trainable_adapter"] = "trainable excl. head"
+    if "trainable_by_formula" in rows and rows["trainable_by_formula"].notna().any():
+        columns.update(trainable_by_formula="by the formula (excl. head)", trainable_formula="formula (Hu et al. §5.1)")
     params = rows.groupby("method_name", sort=False)[list(columns)].first().rename(columns=columns)
     values = rows.groupby(["method_name", "task"], sort=False)["value"].apply(
         _median_spread, digits=_digits(results)).unstack("task")
@@ -253,3 +266,26 @@ def render(table: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return _csv(table)
     raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def latency_table(latency: pd.DataFrame, stat: str = "median_ms") -> pd.DataFrame:
+    """Table 1's shape: rows = model × variant (base, merged and unmerged LoRA, adapters, prefix),
+    one column per batch × sequence length, each cell the median forward latency (`stat`: or
+    "min_ms", the fastest run, less sensitive to other load on a shared machine) and its overhead
+    against the base model's, "12.3 ms (+4.5%)"; a row "timed runs" per model gives the rounds
+    each is over; `latency` is benchmarks/bench_latency.py's latency.csv."""
+    rows = {}
+    order = list(dict.fromkeys(latency["variant"]))
+    for (model, batch, seq), group in latency.groupby(["model", "batch", "seq"], sort=False):
+        base = group.loc[group["variant"] == "base", stat].iloc[0]
+        column = f"b={batch}, n={seq}"
+        for variant, ms in zip(group["variant"], group[stat], strict=True):
+            cell = f"{ms:.1f} ms" if variant == "base" else f"{ms:.1f} ms ({100 * (ms / base - 1):+.1f}%)"
+            rows.setdefault((model, variant), {})[column] = cell
+        rows.setdefault((model, "timed runs"), {})[column] = str(int(group["repeats"].iloc[0]))
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    params = latency.groupby(["model", "variant"], sort=False)["adapter_parameters"].first()
+    table.insert(0, "adapter parameters", [number(int(params[k])) if k in params.index else "" for k in table.index])
+    rank = {v: n for n, v in enumerate(order + ["timed runs"])}
+    keys = sorted(table.index, key=lambda k: (list(dict.fromkeys(latency["model"])).index(k[0]), rank[k[1]]))
+    return table.loc[keys].rename_axis(["model", "variant"])

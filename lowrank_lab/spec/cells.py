@@ -6,8 +6,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
-from lowrank_lab.spec.sections import (DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SpecError, TrainSpec,
+from lowrank_lab.spec.sections import (ADAPTER_METHODS, DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SpecError, TrainSpec,
                                        budget_r)
+
+# The size axis of each adapter baseline, and the letter its cells' names carry (houlsby-m16, prefix-l16).
+ADAPTER_SIZE = {"houlsby": ("bottleneck", "m"), "pfeiffer": ("bottleneck", "m"), "prefix": ("prefix_length", "l")}
+assert set(ADAPTER_SIZE) == set(ADAPTER_METHODS)
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,9 @@ class CellSpec:
         """Directory name of the cell, e.g. ``lora-qv-r8-alpha_r-kaiming-seed0``, with ``-lr0.001`` /
         ``-alpha16`` before the seed when the sweep varies them."""
         lora = self.lora
+        if lora.method in ADAPTER_SIZE:
+            axis, letter = ADAPTER_SIZE[lora.method]
+            return f"{lora.method}-{letter}{getattr(lora, axis)}{self._axes()}-seed{self.train.seed}"
         if lora.method != "lora":
             return f"{lora.method}{self._axes()}-seed{self.train.seed}"
         rule = "alpha_r" if lora.scaling_rule == "alpha/r" else "alpha_sqrt_r"
@@ -43,7 +50,8 @@ class CellSpec:
 
 def expand_sweep(spec: ExperimentSpec, model_kinds: tuple[str, ...] | None = None) -> list[CellSpec]:
     """All cells of a sweep: LoRA over targets × r × scaling rules × inits × α × lr × seeds, then
-    each baseline over its own learning rates × seeds. `model_kinds` (the kinds the model has) is
+    each baseline over its own learning rates × seeds (adapters and prefixes also over their sizes:
+    sweep.bottleneck, sweep.prefix_length). `model_kinds` (the kinds the model has) is
     needed only by a budget sweep over "all-linear" (``budget_r``)."""
     sweep = spec.sweep
     alphas = sweep.alpha or (float(sweep.r[0]),)
@@ -59,8 +67,10 @@ def expand_sweep(spec: ExperimentSpec, model_kinds: tuple[str, ...] | None = Non
     for method in sweep.baselines:
         key = {"full": "full_lr", "bitfit": "bitfit_lr"}.get(method, "lr")
         grid = getattr(sweep, key)
-        for lr, seed in itertools.product(grid, sweep.seeds):
-            lora = replace(spec.lora, method=method, alpha=alphas[0])
+        size_axis = ADAPTER_SIZE.get(method, (None,))[0]
+        sizes = getattr(sweep, size_axis) if size_axis else (None,)
+        for size, lr, seed in itertools.product(sizes, grid, sweep.seeds):
+            lora = replace(spec.lora, method=method, alpha=alphas[0], **({size_axis: size} if size_axis else {}))
             # a baseline's head trains at the first LoRA learning rate, as before the grids existed
             train = replace(spec.train, seed=seed, **{"lr": sweep.lr[0], key: lr})
             cells.append(CellSpec(spec.model, spec.data, lora, train, ("lr",) if len(grid) > 1 else ()))

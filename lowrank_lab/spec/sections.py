@@ -11,7 +11,9 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-METHODS = ("lora", "full", "bitfit", "head")
+# "houlsby", "pfeiffer": bottleneck adapters (model.bottleneck); "prefix": prefix tuning (model.prefix).
+METHODS = ("lora", "full", "bitfit", "head", "houlsby", "pfeiffer", "prefix")
+ADAPTER_METHODS = ("houlsby", "pfeiffer", "prefix")  # trained, packed and saved by model.bottleneck / model.prefix
 SCALING_RULES = ("alpha/r", "alpha/sqrt(r)")
 INITS = ("kaiming", "gaussian")
 # Target kinds (labels L{layer}.{kind}), in their order within a layer (targets, tables, figures):
@@ -152,8 +154,9 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class LoRASpec:
-    # What is trained: "lora", "full" (fine-tuning), "bitfit" (biases) or "head" (head only);
-    # the classification head is trained in every method.
+    # What is trained: "lora", "full" (fine-tuning), "bitfit" (biases), "head" (head only),
+    # "houlsby" / "pfeiffer" (bottleneck adapters after attention and MLP / after the MLP only) or
+    # "prefix" (prefix tuning); the classification head is trained in every method.
     method: str = swept("sweep.baselines", "lora")
     # Adapted matrices, comma-separated from MATRIX_KINDS (attention q, k, v, o as in paper §7.1;
     # qkv, up, down, gate, gate_up), or "all-linear".
@@ -168,6 +171,10 @@ class LoRASpec:
     init: str = swept("sweep.inits", "kaiming")
     # Dropout on the LoRA branch's input.
     dropout: float = 0.0
+    # Bottleneck size m of the houlsby / pfeiffer adapters (d_model → m → d_model).
+    bottleneck: int = swept("sweep.bottleneck", 16)
+    # Virtual tokens l_p of prefix tuning (keys and values per layer).
+    prefix_length: int = swept("sweep.prefix_length", 16)
 
     def __post_init__(self) -> None:
         _check_finite(self, "lora")
@@ -181,6 +188,9 @@ class LoRASpec:
             raise SpecError(f"lora.alpha={self.alpha}: must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise SpecError(f"lora.dropout={self.dropout}: must be in [0, 1)")
+        for name in ("bottleneck", "prefix_length"):
+            if getattr(self, name) <= 0:
+                raise SpecError(f"lora.{name}={getattr(self, name)}: must be a positive integer")
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -274,8 +284,12 @@ class SweepSpec:
     bitfit_lr: tuple[float, ...] = (1e-3,)
     # α of ΔW = (α/r)·B·A; empty: the first r, fixed, as the paper does (§4.1).
     alpha: tuple[float, ...] = ()
-    # Baselines trained once per seed (no rank axis): any of "full", "bitfit", "head".
+    # Baselines trained once per seed (no rank axis): any of "full", "bitfit", "head", "houlsby",
+    # "pfeiffer", "prefix" (the last three once per bottleneck size / prefix length below).
     baselines: tuple[str, ...] = ()
+    # Bottleneck sizes m of the houlsby / pfeiffer baselines, and prefix lengths l_p of "prefix".
+    bottleneck: tuple[int, ...] = (16,)
+    prefix_length: tuple[int, ...] = (16,)
     # Fixed budget (paper Table 5): r = budget_rank / (number of matrix types) for each target
     # set, so the trainable LoRA parameters stay fixed; replaces the r axis when set.
     budget_rank: int | None = None
@@ -303,6 +317,10 @@ class SweepSpec:
                 raise SpecError(f"sweep.{axis}={list(values)}: give one or more positive values")
             if len(set(values)) != len(values):
                 raise SpecError(f"sweep.{axis}={list(values)}: a value is repeated")
+        for axis in ("bottleneck", "prefix_length"):
+            values = getattr(self, axis)
+            if not values or any(v <= 0 for v in values) or len(set(values)) != len(values):
+                raise SpecError(f"sweep.{axis}={list(values)}: give one or more distinct positive integers")
         for t in self.targets:
             _parse_targets(t)
         for axis, allowed in (("scaling_rules", SCALING_RULES), ("inits", INITS), ("baselines", METHODS[1:])):

@@ -227,3 +227,135 @@ def read_adapter(folder: Path) -> tuple[dict, dict[str, LowRankUpdate], dict[str
     updates = {p: LowRankUpdate(label_for(p), p, A, B, scaling, fan_in_fan_out) for p, (A, B, scaling) in pairs.items()}
     other = {k.removeprefix(PEFT_PREFIX): v for k, v in tensors.items() if ".lora_A." not in k and ".lora_B." not in k}
     return config, updates, other
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter baselines: prefixes in PEFT's format, bottleneck adapters in lowrank-lab's
+
+BOTTLENECK_CONFIG = "bottleneck_config.json"
+BOTTLENECK_WEIGHTS = "bottleneck_model.safetensors"
+BOTTLENECK_FORMAT = "lowrank-lab-bottleneck/1"
+BOTTLENECK_PARTS = ("down", "down_bias", "up", "up_bias")
+
+
+def save_prefix(folder: Path, prompt: Tensor, *, shape: tuple[int, int, int], base_model: str, revision: str | None,
+                task_type: str) -> None:
+    """A PEFT PREFIX_TUNING adapter (``PeftModel.from_pretrained(AutoModel….from_pretrained(base_model),
+    folder)``): ``prompt_embeddings`` (l_p × L·2·d_kv) and the config PEFT derives from the model
+    (token_dim = d_kv = KV heads × head dim, num_attention_heads = KV heads), prefix_projection off.
+    `shape` is (L, KV heads, head dim)."""
+    layers, heads, head_dim = shape
+    config = {
+        "peft_type": "PREFIX_TUNING", "task_type": task_type, "base_model_name_or_path": base_model,
+        "revision": revision, "inference_mode": True, "num_virtual_tokens": int(prompt.shape[0]),
+        "token_dim": heads * head_dim, "num_transformer_submodules": 1, "num_attention_heads": heads,
+        "num_layers": layers, "encoder_hidden_size": heads * head_dim, "prefix_projection": False,
+    }
+    if prompt.shape[1] != layers * 2 * heads * head_dim:
+        raise ValueError(f"save_prefix: prompt {tuple(prompt.shape)} does not hold L·2·d_kv = "
+                         f"{layers * 2 * heads * head_dim} values per token")
+    folder = Path(folder)
+    write_tensors(folder / ADAPTER_WEIGHTS, {"prompt_embeddings": prompt},
+                  metadata={"format": "pt", "lowrank_lab": ADAPTER_FORMAT})
+    write_json(folder / ADAPTER_CONFIG, config)
+
+
+def read_prefix(folder: Path) -> tuple[dict, Tensor]:
+    """(adapter_config, prompt_embeddings l_p × L·2·d_kv) of a PEFT prefix-tuning folder, checked."""
+    folder = Path(folder)
+    config = read_json(folder / ADAPTER_CONFIG)
+    if not isinstance(config, dict) or config.get("peft_type") != "PREFIX_TUNING":
+        raise RunError(f"{folder / ADAPTER_CONFIG}: key 'peft_type' must be 'PREFIX_TUNING'")
+    prompt = read_tensors(folder / ADAPTER_WEIGHTS).get("prompt_embeddings")
+    expected = (config.get("num_virtual_tokens"), config.get("num_layers", 0) * 2 * config.get("token_dim", 0))
+    if prompt is None or tuple(prompt.shape) != expected:
+        raise RunError(f"{folder / ADAPTER_WEIGHTS}: 'prompt_embeddings' must be num_virtual_tokens × "
+                       f"(2·num_layers·token_dim) = {expected}")
+    return config, prompt
+
+
+def save_bottleneck(folder: Path, tensors: dict[str, Tensor], *, method: str, bottleneck: int, activation: str,
+                    base_model: str, revision: str | None, task_type: str) -> None:
+    """Bottleneck adapters (PEFT has none): ``bottleneck_model.safetensors`` with
+    ``<module path>.{down (m×d), down_bias (m), up (d×m), up_bias (d)}``, the paths the base model's
+    own, and ``bottleneck_config.json`` (placement, m, nonlinearity, base model). The adapted module
+    computes h' = h + up·f(down·h + down_bias) + up_bias on its output h (``model.bottleneck``);
+    ``load_bottleneck`` puts them back on a base model."""
+    paths = sorted({k.rsplit(".", 1)[0] for k in tensors})
+    config = {"format": BOTTLENECK_FORMAT, "method": method, "placement": method, "bottleneck": bottleneck,
+              "activation": activation, "target_modules": paths, "base_model_name_or_path": base_model,
+              "revision": revision, "task_type": task_type,
+              "forward": "h' = h + up·f(down·h + down_bias) + up_bias on the output h of each target module"}
+    folder = Path(folder)
+    write_tensors(folder / BOTTLENECK_WEIGHTS, tensors, metadata={"format": "pt", "lowrank_lab": BOTTLENECK_FORMAT})
+    write_json(folder / BOTTLENECK_CONFIG, config)
+
+
+def read_bottleneck(folder: Path) -> tuple[dict, dict[str, dict[str, Tensor]]]:
+    """(bottleneck_config, {module path: {down, down_bias, up, up_bias}}), shapes checked against m."""
+    folder = Path(folder)
+    config = read_json(folder / BOTTLENECK_CONFIG)
+    if not isinstance(config, dict) or config.get("format") != BOTTLENECK_FORMAT:
+        raise RunError(f"{folder / BOTTLENECK_CONFIG}: key 'format' must be {BOTTLENECK_FORMAT!r}")
+    tensors, m = read_tensors(folder / BOTTLENECK_WEIGHTS), config.get("bottleneck")
+    modules: dict[str, dict[str, Tensor]] = {}
+    for path in config.get("target_modules") or []:
+        parts = {k: tensors.get(f"{path}.{k}") for k in BOTTLENECK_PARTS}
+        missing = [k for k, v in parts.items() if v is None]
+        if missing:
+            raise RunError(f"{folder / BOTTLENECK_WEIGHTS}: missing tensor {path}.{missing[0]}")
+        if parts["down"].shape[0] != m or parts["up"].shape[1] != m:
+            raise RunError(f"{folder / BOTTLENECK_WEIGHTS}: {path}.down / .up are not of bottleneck size m = {m}")
+        modules[path] = parts
+    if not modules:
+        raise RunError(f"{folder / BOTTLENECK_CONFIG}: key 'target_modules' lists no module")
+    return config, modules
+
+
+def load_bottleneck(base: torch.nn.Module, folder: Path) -> dict:
+    """Put the saved bottleneck adapters of `folder` on `base` (the model they were trained on, as
+    its config names it) and load their weights; returns {path: BottleneckAdapter}."""
+    from lowrank_lab.model.bottleneck import inject_bottleneck
+
+    config, modules = read_bottleneck(folder)
+    layers = inject_bottleneck(base, list(modules), [config["bottleneck"]], config["activation"])
+    with torch.no_grad():
+        for path, parts in modules.items():
+            for name, t in parts.items():
+                getattr(layers[path], name)[0].copy_(t)
+    return layers
+
+
+def load_prefix(base: torch.nn.Module, folder: Path):
+    """Put the saved prefix of `folder` on `base` (``base.base_model`` takes it); returns it."""
+    from lowrank_lab.model.prefix import attach_prefix
+
+    _, prompt = read_prefix(folder)
+    prefix = attach_prefix(base.base_model, 1, prompt.shape[0])
+    with torch.no_grad():
+        prefix.prompt[0].copy_(prompt)
+    return prefix
+
+
+def method_adapter_dir(cell: Path, method: str) -> Path:
+    """Where an adapter-baseline cell keeps its adapter: ``cell/prefix`` (a PEFT prefix-tuning folder)
+    or ``cell/bottleneck``. Not ``cell/adapter``, which holds LoRA adapters only (every reader of
+    a sweep's ΔW looks there): a LoRA reader given such a cell fails on the missing folder."""
+    return Path(cell) / ("prefix" if method == "prefix" else "bottleneck")
+
+
+def save_adapter_set(cell: Path, adapters, n: int, *, base_model: str, revision: str | None, task_type: str) -> None:
+    """Cell n of a ``model.adapter_set.AdapterSet`` in ``method_adapter_dir``: a PEFT prefix adapter,
+    or lowrank-lab's bottleneck adapter files (``save_prefix``, ``save_bottleneck``)."""
+    from lowrank_lab.model.bottleneck import ACTIVATIONS
+
+    tensors = {k: v.detach().float().cpu().clone() for k, v in adapters.slices(n).items()}
+    folder = method_adapter_dir(cell, adapters.method)
+    if adapters.prefix is not None:
+        p = adapters.prefix
+        save_prefix(folder, tensors["prompt_embeddings"], shape=(p.n_layers, p.n_kv_heads, p.head_dim),
+                    base_model=base_model, revision=revision, task_type=task_type)
+    else:
+        save_bottleneck(folder, tensors, method=adapters.method, bottleneck=adapters.cells[n].lora.bottleneck,
+                        activation=ACTIVATIONS[adapters.method], base_model=base_model, revision=revision,
+                        task_type=task_type)

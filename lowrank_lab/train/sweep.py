@@ -31,6 +31,8 @@ from lowrank_lab.train.data import load_task
 from lowrank_lab.train.distributed import World, close, device_for, init_world, share
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
 from lowrank_lab.model.lora import base_shape
+from lowrank_lab.model.adapter_set import attach_adapters
+from lowrank_lab.spec.sections import ADAPTER_METHODS
 from lowrank_lab.model.base import CLASSIFIER_PREFIX, find_targets
 from lowrank_lab.store.models import default_pooling, load_model, model_kinds, portable_name
 from lowrank_lab.maths.update import LowRankUpdate
@@ -43,7 +45,8 @@ def _pack_key(cell: CellSpec) -> tuple:
     α and learning rates may differ within a pack (``pack.make_optimizer`` steps each cell at its own)."""
     free = ("seed", "data_seed", "lr", "full_lr", "bitfit_lr", "head_lr")
     schedule = tuple((k, v) for k, v in sorted(asdict(cell.train).items()) if k not in free)
-    return (cell.lora.method, cell.lora.dropout, schedule)
+    length = cell.lora.prefix_length if cell.lora.method == "prefix" else None  # one prefix length per pack
+    return (cell.lora.method, cell.lora.dropout, length, schedule)
 
 
 def plan_packs(cells: Sequence[CellSpec], pack_size: int) -> list[list[CellSpec]]:
@@ -189,13 +192,16 @@ def _my_packs(spec: ExperimentSpec, todo: list[CellSpec], inputs: Inputs | None,
               data_parallel: bool, echo) -> list[list[CellSpec]]:
     """The packs of the unfinished cells, sized by the spec, the processes and the free GPU memory;
     the share of them this process trains (all of them, under data parallelism)."""
-    n_lora = sum(c.lora.method == "lora" for c in todo)
+    n_lora = max(sum(c.lora.method == m for c in todo) for m in ("lora", *ADAPTER_METHODS))  # the largest group
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
     size = auto_pack_size(spec, n_lora, 1 if data_parallel else world.size, inputs.encoder if inputs else None, free)
     packs = plan_packs(todo, size)
     if todo:
         why = "sweep.pack" if spec.sweep.pack else ("free GPU memory and processes" if free else "processes")
         echo(f"{len(packs)} pack(s) of up to {size} cells (from {why})")
+        methods, alone = dict.fromkeys(c.lora.method for c in todo), ("full", "bitfit")
+        echo(f"packed (K cells per pack through the batch dimension): {', '.join(m for m in methods if m not in alone)}; "
+             f"cell by cell (they train the base's own weights): {', '.join(m for m in methods if m in alone) or 'none'}")
     return packs if data_parallel else [packs[i] for i in share([float(len(p)) for p in packs], world)]
 
 
@@ -239,7 +245,7 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
 
 def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: bool, echo) -> PackRun:
     """The pack's model, restored from its checkpoint when there is one; else its cells start afresh."""
-    pack = build_pack(cells, copy.deepcopy(inputs.encoder), inputs.task.num_labels, inputs.pooling, inputs.decoder)
+    pack = _build_pack(cells, inputs)
     pid = pack_id(cells)
     run = PackRun(pack, pid, layout.pack_dir(sweep, pid), [layout.cell_dir(sweep, c) for c in cells],
                   StepPlan.of(cells[0].train, len(inputs.train)).total)
@@ -254,6 +260,17 @@ def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: boo
         for d, cell in zip(run.dirs, cells, strict=True):
             layout.start_cell(d, cell)
     return run
+
+
+def _build_pack(cells: list[CellSpec], inputs: Inputs) -> Pack:
+    """``build_pack``, and for the adapter baselines their adapters (or prefixes) on the pack's base,
+    packed like the heads (dim 0 the cell: per-cell clipping)."""
+    pack = build_pack(cells, copy.deepcopy(inputs.encoder), inputs.task.num_labels, inputs.pooling, inputs.decoder)
+    if cells[0].lora.method in ADAPTER_METHODS:
+        pack.adapters = adapters = attach_adapters(pack.base, cells)
+        pack.trainable = [p for p in pack.model.parameters() if p.requires_grad]
+        pack.packed = pack.packed | frozenset(map(id, adapters.parameters()))  # until Pack has a field for them
+    return pack
 
 
 def _listed(names: list[str], shown: int = 3) -> str:
@@ -306,10 +323,14 @@ def _write_summaries(run: PackRun, states: list[CellState], meter: StepMeter, se
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     info = PackInfo(run.id, K, run.start_step, world.rank, world.size if data_parallel else 1)
     for n, (cell, d, st) in enumerate(zip(cells, run.dirs, states, strict=True)):
+        adapters, counts = getattr(run.pack, "adapters", None), trainable_parameters(run.pack, n)
+        if adapters is not None:  # provenance: the formula the count equals (Hu et al. 2021, §5.1)
+            counts = {**counts, "adapter": adapters.count(n), "total": adapters.count(n) + counts["head"]}
+            provenance = {**provenance, "trainable_formula": adapters.formula(n)}
         layout.write_summary(d, CellSummary(
             cell=cell.name, status="failed" if st.failed or st.best is None else "done", error=st.failed,
             best=st.best, final=st.history[-1] if st.history else None, main_metric=task.main_metric, task=task.name,
-            trainable_parameters=TrainableParameters(**trainable_parameters(run.pack, n)), pack=info,
+            trainable_parameters=TrainableParameters(**counts), pack=info,
             wall_seconds=seconds, steps=steps,
             examples_per_second=steps * b / seconds if seconds else None,
             pack_examples_per_second=steps * b * K / seconds if seconds else None,
@@ -324,6 +345,12 @@ def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
     cell = pack.cells[n]
     tensors = {k: v.detach().float().cpu().clone() for k, v in cell_slices(pack, n).items()}
     head = {} if pack.decoder else {"weight": tensors.pop("head.weight"), "bias": tensors.pop("head.bias")}
+    if cell.lora.method in ADAPTER_METHODS:  # a PEFT prefix adapter, or bottleneck adapters; the head beside
+        peft_format.save_adapter_set(folder, pack.adapters, n, base_model=portable_name(base_model),
+                                     revision=cell.model.revision, task_type="CAUSAL_LM" if pack.decoder else "FEATURE_EXTRACTION")
+        if not pack.decoder:
+            peft_format.save_head(folder, head["weight"], head["bias"], pooling=pack.model.pooling)
+        return
     if cell.lora.method != "lora":
         weights = {k.removeprefix("model."): v for k, v in tensors.items()}
         tensors_io.write_tensors(layout.weights_path(folder), {**weights, **{f"head.{k}": v for k, v in head.items()}})
