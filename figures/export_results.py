@@ -1,0 +1,82 @@
+"""A sweep's results, compactly, for the repository: the tables behind every committed figure and
+every number figures/RESULTS.md quotes (figures/check_results.py recomputes them from these files).
+
+    python figures/export_results.py SWEEP --out figures/results/NAME
+
+Writes OUT/data/<table>.parquet (zstd) for results (one row per cell), learning_curves and every
+analysis table of SWEEP/analysis/, each beside OUT/data/<table>.json: the table's own sidecar (the
+sweep's resolved spec, its finished cells, the conventions, provenance) with "kept" saying which
+rows were kept. The large tables are cut to the rows the committed figures and quoted numbers
+draw on, so that a task's data stays under a megabyte:
+- phi: target set q,v (the paper's); "ranks": r1 = 8 against the largest r (Figs. 3, 6);
+  "seeds": every i, j at r = 8, i, j ≤ 16 at the largest r (Figs. 4, 7); every "random" row;
+- phi_w0: target set q,v, seed 0, adapter rank 4 and 8, and j ≤ 16 at the largest r (Fig. 8);
+- spectrum: LoRA q,v and full fine-tuning's seed 0; eckart_young: seed 0 (the figures' seed);
+the φ columns are stored as float32 (7 significant digits; RESULTS.md quotes at most 4), every
+other table whole. The sweep's path is replaced by its folder name, and an absolute sweep.out_dir
+by "RUNS_DIR" (the folder it ran in is machine-specific).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+TABLES = ("results", "learning_curves", "phi", "phi_w0", "amplification", "spectrum", "spectrum_metrics",
+          "intruders", "eckart_young")
+
+
+def read(analysis: Path, name: str) -> pd.DataFrame:
+    csv, parquet = analysis / f"{name}.csv", analysis / f"{name}.parquet"
+    return pd.read_csv(csv) if csv.exists() else pd.read_parquet(parquet)
+
+
+def keep_rows(name: str, table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    qv = table.targets == "q,v" if "targets" in table else None
+    if name == "phi":
+        top = int(table.loc[table.comparison == "ranks", "r2"].max())
+        ranks = (table.comparison == "ranks") & qv & (table.r2 == top) & (table.r1 == 8)
+        seeds = (table.comparison == "seeds") & qv & ((table.r1 == 8) | ((table.r1 == top) & (table.i <= 16)
+                                                                          & (table.j <= 16)))
+        return _float32(table[ranks | seeds | (table.comparison == "random")]), \
+            f"targets q,v; ranks: r1 = 8 against r2 = {top}; seeds: r = 8, and i, j <= 16 at r = {top}; every random row"
+    if name == "phi_w0":
+        top = int(table.r2.max())
+        kept = qv & (table.seed == 0) & (table.r2.isin([4, 8]) | ((table.r2 == top) & (table.j <= 16)))
+        return _float32(table[kept]), f"targets q,v, seed 0: adapter rank 4, 8, and j <= 16 at {top}"
+    if name == "spectrum":
+        return table[(qv & (table.method == "lora")) | ((table.method == "full") & (table.seed == 0))], \
+            "LoRA q,v; full fine-tuning seed 0"
+    if name == "eckart_young":
+        return table[table.seed == 0], "seed 0"
+    return table, "every row"
+
+
+def _float32(table: pd.DataFrame) -> pd.DataFrame:
+    return table.astype({"phi": "float32", "phi_random": "float32"})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sweep", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    analysis, data = args.sweep / "analysis", args.out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        if not (analysis / f"{name}.json").exists():
+            print(f"{name}: not computed, skipped")
+            continue
+        table, kept = keep_rows(name, read(analysis, name))
+        table.to_parquet(data / f"{name}.parquet", compression="zstd", index=False)
+        meta = json.loads((analysis / f"{name}.json").read_text())
+        meta.update(sweep=args.sweep.name, kept=kept, rows_kept=len(table), format="parquet (zstd)")
+        if Path(meta["sweep_spec"]["sweep"]["out_dir"]).is_absolute():
+            meta["sweep_spec"]["sweep"]["out_dir"] = "RUNS_DIR"
+        (data / f"{name}.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+        print(f"{name}: {len(table)} rows ({kept}), {(data / f'{name}.parquet').stat().st_size:,} bytes")
+
+
+if __name__ == "__main__":
+    main()

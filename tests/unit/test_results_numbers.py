@@ -1,0 +1,35 @@
+"""figures/RESULTS.md quotes the five-task GLUE numbers as figures/check_results.py recomputes them
+from the committed Parquet files; a changed file or an edited number fails here."""
+
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "figures" / "check_results.py"
+
+pytest.importorskip("pyarrow")
+
+
+def test_results_md_holds_the_recomputed_numbers():
+    run = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_the_check_fails_on_a_changed_number(tmp_path, monkeypatch):
+    check = runpy.run_path(str(SCRIPT))
+    block = check["block"]()
+    row = next(line for line in block.splitlines() if line.startswith("| Full fine-tuning |"))
+    number = row.split(" | ")[1]  # full fine-tuning on SST-2, "median ± half-range"
+    changed = row.replace(number, f"{float(number.split()[0]) + 0.1:.1f} ± {number.split()[-1]}", 1)
+    edited = (ROOT / "figures" / "RESULTS.md").read_text().replace(row, changed)
+    assert edited != (ROOT / "figures" / "RESULTS.md").read_text()
+    (tmp_path / "RESULTS.md").write_text(edited)
+    (tmp_path / "results").symlink_to(ROOT / "figures" / "results")
+    copy = tmp_path / "check_results.py"
+    copy.write_text(SCRIPT.read_text())
+    run = subprocess.run([sys.executable, str(copy), "--check"], capture_output=True, text=True)
+    assert run.returncode == 1 and "differ from the committed data" in run.stderr
