@@ -79,11 +79,11 @@ def base_weights(sweep_runs: list[Run], base: str | None = None) -> BaseWeights:
 
 
 def full_deltas(weights: Mapping[str, Tensor], base: BaseWeights) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """({label: ΔW_full = W_ft − W0}, {label: W0}), d×k float64, for every attention matrix among
-    the trained `weights` of a full fine-tuning cell, in layer order."""
+    """({label: ΔW_full = W_ft − W0}, {label: W0}), d×k float64, for every attention and MLP matrix
+    among the trained `weights` of a full fine-tuning cell, in layer order."""
     deltas, w0s = {}, {}
     for key, W in weights.items():
-        hit = classify_module(key.removesuffix(".weight")) if key.endswith(".weight") else None
+        hit = classify_module(key.removesuffix(".weight"), mlp=True) if key.endswith(".weight") else None
         if hit is None:
             continue
         module = base.module(key.removesuffix(".weight"))

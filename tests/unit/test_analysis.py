@@ -157,7 +157,10 @@ def test_full_fine_tuning_delta_is_trained_minus_base_weight(analyzed):
     deltas, w0s = sa.full_deltas(weights, base)
     W_ft = weights["encoder.layer.1.attention.output.dense.weight"]
     torch.testing.assert_close(deltas["L1.o"], W_ft.double() - w0s["L1.o"])
-    assert list(deltas)[:4] == ["L0.q", "L0.k", "L0.v", "L0.o"]
+    W_up, W_down = weights["encoder.layer.1.intermediate.dense.weight"], weights["encoder.layer.1.output.dense.weight"]
+    torch.testing.assert_close(deltas["L1.up"], W_up.double() - w0s["L1.up"])  # the MLP's matrices too
+    torch.testing.assert_close(deltas["L1.down"], W_down.double() - w0s["L1.down"])
+    assert list(deltas)[:6] == ["L0.q", "L0.k", "L0.v", "L0.o", "L0.up", "L0.down"]
     spectrum = st.read_table(analyzed, an.SPECTRUM)
     assert {"lora", "full"} <= set(spectrum["method"])
 
