@@ -25,7 +25,7 @@ Usage (the CPU, one thread):
   python benchmarks/bench_latency.py --device cuda --repeats 100 --out gpu-runs/latency-gpu
   python benchmarks/bench_latency.py --device cuda --models gpt2-medium --pairs 32x512 16x256 1x128 --repeats 100 ...
 Writes latency.csv (one row per model × batch × sequence × variant) and latency.json (settings)
-under --out; ``figures/latency_table1.py`` renders them.
+under --out; ``figures/table1_latency.py`` renders them.
 """
 
 from __future__ import annotations

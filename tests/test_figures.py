@@ -16,8 +16,11 @@ from lowrank_lab.store.figures import png_width
 from lowrank_lab_cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[1]
+# Scripts of tables measured by a benchmark, not drawn from a sweep's cached tables, so no registry
+# entry (nothing for `lowrank-lab tables` or `report` to render): script -> the file it reads.
+STANDALONE = {"table1_latency": "latency.csv of benchmarks/bench_latency.py --out"}
 SCRIPTS = sorted((ROOT / "figures").glob("fig*.py"))
-TABLE_SCRIPTS = sorted((ROOT / "figures").glob("table*.py"))
+TABLE_SCRIPTS = sorted(p for p in (ROOT / "figures").glob("table*.py") if p.stem not in STANDALONE)
 EXTENSIONS = {"figure": (("png", 10_000), ("pdf", 2_000)), "table": (("md", 50), ("tex", 50), ("csv", 50))}
 
 
@@ -35,6 +38,21 @@ def test_scripts_and_registry_are_one_list():
     assert all(stem == name for stem, name in scripts.items())
     assert sorted(scripts) == sorted(e.name for e in registry.ENTRIES)
     assert len({e.paper for e in registry.ENTRIES}) == len(registry.ENTRIES)  # one paper name each
+    assert not set(STANDALONE) & set(scripts) and all((ROOT / "figures" / f"{s}.py").exists() for s in STANDALONE)
+
+
+def test_the_standalone_table1_script_reproduces_its_committed_tables(tmp_path):
+    """figures/table1_latency.py renders the committed CPU benchmark's latency.csv into the tables
+    committed beside it, byte for byte."""
+    results = ROOT / "figures/results/latency-cpu"
+    module = runpy.run_path(str(ROOT / "figures/table1_latency.py"))
+    assert module["NAME"] == "table1_latency"
+    module["main"]([str(results), "--out", str(tmp_path)])
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(f"table1_latency{s}.{x}" for s, xs in (("", "md tex csv"), ("_min", "md csv"),
+                                                                   ("_paper", "md csv")) for x in xs.split())
+    for name in written:
+        assert (tmp_path / name).read_text() == (results / name).read_text(), name
 
 
 @pytest.mark.parametrize("entry", registry.ENTRIES, ids=lambda e: e.name)

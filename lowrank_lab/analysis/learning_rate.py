@@ -1,8 +1,11 @@
 """Learning rate against rank: the analyses of "LoRA Without Regret" (Schulman et al., 2025) on a sweep.
 
 Input: the results table, one row per finished cell with the columns ``method``, ``targets``, ``r``,
-``lr``, ``seed`` and the value columns (the main dev metric at the final and at the best evaluation,
-the final dev loss). A *group* is one (method, targets, r): a curve over learning rates, seeds pooled.
+``size``, ``lr``, ``seed`` and the value columns (the main dev metric at the final and at the best
+evaluation, the final dev loss). A *group* is one (method, targets, r, size): a curve over learning
+rates, seeds pooled. ``size`` is the adapter baselines' bottleneck m or prefix length l_p (0 for the
+other methods, and for tables written before it existed), so that each size gets its own best
+learning rate, as each rank does.
 
 - ``lr_curves``: per group and learning rate, the median of a value over seeds and its range.
 - ``best_lr``: per group, the learning rate whose seed-median is best, with the interval of the
@@ -17,8 +20,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-GROUP = ["method", "targets", "r"]
+from lowrank_lab.spec.cells import ADAPTER_SIZE
+
+GROUP = ["method", "targets", "r", "size"]
 LOWER_IS_BETTER = ("loss", "perplexity")
+
+
+def with_size(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with the ``size`` column of GROUP: as it is, or size = 0 for a table written before
+    the adapter baselines (every cell then a LoRA, full, BitFit or head-only cell, of no size)."""
+    return table if "size" in table else table.assign(size=0)
 
 
 def lower_is_better(column: str) -> bool:
@@ -28,6 +39,7 @@ def lower_is_better(column: str) -> bool:
 
 def lr_curves(results: pd.DataFrame, value: str) -> pd.DataFrame:
     """Per group × learning rate: median, min and max of `value` over seeds, and the seed count."""
+    results = with_size(results)
     stats = results.groupby(GROUP + ["lr"], dropna=False)[value].agg(["median", "min", "max", "count"])
     return stats.rename(columns={"count": "n_seeds"}).reset_index().assign(value=value)
 
@@ -41,6 +53,7 @@ def best_lr(results: pd.DataFrame, value: str) -> pd.DataFrame:
     ratio_to_full (best_lr / full fine-tuning's best_lr; NaN without a full fine-tuning group).
     Ties go to the smaller learning rate."""
     sign = 1.0 if lower_is_better(value) else -1.0
+    results = with_size(results)
     curves = lr_curves(results, value)
     rows = []
     for key, curve in curves.groupby(GROUP, dropna=False, sort=True):
@@ -65,6 +78,7 @@ def _per_seed_best(rows: pd.DataFrame, value: str, sign: float) -> pd.Series:
 
 def at_best_lr(results: pd.DataFrame, value: str) -> pd.DataFrame:
     """The cells of each group at that group's best learning rate (every seed of it)."""
+    results = with_size(results)
     best = best_lr(results, value)[GROUP + ["best_lr"]]
     merged = results.merge(best, on=GROUP, how="inner")
     return merged[merged["lr"] == merged["best_lr"]].drop(columns="best_lr").reset_index(drop=True)
@@ -72,30 +86,34 @@ def at_best_lr(results: pd.DataFrame, value: str) -> pd.DataFrame:
 
 def has_lr_axis(results: pd.DataFrame) -> bool:
     """True when some group was trained at more than one learning rate."""
-    return "lr" in results and bool((results.groupby(GROUP, dropna=False)["lr"].nunique() > 1).any())
+    return "lr" in results and bool((with_size(results).groupby(GROUP, dropna=False)["lr"].nunique() > 1).any())
 
 
 def learning_curves_table(cells) -> pd.DataFrame:
     """The training loss against step of every cell (its learning curve), from (name, CellSpec,
     metrics records): the ``kind == "train"`` records logged every train.log_every steps, or the
     evaluations' training loss for cells logged without them. Columns: cell, method, targets, r,
-    alpha, lr, seed, step, epoch, train_loss."""
+    size (bottleneck m, prefix length l_p; 0 for the other methods), alpha, lr, seed, step, epoch,
+    train_loss."""
     rows = []
     for name, spec, records in cells:
         logged = [r for r in records if r.get("kind") == "train"] or [r for r in records if "train_loss" in r]
-        is_lora = spec.lora.method == "lora"
+        is_lora, size_axis = spec.lora.method == "lora", ADAPTER_SIZE.get(spec.lora.method, (None,))[0]
         head = {"cell": name, "method": spec.lora.method, "targets": spec.lora.targets if is_lora else "",
-                "r": spec.lora.r if is_lora else 0, "alpha": spec.lora.alpha, "lr": spec.lr, "seed": spec.train.seed}
+                "r": spec.lora.r if is_lora else 0, "size": getattr(spec.lora, size_axis) if size_axis else 0,
+                "alpha": spec.lora.alpha, "lr": spec.lr, "seed": spec.train.seed}
         rows += [{**head, "step": r["step"], "epoch": r["epoch"], "train_loss": r["train_loss"]} for r in logged]
-    columns = ["cell", "method", "targets", "r", "alpha", "lr", "seed", "step", "epoch", "train_loss"]
+    columns = ["cell", "method", "targets", "r", "size", "alpha", "lr", "seed", "step", "epoch", "train_loss"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def curves_at_best_lr(curves: pd.DataFrame, results: pd.DataFrame, value: str) -> pd.DataFrame:
     """The learning curves of each group at its best learning rate (by `value` in `results`),
-    the median over seeds at every step: columns method, targets, r, lr, step, train_loss, n_seeds."""
+    the median over seeds at every step: columns method, targets, r, size, lr, step, train_loss, n_seeds."""
     best = best_lr(results, value)[GROUP + ["best_lr"]]
-    chosen = curves.merge(best, on=GROUP)
+    if "size" not in curves and {"cell", "size"} <= set(results):  # curves cached before sizes: the cells'
+        curves = curves.merge(results[["cell", "size"]].drop_duplicates(), on="cell", how="left")
+    chosen = with_size(curves).merge(best, on=GROUP)
     chosen = chosen[chosen["lr"] == chosen["best_lr"]]
     stats = chosen.groupby(GROUP + ["lr", "step"], dropna=False)["train_loss"].agg(["median", "count"])
     return stats.rename(columns={"median": "train_loss", "count": "n_seeds"}).reset_index()

@@ -19,8 +19,7 @@ from lowrank_lab.model.base import find_targets
 from lowrank_lab.model.bottleneck import (ACTIVATIONS, PLACEMENTS, BottleneckAdapter, adapter_parameters,
                                           inject_bottleneck, reset_bottleneck)
 from lowrank_lab.model.prefix import PrefixTuning, attach_prefix, prefix_parameters, reset_prefixes
-from lowrank_lab.spec import CellSpec, SpecError
-from lowrank_lab.spec.sections import ADAPTER_METHODS
+from lowrank_lab.spec import ADAPTER_METHODS, CellSpec, SpecError
 
 PREFIX_KEY = "prompt_embeddings"  # PEFT's name for the prefix in adapter_model.safetensors
 

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from lowrank_lab.analysis import learning_rate as lr
 from lowrank_lab.present import plotting  # noqa: F401  (its rcParams apply to these figures too)
+from lowrank_lab.present import tables
 from lowrank_lab.present.select import MissingData
 
 FULL_STYLE = {"color": "black", "ls": "--", "marker": "s"}
@@ -28,30 +29,60 @@ def _need_lr_axis(results: pd.DataFrame) -> None:
 def _label(row) -> str:
     if row["method"] == "lora":
         return f"LoRA {row['targets']} r={int(row['r'])}"
-    return {"full": "full fine-tuning", "bitfit": "BitFit", "head": "head only"}.get(row["method"], row["method"])
+    plain = {"full": "full fine-tuning", "bitfit": "BitFit", "head": "head only"}
+    if row["method"] in plain:
+        return plain[row["method"]]
+    return tables.METHOD_NAMES.get(row["method"], row["method"]).format(t="", r=0, n=int(row.get("size", 0)))
 
 
-def _colors(groups: pd.DataFrame) -> dict[tuple, tuple]:
-    lora = groups[groups["method"] == "lora"]
+# The other baselines: a dash pattern per method (METHOD_ORDER's), and a colour per (method, size)
+# group from these, none of them on LoRA's viridis ramp or full fine-tuning's black.
+BASELINE_DASHES = {"bitfit": "-.", "head": ":", "houlsby": (0, (6, 2)), "pfeiffer": (0, (3, 1, 1, 1, 1, 1)),
+                   "prefix": (0, (8, 2, 1, 2))}
+BASELINE_COLORS = ("tab:orange", "tab:red", "tab:brown", "tab:pink", "tab:cyan", "tab:gray", "tab:blue",
+                   "tab:purple")  # not tab:olive, which is viridis' yellow-green end
+
+
+def _table_order(key: tuple) -> tuple:
+    """A GROUP key's place in Table 2's order: method (``METHOD_ORDER``), then size, targets, r."""
+    method, targets, r, size = key
+    return tables.METHOD_ORDER.get(method, len(tables.METHOD_ORDER)), method, size, targets, r
+
+
+def _in_table_order(frame: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    """(GROUP key, rows) of each group, in Table 2's order (the legend's)."""
+    return sorted(frame.groupby(lr.GROUP, sort=True), key=lambda item: _table_order(item[0]))
+
+
+def _styles(groups: pd.DataFrame) -> dict[tuple, dict]:
+    """A line style per group (its GROUP key): LoRA on the viridis ramp (solid), full fine-tuning
+    black and dashed, each other (method, size) its own colour with its method's dash pattern, in
+    Table 2's order (``present.tables.METHOD_ORDER``)."""
+    groups = lr.with_size(groups)[lr.GROUP].drop_duplicates()
+    keys = list(groups.itertuples(index=False, name=None))
+    lora = sorted(k for k in keys if k[0] == "lora")
     cmap = plt.get_cmap("viridis")
-    keys = list(lora.itertuples(index=False, name=None))
-    return {k: cmap(n / max(1, len(keys) - 1) * 0.9) for n, k in enumerate(keys)}
+    styles = {k: {"color": cmap(n / max(1, len(lora) - 1) * 0.9), "ls": "-", "marker": "o"} for n, k in enumerate(lora)}
+    others = sorted((k for k in keys if k[0] not in ("lora", "full")), key=_table_order)
+    for n, k in enumerate(others):
+        styles[k] = {"color": BASELINE_COLORS[n % len(BASELINE_COLORS)], "ls": BASELINE_DASHES.get(k[0], "-"),
+                     "marker": "^"}
+    styles.update({k: FULL_STYLE for k in keys if k[0] == "full"})
+    return styles
 
 
 def lr_curves_figure(results: pd.DataFrame, *, title: str | None = None) -> Figure:
     """Left: the main dev metric at the last evaluation against learning rate; right: the dev loss
-    there. One line per (method, targets, r): the median over seeds, band min–max over seeds; full
-    fine-tuning black and dashed, other baselines grey."""
+    there. One line per (method, targets, r, size): the median over seeds, band min–max over seeds;
+    full fine-tuning black and dashed, each other baseline its own colour and dash (``_styles``)."""
     _need_lr_axis(results)
-    groups = results[lr.GROUP].drop_duplicates().sort_values(lr.GROUP)
-    colors = _colors(groups)
+    styles = _styles(results)
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
     for ax, value, ylabel in ((axes[0], "final_value", f"dev {results['metric'].iloc[0]} (last evaluation)"),
                               (axes[1], "final_dev_loss", "dev loss (last evaluation)")):
         curves = lr.lr_curves(results, value)
-        for key, curve in curves.groupby(lr.GROUP, sort=True):
-            row = dict(zip(lr.GROUP, key))
-            style = FULL_STYLE if row["method"] == "full" else {"color": colors.get(key, "grey"), "marker": "o"}
+        for key, curve in _in_table_order(curves):
+            row, style = dict(zip(lr.GROUP, key)), styles[key]
             curve = curve.sort_values("lr")
             ax.plot(curve["lr"], curve["median"], label=_label(row), **style)
             ax.fill_between(curve["lr"], curve["min"], curve["max"], color=style["color"], alpha=0.15)
@@ -61,7 +92,7 @@ def lr_curves_figure(results: pd.DataFrame, *, title: str | None = None) -> Figu
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[1].get_legend_handles_labels()  # beside the panels: a dozen groups cover a panel
     fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    n_seeds = int(results.groupby(lr.GROUP + ["lr"])["seed"].nunique().max())
+    n_seeds = int(lr.with_size(results).groupby(lr.GROUP + ["lr"])["seed"].nunique().max())
     fig.suptitle(title or f"Dev metric and loss against learning rate (median over {n_seeds} seed(s); "
                           "band: min–max over seeds)", y=1.02)
     fig.tight_layout()
@@ -69,7 +100,7 @@ def lr_curves_figure(results: pd.DataFrame, *, title: str | None = None) -> Figu
 
 
 def best_lr_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (method, targets, r): the best learning rate by the best evaluation's main metric and
+    """Per (method, targets, r, size): the best learning rate by the best evaluation's main metric and
     by the last evaluation's dev loss, each with the range of the per-seed best learning rates,
     the metric there (×100) and the ratio to full fine-tuning's best learning rate."""
     _need_lr_axis(results)
@@ -94,18 +125,18 @@ def best_lr_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def learning_curves_figure(curves: pd.DataFrame, results: pd.DataFrame, *, title: str | None = None) -> Figure:
-    """Training loss against step (log–log) of each (method, targets, r) at its best learning rate
-    (by the best evaluation's main metric), the median over seeds; full fine-tuning dashed."""
+    """Training loss against step (log–log) of each (method, targets, r, size) at its best learning
+    rate (by the best evaluation's main metric), the median over seeds; full fine-tuning black and
+    dashed, each other baseline its own colour and dash (``_styles``)."""
     if curves.empty:
         raise MissingData("no learning curves (metrics.jsonl has no training-loss records)")
     chosen = lr.curves_at_best_lr(curves, results, "value")
     if chosen.empty:
         raise MissingData("no learning curves for the finished cells")
-    colors = _colors(chosen[lr.GROUP].drop_duplicates().sort_values(lr.GROUP))
+    styles = _styles(chosen)
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
-    for key, curve in chosen.groupby(lr.GROUP, sort=True):
-        row = dict(zip(lr.GROUP, key))
-        style = FULL_STYLE if row["method"] == "full" else {"color": colors.get(key, "grey")}
+    for key, curve in _in_table_order(chosen):
+        row, style = dict(zip(lr.GROUP, key)), styles[key]
         ax.plot(curve["step"], curve["train_loss"], label=f"{_label(row)}, lr {curve['lr'].iloc[0]:g}",
                 **{k: v for k, v in style.items() if k != "marker"})
     ax.set_xscale("log")

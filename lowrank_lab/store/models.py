@@ -276,12 +276,16 @@ def _load_error(name: str, folder: Path | None, option: str, err: Exception) -> 
 
 
 def load_classifier(cell: str | Path, base: str | Path | None = None) -> Classifier:
-    """A saved LoRA cell as our Classifier (eval mode): base + ``cell/adapter`` + ``cell/head.*``,
-    giving the logits of training time (our LoRA layers, K = 1, exactly the training arithmetic).
+    """A saved classifier cell as our Classifier (eval mode): base + its adapter + ``cell/head.*``,
+    giving the logits of training time (K = 1, exactly the training arithmetic). The adapter is the
+    cell's LoRA adapter (``cell/adapter``, our LoRA layers), or an adapter baseline's: bottleneck
+    adapters (``cell/bottleneck``, houlsby / pfeiffer) or a prefix (``cell/prefix``, a PEFT
+    PREFIX_TUNING folder), put back by ``peft_format.load_bottleneck`` / ``load_prefix``.
 
     base  the base model (folder, hub id or "embedded"); default: the adapter's base_model_name_or_path.
 
-    Without lowrank-lab, the same logits come from PEFT on the plain base::
+    Without lowrank-lab, the same logits come from PEFT on the plain base (``cell/prefix`` in place
+    of ``cell/adapter`` for a prefix cell; PEFT has no bottleneck adapters)::
 
         m = PeftModel.from_pretrained(AutoModel.from_pretrained(base), "cell/adapter").eval()
         h = m(**tok(texts, padding=True, return_tensors="pt")).last_hidden_state
@@ -292,25 +296,52 @@ def load_classifier(cell: str | Path, base: str | Path | None = None) -> Classif
     """
     import torch
 
-    from lowrank_lab.model.lora import inject
-    from lowrank_lab.store.layout import adapter_dir
-    from lowrank_lab.store.peft_format import read_adapter, read_head
+    from lowrank_lab.store import peft_format
 
     cell = Path(cell)
-    config, updates, _ = read_adapter(adapter_dir(cell))
-    weight, bias, pooling = read_head(cell)
+    kind, folder, config, updates = _saved_adapter(cell)  # read and checked before the base is loaded
+    weight, bias, pooling = peft_format.read_head(cell)
     name = str(base or config["base_model_name_or_path"])
     encoder, _ = load_base(name, None if base else config.get("revision"),
                            option="base_model_name_or_path" if base is None else "base")
-    pooling = pooling or default_pooling(name)
     head = nn.Linear(weight.shape[1], weight.shape[0])
-    model = Classifier(encoder, head, pooling)
+    model = Classifier(encoder, head, pooling or default_pooling(name))
+    if kind == "bottleneck":
+        peft_format.load_bottleneck(encoder, folder)
+    elif kind == "prefix":
+        peft_format.load_prefix(encoder, folder)
+    else:
+        _load_lora(model, updates)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    return model.eval()
+
+
+def _saved_adapter(cell: Path) -> tuple[str, Path, dict, dict | None]:
+    """(kind, folder, config, LoRA updates) of a cell's adapter: "prefix" or "bottleneck" when the
+    cell holds that folder (``peft_format.method_adapter_dir``; no updates), else "lora"
+    (``cell/adapter``). Each reader checks its files and names the one at fault."""
+    from lowrank_lab.store.layout import adapter_dir
+    from lowrank_lab.store.peft_format import method_adapter_dir, read_adapter, read_bottleneck, read_prefix
+
+    for kind, method, read in (("prefix", "prefix", read_prefix), ("bottleneck", "houlsby", read_bottleneck)):
+        folder = method_adapter_dir(cell, method)
+        if folder.is_dir():
+            return kind, folder, read(folder)[0], None
+    config, updates, _ = read_adapter(adapter_dir(cell))
+    return "lora", adapter_dir(cell), config, updates
+
+
+def _load_lora(model: Classifier, updates: dict) -> None:
+    """Our LoRA layers (K = 1) on the Classifier's encoder, holding the saved factors and scaling."""
+    import torch
+
+    from lowrank_lab.model.lora import inject
+
     layers = inject(model, [CLASSIFIER_PREFIX + p for p in updates], [[u.r] for u in updates.values()], [1.0])
     with torch.no_grad():
         for layer, u in zip(layers.values(), updates.values(), strict=True):
             layer.A[0].copy_(u.A)
             layer.B[0].copy_(u.B)
             layer.scaling.fill_(u.scaling)
-        head.weight.copy_(weight)
-        head.bias.copy_(bias)
-    return model.eval()

@@ -1,9 +1,9 @@
-"""The packed model: K cells sharing one frozen base, each with its own LoRA factors (or trained
-weights, for full fine-tuning and BitFit), head and initialisation seed; their per-cell gradient
-clipping, optimizer and training precision.
+"""The packed model: K cells sharing one frozen base, each with its own LoRA factors (or bottleneck
+adapters or prefix, for the adapter baselines; or trained weights, for full fine-tuning and BitFit),
+head and initialisation seed; their per-cell gradient clipping, optimizer and training precision.
 
-Packed tensors keep the cell in dim 0 (A: K × r_max × k, B: K × d × r_max, heads K × …), so
-each cell's slice gets exactly the update it would get alone (``train.loop``).
+Packed tensors keep the cell in dim 0 (A: K × r_max × k, B: K × d × r_max, adapters K × …, heads
+K × …), so each cell's slice gets exactly the update it would get alone (``train.loop``).
 
 A decoder's pack is the causal LM itself (no head: the LM head scores the completion, frozen with the
 embeddings under LoRA); its LoRA paths are the causal LM's own, which are PEFT CAUSAL_LM's."""
@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lowrank_lab.spec import CellSpec, SpecError
+from lowrank_lab.spec import ADAPTER_METHODS, CellSpec, SpecError
 from lowrank_lab.maths.linalg import scaling_factor
 from lowrank_lab.train.optim import CellAdamW
+from lowrank_lab.model.adapter_set import AdapterSet, attach_adapters
 from lowrank_lab.model.lora import LoRALinear, PackedLinear, inject
 from lowrank_lab.model.base import Classifier, adapts, find_targets, kind_order, parse_label
 
@@ -34,6 +35,7 @@ class Pack:
     labels: dict[str, str]  # module path -> canonical label
     trainable: list[nn.Parameter] = field(default_factory=list)
     decoder: bool = False
+    adapters: AdapterSet | None = None  # the adapter baselines' bottleneck adapters or prefixes
 
     @property
     def K(self) -> int:
@@ -51,15 +53,17 @@ class Pack:
 
     @functools.cached_property
     def packed(self) -> frozenset[int]:
-        """ids of the parameters whose dim 0 is the cell (LoRA factors and heads)."""
+        """ids of the parameters whose dim 0 is the cell (LoRA factors, adapters or prefixes, heads)."""
         params = [p for layer in self.layers.values() for p in (layer.A, layer.B)]
-        return frozenset(map(id, params + self.heads))
+        adapters = self.adapters.parameters() if self.adapters is not None else []
+        return frozenset(map(id, params + adapters + self.heads))
 
 
 def build_pack(cells: Sequence[CellSpec], encoder: nn.Module, num_labels: int, pooling: str,
                decoder: bool = False) -> Pack:
-    """Inject K adapters (or unfreeze weights for full fine-tuning / BitFit, K = 1) and heads,
-    and initialise cell n from its own seed: A_n from its init scheme, B_n = 0, head_n as nn.Linear.
+    """Inject K LoRA adapters (or K bottleneck adapters or prefixes, ``model.adapter_set``; or
+    unfreeze weights for full fine-tuning / BitFit, K = 1) and heads, and initialise cell n from its
+    own seed: A_n from its init scheme, B_n = 0 (W_up = 0, or a prefix from N(0, 1)), head_n as nn.Linear.
 
     With `decoder`, `encoder` is a causal LM (AutoModelForCausalLM): no head is made (num_labels and
     pooling are unused) and the adapters go on its own module paths."""
@@ -84,7 +88,7 @@ def build_pack(cells: Sequence[CellSpec], encoder: nn.Module, num_labels: int, p
         scalings = [scaling_factor(c.lora.alpha, c.lora.r, c.lora.scaling_rule) for c in cells]
         layers = inject(model, paths, ranks, scalings, cells[0].lora.dropout)
         labels = dict(zip(paths, targets, strict=True))
-    else:
+    elif method not in ADAPTER_METHODS:
         _unfreeze(encoder, method)
     for n, cell in enumerate(cells):
         gen = torch.Generator().manual_seed(cell.train.seed)
@@ -92,8 +96,9 @@ def build_pack(cells: Sequence[CellSpec], encoder: nn.Module, num_labels: int, p
             layer.reset_adapter(n, cell.lora.init, gen)
         if head is not None:
             head.reset_head(n, gen)
+    adapters = attach_adapters(encoder, cells) if method in ADAPTER_METHODS else None  # each cell's own generator
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return Pack(cells, model, layers, labels, trainable, decoder)
+    return Pack(cells, model, layers, labels, trainable, decoder, adapters)
 
 
 def _unfreeze(base: nn.Module, method: str) -> None:
@@ -111,17 +116,22 @@ def _unfreeze(base: nn.Module, method: str) -> None:
 
 
 def trainable_parameters(pack: Pack, n: int) -> dict[str, int]:
-    """Trainable parameters of cell n: the adapter (Σ r·(d + k), paper §5.1) and the head (0 for a decoder)."""
+    """Trainable parameters of cell n: the adapter (LoRA: Σ r·(d + k), paper §5.1; the adapter
+    baselines: their cell-n tensors without padding, which ``attach_adapters`` checked against the
+    paper's formula) and the head (0 for a decoder)."""
     head = sum(p[n].numel() for p in pack.heads)
     if pack.cells[n].lora.method == "lora":
         adapter = sum(layer.ranks[n] * (layer.d + layer.k) for layer in pack.layers.values())
+    elif pack.adapters is not None:
+        adapter = pack.adapters.count(n)
     else:
         adapter = sum(p.numel() for p in pack.base.parameters() if p.requires_grad)
     return {"adapter": adapter, "head": head, "total": adapter + head}
 
 
 def cell_slices(pack: Pack, n: int) -> dict[str, Tensor]:
-    """Cell n's trainable tensors by name (views; LoRA factors without their zero padding)."""
+    """Cell n's trainable tensors by name (views; LoRA factors and bottleneck adapters without their
+    zero padding; an adapter baseline's by ``AdapterSet.slices``' names, the base model's paths)."""
     out = {} if pack.decoder else {"head.weight": pack.model.head.weight[n], "head.bias": pack.model.head.bias[n]}
     if pack.cells[n].lora.method == "lora":
         for path, layer in pack.layers.items():
@@ -129,6 +139,8 @@ def cell_slices(pack: Pack, n: int) -> dict[str, Tensor]:
             if r:
                 out[f"{path}.lora_A"] = layer.A[n, :r]
                 out[f"{path}.lora_B"] = layer.B[n, :, :r]
+    elif pack.adapters is not None:
+        out.update(pack.adapters.slices(n))
     else:
         out.update({f"model.{k}": p for k, p in pack.base.named_parameters() if p.requires_grad})
     return out

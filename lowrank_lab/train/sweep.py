@@ -25,14 +25,13 @@ from tqdm.auto import tqdm
 from lowrank_lab.store import checkpoints, files, layout, peft_format
 from lowrank_lab.store import tensors as tensors_io
 from lowrank_lab.store.records import CellSummary, PackInfo, TrainableParameters
-from lowrank_lab.spec import CellSpec, ExperimentSpec, SpecError, expand_sweep, kind_order, needs_model_kinds
+from lowrank_lab.spec import (ADAPTER_METHODS, CellSpec, ExperimentSpec, SpecError, expand_sweep, kind_order,
+                              needs_model_kinds)
 from lowrank_lab.train.causal import causal_dev, causal_encoded
 from lowrank_lab.train.data import load_task
 from lowrank_lab.train.distributed import World, close, device_for, init_world, share
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
 from lowrank_lab.model.lora import base_shape
-from lowrank_lab.model.adapter_set import attach_adapters
-from lowrank_lab.spec.sections import ADAPTER_METHODS
 from lowrank_lab.model.base import CLASSIFIER_PREFIX, find_targets
 from lowrank_lab.store.models import default_pooling, load_model, model_kinds, portable_name
 from lowrank_lab.maths.update import LowRankUpdate
@@ -263,14 +262,9 @@ def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: boo
 
 
 def _build_pack(cells: list[CellSpec], inputs: Inputs) -> Pack:
-    """``build_pack``, and for the adapter baselines their adapters (or prefixes) on the pack's base,
-    packed like the heads (dim 0 the cell: per-cell clipping)."""
-    pack = build_pack(cells, copy.deepcopy(inputs.encoder), inputs.task.num_labels, inputs.pooling, inputs.decoder)
-    if cells[0].lora.method in ADAPTER_METHODS:
-        pack.adapters = adapters = attach_adapters(pack.base, cells)
-        pack.trainable = [p for p in pack.model.parameters() if p.requires_grad]
-        pack.packed = pack.packed | frozenset(map(id, adapters.parameters()))  # until Pack has a field for them
-    return pack
+    """``build_pack`` on a copy of the sweep's shared base (the adapters and prefixes it puts on the
+    base change its modules)."""
+    return build_pack(cells, copy.deepcopy(inputs.encoder), inputs.task.num_labels, inputs.pooling, inputs.decoder)
 
 
 def _listed(names: list[str], shown: int = 3) -> str:
@@ -323,14 +317,12 @@ def _write_summaries(run: PackRun, states: list[CellState], meter: StepMeter, se
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     info = PackInfo(run.id, K, run.start_step, world.rank, world.size if data_parallel else 1)
     for n, (cell, d, st) in enumerate(zip(cells, run.dirs, states, strict=True)):
-        adapters, counts = getattr(run.pack, "adapters", None), trainable_parameters(run.pack, n)
-        if adapters is not None:  # provenance: the formula the count equals (Hu et al. 2021, §5.1)
-            counts = {**counts, "adapter": adapters.count(n), "total": adapters.count(n) + counts["head"]}
-            provenance = {**provenance, "trainable_formula": adapters.formula(n)}
+        if run.pack.adapters is not None:  # provenance: the formula the count equals (Hu et al. 2021, §5.1)
+            provenance = {**provenance, "trainable_formula": run.pack.adapters.formula(n)}
         layout.write_summary(d, CellSummary(
             cell=cell.name, status="failed" if st.failed or st.best is None else "done", error=st.failed,
             best=st.best, final=st.history[-1] if st.history else None, main_metric=task.main_metric, task=task.name,
-            trainable_parameters=TrainableParameters(**counts), pack=info,
+            trainable_parameters=TrainableParameters(**trainable_parameters(run.pack, n)), pack=info,
             wall_seconds=seconds, steps=steps,
             examples_per_second=steps * b / seconds if seconds else None,
             pack_examples_per_second=steps * b * K / seconds if seconds else None,
