@@ -114,6 +114,20 @@ def intruders(task: str) -> list[tuple[str, str]]:
             ("full fine-tuning", f"{per_cell.loc['full'].mean():.1f}")]
 
 
+def decoder() -> str:
+    """SmolLM2-135M on VADER (results/vader-smollm2-small): accuracy ×100 and the final training
+    (completion) loss, median over 2 seeds, per target set × r."""
+    res = pd.read_parquet(ROOT / "results" / "vader-smollm2-small" / "data" / "results.parquet")
+    med = res.groupby(["targets", "r"])[["value", "final_train_loss"]].median()
+    lines = ["| targets | " + " | ".join(f"r = {r}" for r in sorted(res.r.unique())) + " |",
+             "|---" * (res.r.nunique() + 1) + "|"]
+    for targets in ("q,v", "all-linear"):
+        cells = [f"{100 * med.loc[(targets, r), 'value']:.1f} / {med.loc[(targets, r), 'final_train_loss']:.2f}"
+                 for r in sorted(res.r.unique())]
+        lines.append(f"| {targets} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 BEGIN, END = "<!-- check_results.py: begin -->", "<!-- check_results.py: end -->"
 
 
@@ -145,6 +159,8 @@ def block() -> str:
     parts = ["**Table 2's shape** (dev metric ×100 at each cell's best evaluation, median ± half the range "
              "over 3 seeds)\n\n" + table2()]
     parts += [markdown(title, {task: fn(task) for task in TASKS}) for title, fn in tables]
+    parts.append("**SmolLM2-135M on VADER** (H200, `results/vader-smollm2-small`): dev accuracy ×100 / final "
+                 "training loss (completion tokens), median over 2 seeds\n\n" + decoder())
     return "\n\n".join([BEGIN, *parts, END])
 
 
