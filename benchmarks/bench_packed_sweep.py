@@ -39,7 +39,9 @@ from lowrank_lab.spec import DataSpec, ExperimentSpec, ModelSpec, SweepSpec, Tra
 from lowrank_lab.train.data import load_task
 from lowrank_lab.model.base import Classifier
 from lowrank_lab.store.models import load_base
-from lowrank_lab.train.loop import StepMeter, build_pack, encode, epoch_order, train_pack
+from lowrank_lab.train.batches import encode, epoch_order
+from lowrank_lab.train.loop import StepMeter, train_pack
+from lowrank_lab.train.pack import build_pack
 
 PEAK_TFLOPS = 790.0
 

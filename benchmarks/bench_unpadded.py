@@ -47,7 +47,9 @@ from lowrank_lab.train.batches import Encoded
 from lowrank_lab.train.causal import CausalDev
 from lowrank_lab.train.data import load_task
 from lowrank_lab.train.examples import Task
-from lowrank_lab.train.loop import StepMeter, build_pack, encode, train_pack
+from lowrank_lab.train.batches import encode
+from lowrank_lab.train.loop import StepMeter, train_pack
+from lowrank_lab.train.pack import build_pack
 
 VARIANTS = {"padded": {}, "padded + fused clip": {"fused_clip": True}, "unpadded": {"unpadded": True},
             "unpadded + fused clip": {"unpadded": True, "fused_clip": True}}

@@ -38,8 +38,9 @@ from lowrank_lab.spec import DataSpec, ExperimentSpec, ModelSpec, SweepSpec, Tra
 from lowrank_lab.train.data import load_task
 from lowrank_lab.store.models import load_base
 from lowrank_lab.model import varlen
-from lowrank_lab.train.loop import (GradBuffers, build_pack, clip_per_cell, encode, epoch_order, loss_per_cell,
-                                    make_optimizer)
+from lowrank_lab.train.batches import encode, epoch_order
+from lowrank_lab.train.loop import loss_per_cell
+from lowrank_lab.train.pack import GradBuffers, build_pack, clip_per_cell, make_optimizer
 
 VARIANTS = ("autocast", "bf16", "bf16+compile", "bf16+graphs", "autocast@grouped", "bf16+compile@grouped",
             "bf16+graphs@grouped", "bf16+fusedclip", "bf16+unpadded", "bf16+unpadded+fusedclip")

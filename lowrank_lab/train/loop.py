@@ -24,14 +24,13 @@ import torch
 from torch import Tensor, nn
 
 from lowrank_lab.spec import SpecError, TrainSpec
-from lowrank_lab.train.batches import Encoded, encode, epoch_order, resolve_device  # noqa: F401  (re-exported)
+from lowrank_lab.train.batches import Encoded, epoch_order
 from lowrank_lab.model import varlen
 from lowrank_lab.train.causal import completion_losses, evaluate_causal, varlen_completion_losses
 from lowrank_lab.train.data import LOWER_IS_BETTER, Task
 from lowrank_lab.train.distributed import all_reduce_mean_
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
-from lowrank_lab.train.pack import (GradBuffers, Pack, build_pack, cell_slices, clip_per_cell, make_optimizer,  # noqa: F401
-                                    per_cell_grad_norms, set_precision, trainable_parameters)
+from lowrank_lab.train.pack import GradBuffers, Pack, clip_per_cell, make_optimizer, set_precision
 from lowrank_lab.maths.metrics import compute_metrics
 
 

@@ -35,8 +35,9 @@ from lowrank_lab.model.lora import base_shape
 from lowrank_lab.model.base import CLASSIFIER_PREFIX, find_targets
 from lowrank_lab.store.models import default_pooling, load_model, model_kinds, portable_name
 from lowrank_lab.maths.update import LowRankUpdate
-from lowrank_lab.train.loop import (CellState, Pack, StepMeter, StepPlan, build_pack, cell_slices, encode,
-                                    resolve_device, train_pack, trainable_parameters)
+from lowrank_lab.train.batches import encode, resolve_device
+from lowrank_lab.train.loop import CellState, StepMeter, StepPlan, train_pack
+from lowrank_lab.train.pack import Pack, build_pack, cell_slices, trainable_parameters
 
 
 def _pack_key(cell: CellSpec) -> tuple:

@@ -17,7 +17,8 @@ from lowrank_lab.store.models import load_model
 from lowrank_lab.train.causal import (causal_dev, causal_encoded, completion_losses, evaluate_causal, generate_packed,
                                       hidden_states)
 from lowrank_lab.train.data import load_task
-from lowrank_lab.train.loop import _better, build_pack, cell_slices, train_pack, trainable_parameters
+from lowrank_lab.train.loop import _better, train_pack
+from lowrank_lab.train.pack import build_pack, cell_slices, trainable_parameters
 
 from conftest import NEGATIVE, POSITIVE, write_tiny_task
 

@@ -13,7 +13,9 @@ from lowrank_lab.store import checkpoints, layout, runs
 from lowrank_lab.store.models import load_base
 from lowrank_lab.train.data import load_task
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
-from lowrank_lab.train.loop import build_pack, encode, train_pack
+from lowrank_lab.train.batches import encode
+from lowrank_lab.train.loop import train_pack
+from lowrank_lab.train.pack import build_pack
 from lowrank_lab.train.sweep import pack_id, run_sweep
 from lowrank_lab_cli.main import cli
 

@@ -5,7 +5,6 @@ count of their tensors equal to the paper's formula."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 
 import pytest
@@ -18,7 +17,8 @@ from lowrank_lab.store import layout, peft_format, runs
 from lowrank_lab.store.models import load_base, load_model
 from lowrank_lab.train.causal import causal_dev, causal_encoded
 from lowrank_lab.train.data import load_task
-from lowrank_lab.train.loop import encode, train_pack
+from lowrank_lab.train.batches import encode
+from lowrank_lab.train.loop import train_pack
 from lowrank_lab.train.sweep import Inputs, _build_pack, plan_packs, run_sweep, save_cell
 
 from test_decoder_train import save_decoder

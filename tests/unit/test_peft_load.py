@@ -20,7 +20,7 @@ from lowrank_lab.store.adapters import load_external, resolve_base
 from lowrank_lab.store.models import (EMBEDDED_HUB_ID, embedded_model_dir, load_base, load_classifier,
                                       portable_name, resolve_model_path)
 from lowrank_lab.store.tensors import read_tensors
-from lowrank_lab.train.loop import build_pack
+from lowrank_lab.train.pack import build_pack
 from lowrank_lab.train.sweep import save_cell
 
 peft = pytest.importorskip("peft")

@@ -5,10 +5,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from lowrank_lab.spec import DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
+from lowrank_lab.spec import DataSpec, ExperimentSpec, ModelSpec, SweepSpec, TrainSpec, expand_sweep
 from lowrank_lab.train.data import load_task
 from lowrank_lab.store.models import load_base
-from lowrank_lab.train.loop import build_pack, cell_slices, encode, train_pack
+from lowrank_lab.train.batches import encode
+from lowrank_lab.train.loop import train_pack
+from lowrank_lab.train.pack import build_pack, cell_slices
 
 
 def _cells(tiny_bert, tiny_task, **sweep):
@@ -113,7 +115,7 @@ def test_sentence_pairs_keep_their_segment_ids(tiny_bert):
 
 
 def test_grouped_order_is_a_permutation_of_sorted_runs_aligned_across_cells():
-    from lowrank_lab.train.loop import epoch_order
+    from lowrank_lab.train.batches import epoch_order
 
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(3, 60, (1000,), generator=gen)
@@ -167,7 +169,7 @@ def test_packs_are_dealt_round_robin_so_each_holds_the_same_mix(tiny_bert, tiny_
 
 
 def test_gpu_precision_keeps_trained_tensors_float32_and_the_bf16_forward_close(tiny_bert, tiny_task):
-    from lowrank_lab.train.loop import set_precision
+    from lowrank_lab.train.pack import set_precision
 
     cells = _cells(tiny_bert, tiny_task, r=(2, 4))
     task = load_task(cells[0].data)

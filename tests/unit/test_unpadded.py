@@ -17,8 +17,9 @@ from lowrank_lab.store.models import load_base
 from lowrank_lab.train.batches import Encoded
 from lowrank_lab.train.causal import completion_losses, varlen_completion_losses
 from lowrank_lab.train.data import load_task
-from lowrank_lab.train.loop import (GradBuffers, build_pack, cell_slices, clip_per_cell, encode, loss_per_cell,
-                                    train_pack)
+from lowrank_lab.train.batches import encode
+from lowrank_lab.train.loop import loss_per_cell, train_pack
+from lowrank_lab.train.pack import GradBuffers, build_pack, cell_slices, clip_per_cell
 
 CPU = torch.device("cpu")
 
