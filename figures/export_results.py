@@ -8,13 +8,15 @@ analysis table of SWEEP/analysis/, each beside OUT/data/<table>.json: the table'
 sweep's resolved spec, its finished cells, the conventions, provenance) with "kept" saying which
 rows were kept. The large tables are cut to the rows the committed figures and quoted numbers
 draw on, so that a task's data stays under a megabyte:
-- phi: target set q,v (the paper's); "ranks": r1 = 8 against the largest r (Figs. 3, 6);
-  "seeds": every i, j at r = 8, i, j ≤ 16 at the largest r (Figs. 4, 7); every "random" row;
-- phi_w0: target set q,v, seed 0, adapter rank 4 and 8, and j ≤ 16 at the largest r (Fig. 8);
-- spectrum: LoRA q,v and full fine-tuning's seed 0; eckart_young: seed 0 (the figures' seed);
+- phi: target set q,v (the paper's; else the sweep's first); "ranks": r1 = 8 (else the largest
+  below it) against the largest r (Figs. 3, 6); "seeds": every i, j at r = r1, i, j ≤ 16 at the
+  largest r (Figs. 4, 7); every "random" row;
+- phi_w0: that target set, seed 0, adapter rank 4 and 8, and j ≤ 16 at the largest r (Fig. 8);
+- spectrum: LoRA of that target set and full fine-tuning's seed 0; eckart_young: seed 0;
 the φ columns are stored as float32 (7 significant digits; RESULTS.md quotes at most 4), every
-other table whole. The sweep's path is replaced by its folder name, and an absolute sweep.out_dir
-by "RUNS_DIR" (the folder it ran in is machine-specific).
+other table whole; φ tables keep the q and v matrices only (the figures' ΔWq and ΔWv). Paths are
+machine-specific: the sweep's is replaced by its folder name, an absolute sweep.out_dir by
+"RUNS_DIR", and any other absolute path (a cache folder) by ".../" and its last component.
 """
 
 import argparse
@@ -33,24 +35,41 @@ def read(analysis: Path, name: str) -> pd.DataFrame:
 
 
 def keep_rows(name: str, table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    qv = table.targets == "q,v" if "targets" in table else None
+    sets = [t for t in table.get("targets", pd.Series(dtype=str)).dropna().unique() if t]
+    targets = "q,v" if "q,v" in sets else (sets[0] if sets else "")
+    mine = table.targets == targets if "targets" in table else None
+    if name in ("phi", "phi_w0"):
+        mine = mine & table.module.isin(["q", "v"])
     if name == "phi":
-        top = int(table.loc[table.comparison == "ranks", "r2"].max())
-        ranks = (table.comparison == "ranks") & qv & (table.r2 == top) & (table.r1 == 8)
-        seeds = (table.comparison == "seeds") & qv & ((table.r1 == 8) | ((table.r1 == top) & (table.i <= 16)
-                                                                          & (table.j <= 16)))
+        ranks_seen = sorted(set(table.loc[table.comparison == "ranks", "r2"]) | set(table.loc[table.comparison == "ranks", "r1"]))
+        top = int(max(ranks_seen))
+        r1 = 8 if 8 in ranks_seen and top > 8 else int(max(r for r in ranks_seen if r < top))
+        ranks = (table.comparison == "ranks") & mine & (table.r2 == top) & (table.r1 == r1)
+        seeds = (table.comparison == "seeds") & mine & ((table.r1 == r1) | ((table.r1 == top) & (table.i <= 16)
+                                                                            & (table.j <= 16)))
         return _float32(table[ranks | seeds | (table.comparison == "random")]), \
-            f"targets q,v; ranks: r1 = 8 against r2 = {top}; seeds: r = 8, and i, j <= 16 at r = {top}; every random row"
+            f"targets {targets}, q and v matrices; ranks: r1 = {r1} against r2 = {top}; seeds: r = {r1}, and i, j <= 16 at r = {top}; every random row"
     if name == "phi_w0":
         top = int(table.r2.max())
-        kept = qv & (table.seed == 0) & (table.r2.isin([4, 8]) | ((table.r2 == top) & (table.j <= 16)))
-        return _float32(table[kept]), f"targets q,v, seed 0: adapter rank 4, 8, and j <= 16 at {top}"
+        kept = mine & (table.seed == 0) & (table.r2.isin([4, 8]) | ((table.r2 == top) & (table.j <= 16)))
+        return _float32(table[kept]), f"targets {targets}, q and v matrices, seed 0: adapter rank 4, 8, and j <= 16 at {top}"
     if name == "spectrum":
-        return table[(qv & (table.method == "lora")) | ((table.method == "full") & (table.seed == 0))], \
-            "LoRA q,v; full fine-tuning seed 0"
+        return table[(mine & (table.method == "lora")) | ((table.method == "full") & (table.seed == 0))], \
+            f"LoRA {targets}; full fine-tuning seed 0"
     if name == "eckart_young":
         return table[table.seed == 0], "seed 0"
     return table, "every row"
+
+
+def portable(value):
+    """`value` with every absolute path string replaced by ".../" and its last component."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and value.startswith("/") and " " not in value:
+        return f".../{Path(value).name}"
+    return value
 
 
 def _float32(table: pd.DataFrame) -> pd.DataFrame:
@@ -65,8 +84,8 @@ def main() -> None:
     analysis, data = args.sweep / "analysis", args.out / "data"
     data.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
-        if not (analysis / f"{name}.json").exists():
-            print(f"{name}: not computed, skipped")
+        if not (analysis / f"{name}.json").exists() or not json.loads((analysis / f"{name}.json").read_text())["rows"]:
+            print(f"{name}: not computed or empty, skipped")
             continue
         table, kept = keep_rows(name, read(analysis, name))
         table.to_parquet(data / f"{name}.parquet", compression="zstd", index=False)
@@ -74,6 +93,7 @@ def main() -> None:
         meta.update(sweep=args.sweep.name, kept=kept, rows_kept=len(table), format="parquet (zstd)")
         if Path(meta["sweep_spec"]["sweep"]["out_dir"]).is_absolute():
             meta["sweep_spec"]["sweep"]["out_dir"] = "RUNS_DIR"
+        meta = portable(meta)
         (data / f"{name}.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
         print(f"{name}: {len(table)} rows ({kept}), {(data / f'{name}.parquet').stat().st_size:,} bytes")
 

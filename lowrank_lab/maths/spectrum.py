@@ -5,7 +5,6 @@ factors) or from a dense SVD (full fine-tuning's ΔW); intruder dimensions compa
 vectors of W0 + ΔW with W0's (Shuttleworth et al. 2024). Only torch is imported.
 """
 
-import math
 
 import torch
 from torch import Tensor

@@ -116,6 +116,10 @@ def summary(spec: Mapping, frames: Mapping[str, pd.DataFrame], shown: Sequence[S
     drawn = [s for s in shown if not s.skipped]
     skipped = [s.entry.paper for s in shown if s.skipped]
     lines = ["## Summary", "", f"**Trained.** {trained(spec, results)}", ""]
+    w0 = ((spec.get("provenance") or {}).get("model") or {}).get("w0")
+    if w0:  # the embedded decoder: its W0 is not the published model's
+        lines += [f"**W0.** {w0}. Every analysis against W0 (Table 7, the amplification factor, Fig. 8, "
+                  "intruders) describes this W0, quantisation noise included.", ""]
     lines += ["**Results** (the main metric ×100, the paper's unit):", ""]
     lines += [f"- {line}" for line in best_cells(results)] + [""]
     numbers = headline(frames)
@@ -124,7 +128,7 @@ def summary(spec: Mapping, frames: Mapping[str, pd.DataFrame], shown: Sequence[S
     lines += [f"**φ figures** show {SIDE_TEXT.get(view.side, view.side)}; sides computed for this sweep: "
               f"{', '.join(sides) or 'none'} (`lowrank-lab report SWEEP --side B` shows another).", "",
               f"**Shown:** {len(drawn)} of {len(shown)} figures and tables"
-              + (f"; skipped (see each section for how to get it): {', '.join(skipped)}." if skipped else "."), ""]
+              + (f"; skipped (see each section for how to get it): {'; '.join(skipped)}." if skipped else "."), ""]
     return lines
 
 
