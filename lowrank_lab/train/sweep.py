@@ -12,15 +12,12 @@ import contextlib
 import copy
 import hashlib
 import math
-import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from lowrank_lab.store import checkpoints, files, layout, peft_format
 from lowrank_lab.store import tensors as tensors_io
@@ -38,6 +35,7 @@ from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.train.batches import encode, resolve_device
 from lowrank_lab.train.loop import CellState, StepMeter, StepPlan, train_pack
 from lowrank_lab.train.pack import Pack, build_pack, cell_slices, trainable_parameters
+from lowrank_lab.train.progress import cell_progress, step_progress
 
 
 def _pack_key(cell: CellSpec) -> tuple:
@@ -166,7 +164,7 @@ def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
          f"{world.size} process(es), device {device}")
     data_parallel = spec.sweep.data_parallel and world.size > 1
     mine = _my_packs(spec, todo, inputs, device, world, data_parallel, echo)
-    overall = tqdm(total=sum(map(len, mine)), desc="sweep", unit="cell", disable=_quiet(), position=0)
+    overall = cell_progress(sum(map(len, mine)))
     try:
         with StopRequest() as stop:
             for cells_of_pack in mine:
@@ -208,13 +206,6 @@ def _my_packs(spec: ExperimentSpec, todo: list[CellSpec], inputs: Inputs | None,
 def failed_cells(sweep: Path) -> list[str]:
     """Names of the cells the manifest marks failed (NaN loss, no finite evaluation)."""
     return layout.read_manifest(sweep).names("failed")
-
-
-def _quiet() -> bool | None:
-    """Progress bars on a terminal, off in CI or with LOWRANK_LAB_PROGRESS=0."""
-    if os.environ.get("LOWRANK_LAB_PROGRESS") == "0" or os.environ.get("CI"):
-        return True
-    return None if sys.stderr.isatty() else True
 
 
 @dataclass
@@ -289,8 +280,7 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
     def on_checkpoint(step, optimizer, schedule, st) -> None:
         _checkpoint(run.folder, pack, step, optimizer, schedule, st)
 
-    bar = tqdm(total=run.total, initial=run.start_step, desc=f"pack of {len(cells)}", unit="step",
-               disable=_quiet(), position=1, leave=False)
+    bar = step_progress(run.total, run.start_step, f"pack of {len(cells)}")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
@@ -302,7 +292,8 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
                             stop=stop, progress=bar, shard=(world.rank, world.size) if data_parallel else (0, 1),
                             meter=meter)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return states, meter, time.perf_counter() - t0
