@@ -2,22 +2,22 @@
 
 Keeps every cell's config, metrics and summary; the adapters of the first `--adapter-seeds`
 seeds (the subspace and amplification analyses need two seeds); for full fine-tuning only the
-attention matrices of the first seed (for Eckart–Young). Writes a .tar.gz split into 15 MiB parts.
+attention matrices of the first seed (spectra, intruders, Eckart–Young), with `--mlp` its MLP
+matrices too (they double the size: mind the 64 MiB a device call brings back). Writes a .tar.gz split into 15 MiB parts.
 
-Usage: python benchmarks/transport.py SWEEP_DIR OUT_PREFIX [--adapter-seeds 2]
+Usage: python benchmarks/transport.py SWEEP_DIR OUT_PREFIX [--adapter-seeds 2] [--mlp]
 """
 
 import argparse
 import io
 import json
-import re
 import subprocess
 import tarfile
 from pathlib import Path
 
 from safetensors.torch import load_file, save
 
-ATTENTION = re.compile(r"attention\.(self\.(query|key|value)|output\.dense)\.weight$")
+from lowrank_lab.model.base import classify_module
 
 
 def main() -> None:
@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("sweep", type=Path)
     ap.add_argument("out")
     ap.add_argument("--adapter-seeds", type=int, default=2)
+    ap.add_argument("--mlp", action="store_true", help="keep full fine-tuning's MLP matrices too")
     args = ap.parse_args()
     root = args.sweep.parent
     tar_path = Path(f"{args.out}.tar.gz")
@@ -40,7 +41,8 @@ def main() -> None:
             if path.name == "weights.safetensors":
                 if seed != 0:
                     continue
-                kept = {k: v for k, v in load_file(path).items() if ATTENTION.search(k)}
+                kept = {k: v for k, v in load_file(path).items()
+                        if k.endswith(".weight") and classify_module(k.removesuffix(".weight"), mlp=args.mlp)}
                 data = save(kept)
                 info = tarfile.TarInfo(str(rel))
                 info.size = len(data)
