@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from lowrank_lab.analysis import tables as an
+from lowrank_lab.store import tables as st
 from lowrank_lab.analysis import external
 from lowrank_lab.workflow import external as wx
 from lowrank_lab.maths import linalg
@@ -130,7 +130,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    amp = tables[an.AMPLIFICATION].set_index("label")
+    amp = tables[st.AMPLIFICATION].set_index("label")
     dist = compared[external.DISTANCES]
     rel_w0 = amp.loc[label, "proj_w0"] / dense["proj_w0"]
     rel_amp = amp.loc[label, "amplification"] / dense["amplification"]

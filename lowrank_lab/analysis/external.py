@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from lowrank_lab.analysis import tables as an
+from lowrank_lab.store import tables as st
 from lowrank_lab.maths import linalg
 from lowrank_lab.store import files
 from lowrank_lab.store.adapters import ExternalAdapter
@@ -37,7 +38,7 @@ from lowrank_lab.maths.update import LowRankUpdate
 
 DISTANCES = "distances"  # one row per shared label: φ(r1, r2), principal angles, ‖ΔWa − ΔWb‖
 COMPARE_PHI = "phi"  # φ grids between two adapters, per label
-ANALYZE_TABLES = (an.SPECTRUM, an.SPECTRUM_METRICS, an.PHI_W0, an.AMPLIFICATION, an.INTRUDERS)
+ANALYZE_TABLES = (st.SPECTRUM, st.SPECTRUM_METRICS, st.PHI_W0, st.AMPLIFICATION, st.INTRUDERS)
 
 CONVENTIONS = {
     **an.CONVENTIONS,
@@ -69,8 +70,8 @@ class AnalysisOptions:
     """Seed of the generator behind every random baseline and randomized SVD."""
 
     def __post_init__(self):
-        if self.side not in an.SIDES:
-            raise files.RunError(f"AnalysisOptions.side={self.side!r}: use one of {', '.join(an.SIDES)}")
+        if self.side not in st.SIDES:
+            raise files.RunError(f"AnalysisOptions.side={self.side!r}: use one of {', '.join(st.SIDES)}")
         if self.n_w0 is not None and self.n_w0 < 1:
             raise files.RunError(f"AnalysisOptions.n_w0={self.n_w0}: must be >= 1")
 
@@ -134,10 +135,10 @@ def analyze_adapter(ext: ExternalAdapter, opts: AnalysisOptions = AnalysisOption
             intr += an.intruder_rows(label, W0.double(), W0.double() + D)
         del W0
     kinds = pd.DataFrame([{"label": lab, "kind": u.kind, "r": u.r} for lab, u in updates.items()])
-    tables = {an.SPECTRUM: an.spectrum_table(spectra), an.SPECTRUM_METRICS: an.spectrum_metrics_table(spectra),
-              an.PHI_W0: pd.concat(phi, ignore_index=True), an.AMPLIFICATION: pd.DataFrame(amp),
-              an.INTRUDERS: pd.DataFrame(intr)}
-    for name in (an.SPECTRUM, an.SPECTRUM_METRICS, an.INTRUDERS):
+    tables = {st.SPECTRUM: an.spectrum_table(spectra), st.SPECTRUM_METRICS: an.spectrum_metrics_table(spectra),
+              st.PHI_W0: pd.concat(phi, ignore_index=True), st.AMPLIFICATION: pd.DataFrame(amp),
+              st.INTRUDERS: pd.DataFrame(intr)}
+    for name in (st.SPECTRUM, st.SPECTRUM_METRICS, st.INTRUDERS):
         if not tables[name].empty:
             tables[name] = tables[name].merge(kinds, on="label", how="left")
     return tables

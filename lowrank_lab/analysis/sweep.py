@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from lowrank_lab.analysis import tables as an
+from lowrank_lab.store import tables as st
 from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.model.base import classify_module, kind_order, module_label, parse_label
 from lowrank_lab.model.lora import Conv1D, weight_as_W0
@@ -214,10 +215,10 @@ def _full_frames(run: Run, weights: Mapping[str, Tensor], lora: list[Run], base:
     meta = pd.DataFrame([{"source": r.path.name, "lora_targets": r.spec.lora.targets} for r in same_seed],
                         columns=["source", "lora_targets"])
     ey = ey.merge(meta, on="source", how="left").fillna({"lora_targets": ""})
-    return {an.SPECTRUM: an.lead_columns(an.spectrum_table(spectra), **cols),
-            an.SPECTRUM_METRICS: an.lead_columns(an.spectrum_metrics_table(spectra), **cols),
-            an.INTRUDERS: an.lead_columns(pd.DataFrame(rows), **cols),
-            an.ECKART_YOUNG: an.lead_columns(ey, **{k: cols[k] for k in ("task", "cell", "seed")})}
+    return {st.SPECTRUM: an.lead_columns(an.spectrum_table(spectra), **cols),
+            st.SPECTRUM_METRICS: an.lead_columns(an.spectrum_metrics_table(spectra), **cols),
+            st.INTRUDERS: an.lead_columns(pd.DataFrame(rows), **cols),
+            st.ECKART_YOUNG: an.lead_columns(ey, **{k: cols[k] for k in ("task", "cell", "seed")})}
 
 
 def spectrum_frames(sweep_runs: list[Run], base: BaseWeights,
@@ -225,15 +226,15 @@ def spectrum_frames(sweep_runs: list[Run], base: BaseWeights,
     """spectrum, spectrum_metrics, intruders (LoRA and full fine-tuning) and eckart_young (each
     full fine-tuning cell, with the LoRA cells of the same seed beside it). `full_weights`: the
     trained weights of the full fine-tuning cells that kept them, by cell name."""
-    out: dict[str, list[pd.DataFrame]] = {an.SPECTRUM: [], an.SPECTRUM_METRICS: [], an.INTRUDERS: [],
-                                          an.ECKART_YOUNG: []}
+    out: dict[str, list[pd.DataFrame]] = {st.SPECTRUM: [], st.SPECTRUM_METRICS: [], st.INTRUDERS: [],
+                                          st.ECKART_YOUNG: []}
     lora = lora_runs(sweep_runs)
     for run in lora:
         cols = run_columns(run)
         spectra = an.lowrank_spectra(run.updates)
-        out[an.SPECTRUM].append(an.lead_columns(an.spectrum_table(spectra), **cols))
-        out[an.SPECTRUM_METRICS].append(an.lead_columns(an.spectrum_metrics_table(spectra), **cols))
-    out[an.INTRUDERS] += map_runs(lambda run: an.lead_columns(an.intruder_table(run.updates, base, svd0=base.svd),
+        out[st.SPECTRUM].append(an.lead_columns(an.spectrum_table(spectra), **cols))
+        out[st.SPECTRUM_METRICS].append(an.lead_columns(an.spectrum_metrics_table(spectra), **cols))
+    out[st.INTRUDERS] += map_runs(lambda run: an.lead_columns(an.intruder_table(run.updates, base, svd0=base.svd),
                                                               **run_columns(run)), lora, base)
     for run in sweep_runs:
         if run.spec.lora.method == "full" and run.path.name in full_weights:

@@ -34,9 +34,7 @@ from lowrank_lab.model.base import parse_label
 from lowrank_lab.spec import CellSpec
 from lowrank_lab.spec.cells import ADAPTER_SIZE
 from lowrank_lab.store.records import CellSummary
-# The tables' names live with their files (store.tables, torch-free); re-exported for callers here.
-from lowrank_lab.store.tables import (AMPLIFICATION, ECKART_YOUNG, INTRUDERS, PHI, PHI_W0, RESULTS,  # noqa: F401
-                                      SIDES, SPECTRUM, SPECTRUM_METRICS, TABLES)
+from lowrank_lab.store.tables import SIDES
 
 EPSILONS = tuple(round(0.1 * n, 1) for n in range(1, 10))  # Shuttleworth et al. 2024 sweep ε
 INTRUDER_TOP_K = 10  # their find_intruder_dimensions.py default

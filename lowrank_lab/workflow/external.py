@@ -17,7 +17,6 @@ from pathlib import Path
 import pandas as pd
 
 from lowrank_lab.analysis import external as ax
-from lowrank_lab.analysis import tables as an
 from lowrank_lab.present import curves, plotting
 from lowrank_lab.present.select import MissingData, first_module, middle_layer, shown_modules
 from lowrank_lab.present.tables import to_markdown
@@ -115,24 +114,24 @@ def adapter_drawings(tables: dict[str, pd.DataFrame], name: str, side: str) -> d
     t = {key: _plot_columns(frame) for key, frame in tables.items() if not frame.empty}
     safe = name.replace("/", "__")
     drawings = {}
-    if an.SPECTRUM in t:
-        m = first_module(t[an.SPECTRUM])
-        layer = middle_layer(t[an.SPECTRUM].loc[t[an.SPECTRUM]["module"] == m, "layer"].dropna())
+    if st.SPECTRUM in t:
+        m = first_module(t[st.SPECTRUM])
+        layer = middle_layer(t[st.SPECTRUM].loc[t[st.SPECTRUM]["module"] == m, "layer"].dropna())
         drawings["spectrum"] = lambda: curves.spectrum_figure(
-            t[an.SPECTRUM], t[an.SPECTRUM_METRICS], layer, module=m,
+            t[st.SPECTRUM], t[st.SPECTRUM_METRICS], layer, module=m,
             title=f"Spectrum of ΔW{m} at layer L{layer}, adapter {name} (ΔW includes its scaling)")
-    if an.PHI_W0 in t:
-        m = first_module(t[an.PHI_W0])
-        layer = middle_layer(t[an.PHI_W0].loc[t[an.PHI_W0]["module"] == m, "layer"].dropna())
+    if st.PHI_W0 in t:
+        m = first_module(t[st.PHI_W0])
+        layer = middle_layer(t[st.PHI_W0].loc[t[st.PHI_W0]["module"] == m, "layer"].dropna())
         drawings["phi_w0"] = lambda: plotting.phi_w0_figure(
-            t[an.PHI_W0].assign(side=side), layer, module=m, side=side,
+            t[st.PHI_W0].assign(side=side), layer, module=m, side=side,
             title=f"φ(W{m}, ΔW{m}) at layer L{layer}, adapter {name} (side {side})")
-    if an.AMPLIFICATION in t:
+    if st.AMPLIFICATION in t:
         drawings["amplification"] = lambda: curves.amplification_figure(
-            t[an.AMPLIFICATION], paper=False, title=f"Amplification factor per matrix, adapter {name}")
-    if an.INTRUDERS in t:
+            t[st.AMPLIFICATION], paper=False, title=f"Amplification factor per matrix, adapter {name}")
+    if st.INTRUDERS in t:
         drawings["intruders"] = lambda: curves.intruders_figure(
-            t[an.INTRUDERS], title=f"Intruder dimensions of W0 + ΔW, adapter {name}")
+            t[st.INTRUDERS], title=f"Intruder dimensions of W0 + ΔW, adapter {name}")
     return {f"{safe}-{key}": draw for key, draw in drawings.items()}
 
 

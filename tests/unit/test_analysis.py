@@ -37,7 +37,7 @@ def _dense_basis(u: LowRankUpdate, side: str) -> torch.Tensor:
     return (Vh.mT if side == "dW_right" else U)[:, : u.r]
 
 
-@pytest.mark.parametrize("side", an.SIDES)
+@pytest.mark.parametrize("side", st.SIDES)
 def test_phi_table_equals_dense_formula_on_every_cell(gen, side):
     u1, u2 = _update(gen, 3), _update(gen, 5)
     table = an.phi_table({"L0.q": u1}, {"L0.q": u2}, side)
@@ -125,7 +125,7 @@ def test_default_n_w0_is_ten_percent_with_a_floor_and_a_cap():
 
 
 def test_sweep_phi_compares_ranks_at_one_seed_and_seeds_at_one_rank(analyzed):
-    phi = st.read_table(analyzed, an.PHI)
+    phi = st.read_table(analyzed, st.PHI)
     ranks = phi[phi["comparison"] == "ranks"]
     assert (ranks["seed1"] == ranks["seed2"]).all() and (ranks["r1"] < ranks["r2"]).all()
     seeds = phi[phi["comparison"] == "seeds"]
@@ -135,7 +135,7 @@ def test_sweep_phi_compares_ranks_at_one_seed_and_seeds_at_one_rank(analyzed):
 
 
 def test_sweep_amplification_matches_the_run_and_base_weights_directly(analyzed):
-    amp = st.read_table(analyzed, an.AMPLIFICATION)
+    amp = st.read_table(analyzed, st.AMPLIFICATION)
     run = runs.load_run(analyzed / "cells" / "lora-qv-r4-alpha_r-kaiming-seed1")
     u = run.updates["L2.v"]
     from lowrank_lab.store.models import load_base
@@ -161,12 +161,12 @@ def test_full_fine_tuning_delta_is_trained_minus_base_weight(analyzed):
     torch.testing.assert_close(deltas["L1.up"], W_up.double() - w0s["L1.up"])  # the MLP's matrices too
     torch.testing.assert_close(deltas["L1.down"], W_down.double() - w0s["L1.down"])
     assert list(deltas)[:6] == ["L0.q", "L0.k", "L0.v", "L0.o", "L0.up", "L0.down"]
-    spectrum = st.read_table(analyzed, an.SPECTRUM)
+    spectrum = st.read_table(analyzed, st.SPECTRUM)
     assert {"lora", "full"} <= set(spectrum["method"])
 
 
 def test_every_table_has_a_sidecar_with_conventions_spec_and_provenance(analyzed):
-    for name in an.TABLES:
+    for name in st.TABLES:
         side = json.loads(st.table_path(analyzed, name).with_suffix(".json").read_text())
         assert side["table"] == name and "git_commit" in side["provenance"]
         assert side["conventions"]["delta_w"].endswith("INCLUDES the scaling")
@@ -175,7 +175,7 @@ def test_every_table_has_a_sidecar_with_conventions_spec_and_provenance(analyzed
 
 def test_reading_a_table_that_was_not_computed_names_the_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="lowrank-lab subspace"):
-        st.read_table(tmp_path, an.PHI)
+        st.read_table(tmp_path, st.PHI)
 
 
 def _sweep_copy(src: Path, dst: Path) -> Path:
@@ -185,14 +185,14 @@ def _sweep_copy(src: Path, dst: Path) -> Path:
 
 def test_subspace_of_side_B_keeps_the_side_A_table_that_report_reads(analyzed, tmp_path):
     sweep = _sweep_copy(analyzed, tmp_path / "sweep")
-    before = st.read_table(sweep, an.PHI)
+    before = st.read_table(sweep, st.PHI)
     paths = ws.compute_subspace(sweep, ["B"], base=str(ROOT / "tests/fixtures/sweep/base"))
     assert {p.name for p in paths} == {"phi_B.csv", "phi_w0_B.csv"}
-    after = st.read_table(sweep, an.PHI)
+    after = st.read_table(sweep, st.PHI)
     assert set(after["side"]) == {"A"} and after.equals(before)
-    assert set(st.read_table(sweep, an.PHI, side="B")["side"]) == {"B"}
-    assert (st.table_side(sweep, an.PHI), st.table_side(sweep, an.PHI, "B")) == ("A", "B")
-    assert st.sides_computed(sweep) == ["A", "B"] and st.table_side(sweep, an.AMPLIFICATION) is None
+    assert set(st.read_table(sweep, st.PHI, side="B")["side"]) == {"B"}
+    assert (st.table_side(sweep, st.PHI), st.table_side(sweep, st.PHI, "B")) == ("A", "B")
+    assert st.sides_computed(sweep) == ["A", "B"] and st.table_side(sweep, st.AMPLIFICATION) is None
 
 
 def test_a_table_read_back_is_bit_identical_and_its_sidecar_states_the_format(tmp_path):
@@ -203,19 +203,19 @@ def test_a_table_read_back_is_bit_identical_and_its_sidecar_states_the_format(tm
     values = torch.randn(1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     values = (values * 10.0 ** torch.randint(-30, 30, (1000,), generator=torch.Generator().manual_seed(1))).numpy()
     frame = pd.DataFrame({"label": "L0.q", "phi": values, "third": [1 / 3] * 1000})
-    st.write_table(sweep, an.AMPLIFICATION, frame, {}, an.CONVENTIONS)
-    back = st.read_table(sweep, an.AMPLIFICATION)
+    st.write_table(sweep, st.AMPLIFICATION, frame, {}, an.CONVENTIONS)
+    back = st.read_table(sweep, st.AMPLIFICATION)
     assert (back["phi"].to_numpy() == values).all() and (back["third"] == 1 / 3).all()
-    assert st.read_sidecar(sweep, an.AMPLIFICATION)["format"]["floats"].startswith("shortest decimal")
-    assert st.is_current(sweep, an.AMPLIFICATION)
+    assert st.read_sidecar(sweep, st.AMPLIFICATION)["format"]["floats"].startswith("shortest decimal")
+    assert st.is_current(sweep, st.AMPLIFICATION)
 
 
 def test_ensure_tables_recomputes_only_what_is_stale(analyzed, tmp_path):
     sweep = _sweep_copy(analyzed, tmp_path / "sweep")
     assert ws.stale(sweep) == {}
-    meta = json.loads(st.table_path(sweep, an.AMPLIFICATION).with_suffix(".json").read_text())
+    meta = json.loads(st.table_path(sweep, st.AMPLIFICATION).with_suffix(".json").read_text())
     meta["cells"] = meta["cells"][:-1]  # as if a cell had finished since
-    st.table_path(sweep, an.AMPLIFICATION).with_suffix(".json").write_text(json.dumps(meta))
+    st.table_path(sweep, st.AMPLIFICATION).with_suffix(".json").write_text(json.dumps(meta))
     assert ws.stale(sweep) == {"amplify": ("A",)}
     written = ws.ensure_tables(sweep, base=str(ROOT / "tests/fixtures/sweep/base"), echo=lambda _: None)
     assert [p.name for p in written] == ["amplification.csv"] and ws.stale(sweep) == {}

@@ -18,6 +18,7 @@ from peft import LoraConfig  # noqa: E402
 
 from cli.main import cli  # noqa: E402
 from lowrank_lab.analysis import tables as an  # noqa: E402
+from lowrank_lab.store import tables as st
 from lowrank_lab.analysis import external
 from lowrank_lab.workflow import external as wx
 from lowrank_lab.maths import linalg  # noqa: E402
@@ -47,8 +48,8 @@ def test_analyze_tables_match_dense_recomputation(two):
     folder, base = two
     ext = load_external(folder, base=base)
     tables = external.analyze_adapter(ext)
-    metrics = tables[an.SPECTRUM_METRICS].set_index("label")
-    amp = tables[an.AMPLIFICATION].set_index("label")
+    metrics = tables[st.SPECTRUM_METRICS].set_index("label")
+    amp = tables[st.AMPLIFICATION].set_index("label")
     for label, u in ext.updates.items():
         D, W0 = _dense(u), ext.W0(u).double()
         S = torch.linalg.svdvals(D)
@@ -57,14 +58,14 @@ def test_analyze_tables_match_dense_recomputation(two):
         proj = torch.linalg.matrix_norm(U[:, :u.r].mT @ W0 @ Vh[:u.r].mT)
         assert amp.loc[label, "amplification"] == pytest.approx(float(S.norm() / proj), rel=1e-9)
         assert amp.loc[label, "proj_w0"] == pytest.approx(float(torch.linalg.svdvals(W0)[:u.r].norm()), rel=1e-9)
-    assert set(tables[an.INTRUDERS]["label"]) == set(ext.updates)
-    assert {"up", "down", "gate", "q"} <= set(tables[an.SPECTRUM]["module"])
+    assert set(tables[st.INTRUDERS]["label"]) == set(ext.updates)
+    assert {"up", "down", "gate", "q"} <= set(tables[st.SPECTRUM]["module"])
 
 
 def test_phi_w0_equals_the_sweep_analysis_phi_w0_table(two):
     folder, base = two
     ext = load_external(folder, base=base)
-    ours = external.analyze_adapter(ext)[an.PHI_W0]
+    ours = external.analyze_adapter(ext)[st.PHI_W0]
     ours = ours[ours["source"] == "adapter"].reset_index(drop=True)
     theirs = an.phi_w0_table(ext.updates, ext.W0)
     merged = ours.merge(theirs, on=["label", "i", "j"], suffixes=("", "_ref"))
@@ -80,10 +81,10 @@ def test_randomized_w0_route_is_exact_for_a_low_rank_w0(gen):
     dense = external.analyze_adapter(ext, external.AnalysisOptions(n_w0=r))
     fast = external.analyze_adapter(ext, external.AnalysisOptions(n_w0=r, dense_max=10))
     cols = ["proj_delta_w", "proj_w0", "norm_delta_w", "amplification"]
-    assert fast[an.AMPLIFICATION][cols].to_numpy() == pytest.approx(dense[an.AMPLIFICATION][cols].to_numpy(), rel=1e-5)
+    assert fast[st.AMPLIFICATION][cols].to_numpy() == pytest.approx(dense[st.AMPLIFICATION][cols].to_numpy(), rel=1e-5)
     adapter = lambda t: t[t["source"] == "adapter"]["phi"].to_numpy()  # noqa: E731
-    assert adapter(fast[an.PHI_W0]) == pytest.approx(adapter(dense[an.PHI_W0]), abs=1e-5)
-    assert fast[an.INTRUDERS].empty and fast[an.AMPLIFICATION]["w0_svd"].item() == "randomized"
+    assert adapter(fast[st.PHI_W0]) == pytest.approx(adapter(dense[st.PHI_W0]), abs=1e-5)
+    assert fast[st.INTRUDERS].empty and fast[st.AMPLIFICATION]["w0_svd"].item() == "randomized"
 
 
 def test_compare_distances_and_phi_match_dense(two):
@@ -122,8 +123,8 @@ def test_dora_is_analysed_as_its_dense_effective_delta(tmp_path):
     pm.save_pretrained(tmp_path / "dora")
     ext = load_external(tmp_path / "dora", base=base)
     tables = external.analyze_adapter(ext)
-    metrics = tables[an.SPECTRUM_METRICS].set_index("label")
-    amp = tables[an.AMPLIFICATION].set_index("label")
+    metrics = tables[st.SPECTRUM_METRICS].set_index("label")
+    amp = tables[st.AMPLIFICATION].set_index("label")
     for label in ext.updates:
         D = ext.dense_delta[label].double()
         assert metrics.loc[label, "kind"] == "dora"
