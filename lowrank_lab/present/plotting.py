@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from lowrank_lab.present.select import (  # noqa: E402,F401  (re-exported: figures share these rules)
-    PAPER_MODULES, MissingData, first_module, middle_layer, pick_targets, select, shown_modules, spread_layers)
+from lowrank_lab.present.select import (MissingData, first_module, middle_layer, pick_targets,  # noqa: E402
+                                        select, shown_modules)
 
 PHI_CMAP = "viridis"
 _select = select

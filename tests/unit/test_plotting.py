@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from lowrank_lab.present import curves, plotting
+from lowrank_lab.present import select as sel
 from lowrank_lab.present.select import pooled
 from lowrank_lab.store.figures import save_figure
 
@@ -22,9 +23,9 @@ def test_plotting_modules_do_not_import_torch(module):
 
 
 def test_middle_and_spread_layers_follow_the_paper_for_96_layers():
-    assert plotting.middle_layer(range(96)) == 47  # the 48th of 96
-    assert plotting.spread_layers(range(96)) == [0, 31, 63, 95]  # 1, 32, 64, 96 (1-based)
-    assert plotting.spread_layers(range(6)) == list(range(6))
+    assert sel.middle_layer(range(96)) == 47  # the 48th of 96
+    assert sel.spread_layers(range(96)) == [0, 31, 63, 95]  # 1, 32, 64, 96 (1-based)
+    assert sel.spread_layers(range(6)) == list(range(6))
 
 
 def test_phi_heatmap_puts_i_1_on_top_and_blanks_the_upper_triangle():
@@ -44,13 +45,13 @@ def test_save_figure_writes_png_and_pdf(tmp_path):
 
 def test_pick_targets_prefers_the_papers_q_v():
     table = pd.DataFrame({"targets": ["q", "q,k,v,o", "q,v", ""]})
-    assert plotting.pick_targets(table) == "q,v"
-    assert plotting.pick_targets(table[table["targets"] != "q,v"]) == "q,k,v,o"
+    assert sel.pick_targets(table) == "q,v"
+    assert sel.pick_targets(table[table["targets"] != "q,v"]) == "q,k,v,o"
 
 
 def test_seed_figure_without_two_seeds_raises_missing_data():
     phi = pd.DataFrame({"comparison": ["ranks"], "side": ["A"], "targets": ["q,v"]})
-    with pytest.raises(plotting.MissingData, match="two seeds"):
+    with pytest.raises(sel.MissingData, match="two seeds"):
         plotting.phi_seeds_figure(phi)
 
 
@@ -78,7 +79,7 @@ def test_phi_figures_use_the_matrices_the_adapter_has_and_take_a_title():
     assert [ax.get_title() for ax in fig.axes[:2]] == ["L1 ΔWv: φ(A_r=2, A_r=4)", "L1 ΔWv: j ≤ 2"]
     fig = plotting.phi_seeds_figure(_phi(comparison="seeds", pairs=((4, 4),)), title="φ between run/a and run/b")
     assert fig._suptitle.get_text() == "φ between run/a and run/b"
-    with pytest.raises(plotting.MissingData, match="no matrix k"):
+    with pytest.raises(sel.MissingData, match="no matrix k"):
         plotting.phi_ranks_figure(_phi(), modules=["k"])
 
 
