@@ -10,8 +10,8 @@ from pathlib import Path
 
 from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.spec import CellSpec
-from lowrank_lab.store.layout import (adapter_dir, analysis_dir, cell_dir, read_cell_config, read_manifest,  # noqa: F401
-                                      read_metrics, read_summary, sweep_dir, weights_path)
+from lowrank_lab.store.layout import (adapter_dir, cell_dir, read_cell_config, read_manifest, read_metrics,
+                                      read_summary)
 from lowrank_lab.store.peft_format import ADAPTER_CONFIG, read_adapter
 from lowrank_lab.store.records import CellSummary
 

@@ -20,7 +20,7 @@ from lowrank_lab.analysis import external as ax
 from lowrank_lab.present import curves, plotting
 from lowrank_lab.present.select import MissingData, first_module, middle_layer, shown_modules
 from lowrank_lab.present.tables import to_markdown
-from lowrank_lab.store import files, runs
+from lowrank_lab.store import files, layout, runs
 from lowrank_lab.store import figures as store_figures
 from lowrank_lab.store import tables as st
 from lowrank_lab.store.adapters import ExternalAdapter, find_adapters, load_all
@@ -174,7 +174,7 @@ def analyze(adapter: str | Path, base: str | Path | None = None, original_base: 
     write the tables (one file per table, an ``adapter`` column) and figures under `out`
     (default ADAPTER/analysis). Returns (paths written, the adapters' notes)."""
     root = Path(adapter)
-    out = Path(out) if out is not None else runs.analysis_dir(root)
+    out = Path(out) if out is not None else layout.analysis_dir(root)
     found = find([root], base, original_base)
     notes = _notes(found)
     joined, per = ax.analyze_many(found, opts)
@@ -199,7 +199,7 @@ def compare(adapters: Sequence[str | Path], base: str | Path | None = None, out:
     if len(found) < 2:
         raise files.RunError(f"{', '.join(map(str, roots))}: compare needs two different adapters, "
                              f"found {len(found)}")
-    out = Path(out) if out is not None else runs.analysis_dir(roots[0]) / "compare"
+    out = Path(out) if out is not None else layout.analysis_dir(roots[0]) / "compare"
     frames, notes = ax.compare_many(found, opts)
     notes = _notes(found) + notes
     images = _render(compare_drawings(frames[ax.COMPARE_PHI]), notes) if figures else {}

@@ -18,7 +18,7 @@ import pandas as pd
 from lowrank_lab.analysis import learning_rate as lr
 from lowrank_lab.analysis import sweep as sa
 from lowrank_lab.analysis import tables as an
-from lowrank_lab.store import files, runs, tensors
+from lowrank_lab.store import files, layout, runs, tensors
 from lowrank_lab.store import tables as st
 from lowrank_lab.store.runs import Run
 
@@ -66,8 +66,8 @@ def compute_amplification(sweep: Path, base: str | None = None) -> list[Path]:
 def full_weights(sweep_runs: list[Run]) -> dict[str, dict]:
     """{cell: trained weights} of the full fine-tuning cells that kept them (transported sweeps may
     keep them for one seed only)."""
-    return {run.path.name: tensors.read_tensors(runs.weights_path(run.path)) for run in sweep_runs
-            if run.spec.lora.method == "full" and runs.weights_path(run.path).exists()}
+    return {run.path.name: tensors.read_tensors(layout.weights_path(run.path)) for run in sweep_runs
+            if run.spec.lora.method == "full" and layout.weights_path(run.path).exists()}
 
 
 def compute_spectrum(sweep: Path, base: str | None = None) -> list[Path]:

@@ -12,7 +12,7 @@ import torch
 
 from lowrank_lab.analysis import tables as an
 from lowrank_lab.maths import linalg
-from lowrank_lab.store import runs, tensors
+from lowrank_lab.store import layout, runs, tensors
 from lowrank_lab.store import tables as st
 from lowrank_lab.analysis import sweep as sa
 from lowrank_lab.workflow import sweep as ws
@@ -153,7 +153,7 @@ def test_full_fine_tuning_delta_is_trained_minus_base_weight(analyzed):
     sweep_runs = runs.load_sweep(analyzed)
     full = next(r for r in sweep_runs if r.spec.lora.method == "full")
     base = sa.base_weights(sweep_runs, str(ROOT / "tests/fixtures/sweep/base"))
-    weights = tensors.read_tensors(runs.weights_path(full.path))
+    weights = tensors.read_tensors(layout.weights_path(full.path))
     deltas, w0s = sa.full_deltas(weights, base)
     W_ft = weights["encoder.layer.1.attention.output.dense.weight"]
     torch.testing.assert_close(deltas["L1.o"], W_ft.double() - w0s["L1.o"])

@@ -9,8 +9,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lowrank_lab.store import files
-from lowrank_lab.store import runs
+from lowrank_lab.store import files, layout, runs
 from lowrank_lab.spec import (CellSpec, DataSpec, LoRASpec, ModelSpec, SpecError, TrainSpec, build_spec,
                                 load_spec, parse_override)
 from lowrank_lab.train.data import load_task
@@ -86,7 +85,7 @@ def test_a_model_without_the_target_matrices_is_a_clear_error(tmp_path):
 def test_a_second_sweep_into_the_same_directory_is_refused(tiny_bert, tiny_task, tmp_path):
     spec = load_spec(None, [f"model.name={tiny_bert}", "data.task=file", f"data.path={tiny_task}",
                             f"sweep.out_dir={tmp_path}", "sweep.r=[1]", "train.device=cpu"])
-    with files.sweep_lock(runs.sweep_dir(spec)):
+    with files.sweep_lock(layout.sweep_dir(spec)):
         with pytest.raises(files.RunError, match="another sweep is writing"):
             run_sweep(spec, echo=lambda *_: None)
 
