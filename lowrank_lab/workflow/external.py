@@ -20,7 +20,7 @@ from lowrank_lab.analysis import external as ax
 from lowrank_lab.present import curves, plotting
 from lowrank_lab.present.select import MissingData, first_module, middle_layer, shown_modules
 from lowrank_lab.present.tables import to_markdown
-from lowrank_lab.store import files, layout, runs
+from lowrank_lab.store import files, layout
 from lowrank_lab.store import figures as store_figures
 from lowrank_lab.store import tables as st
 from lowrank_lab.store.adapters import ExternalAdapter, find_adapters, load_all
@@ -36,7 +36,7 @@ def named_folder(root: Path) -> Path:
     """The folder an adapter given as `root` is named after: `root` itself, or for the ``adapter/``
     folder of a sweep cell, the cell's folder."""
     root = Path(root).resolve()
-    return root.parent if runs.adapter_dir(root.parent) == root else root
+    return root.parent if layout.adapter_dir(root.parent) == root else root
 
 
 def _names(found: list[tuple[Path, ExternalAdapter]]) -> list[str]:
@@ -44,7 +44,7 @@ def _names(found: list[tuple[Path, ExternalAdapter]]) -> list[str]:
     folders above in front ("sweepA/cells/cell" …), and an index as the last resort."""
     folders = [named_folder(root) for root, _ in found]
     subs = [Path(ext.path).resolve().relative_to(root.resolve()) for root, ext in found]
-    tails = ["" if sub == Path(".") or runs.adapter_dir(root.resolve()) == Path(ext.path).resolve()  # a cell's adapter
+    tails = ["" if sub == Path(".") or layout.adapter_dir(root.resolve()) == Path(ext.path).resolve()  # a cell's adapter
              else f"/{sub.as_posix()}" for sub, (root, ext) in zip(subs, found, strict=True)]
     names = [f"{f.name}{t}" for f, t in zip(folders, tails, strict=True)]
     for depth in range(1, 6):

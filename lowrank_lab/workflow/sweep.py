@@ -83,18 +83,18 @@ def compute_spectrum(sweep: Path, base: str | None = None) -> list[Path]:
 def _done_cells(sweep: Path, read: Callable) -> list[tuple]:
     """(name, CellSpec, read(cell folder)) of every finished cell, in manifest order."""
     sweep = Path(sweep)
-    return [(name, runs.read_cell_config(folder), read(folder))
-            for name in st.done_cells(sweep) for folder in [runs.cell_dir(sweep, name)]]
+    return [(name, layout.read_cell_config(folder), read(folder))
+            for name in st.done_cells(sweep) for folder in [layout.cell_dir(sweep, name)]]
 
 
 def results_frame(sweep: Path) -> pd.DataFrame:
     """One row per finished cell (``analysis.tables.results_table``), read from the cells' records."""
-    return an.results_table(_done_cells(sweep, runs.read_summary))
+    return an.results_table(_done_cells(sweep, layout.read_summary))
 
 
 def learning_curves_frame(sweep: Path) -> pd.DataFrame:
     """The training loss against step of every finished cell (``analysis.learning_rate``)."""
-    return lr.learning_curves_table(_done_cells(sweep, runs.read_metrics))
+    return lr.learning_curves_table(_done_cells(sweep, layout.read_metrics))
 
 
 def compute_results(sweep: Path) -> list[Path]:
