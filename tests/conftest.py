@@ -105,3 +105,23 @@ def lr_analyzed(tmp_path_factory, tiny_bert) -> Path:
     sweep = run_sweep(spec, echo=lambda *_: None)
     compute_results(sweep)
     return sweep
+
+
+PEFT_BENIGN = ("is_gradient_checkpointing",)  # PEFT 0.21 on transformers 5: a deprecation, unrelated to the files
+
+
+def peft_from_pretrained(base, adapter: Path):
+    """PeftModel.from_pretrained(base, adapter) as a user calls it; the load_result of the same files
+    loaded again (from_pretrained reports no unexpected keys), and the warnings of loading that
+    matter (all but PEFT_BENIGN)."""
+    import warnings
+
+    import peft
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = peft.PeftModel.from_pretrained(base, str(adapter))
+        result = model.load_adapter(str(adapter), adapter_name="probe")
+        model.set_adapter("default")
+    serious = [str(w.message) for w in caught if not any(b in str(w.message) for b in PEFT_BENIGN)]
+    return model.eval(), result, serious

@@ -6,7 +6,6 @@ with grouped-query attention (k_proj, v_proj with d ≠ k)."""
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,8 @@ from tests.unit.test_decoder_model import tiny_gpt2, tiny_llama
 
 peft = pytest.importorskip("peft")
 
-BENIGN = ("is_gradient_checkpointing",)  # PEFT 0.21 on transformers 5: unrelated to the files
+from conftest import peft_from_pretrained  # noqa: E402
+
 IDS = torch.tensor([[1, 5, 9, 3, 7, 2], [4, 4, 8, 60, 11, 0]])
 
 
@@ -60,14 +60,9 @@ def _peft_logits(folder: Path, adapter: Path):
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = peft.PeftModel.from_pretrained(base, str(adapter))
-        result = model.load_adapter(str(adapter), adapter_name="probe")
-        model.set_adapter("default")
-    serious = [str(w.message) for w in caught if not any(b in str(w.message) for b in BENIGN)]
+    model, result, serious = peft_from_pretrained(base, adapter)
     with torch.no_grad():
-        return model.eval()(input_ids=IDS).logits, result, serious, model
+        return model(input_ids=IDS).logits, result, serious, model
 
 
 @pytest.mark.parametrize("make, kinds, ranks", [

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
@@ -25,10 +24,11 @@ from lowrank_lab.train.sweep import save_cell
 
 peft = pytest.importorskip("peft")
 
+from conftest import peft_from_pretrained  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY = ROOT / "tests/fixtures/legacy_cell"  # a cell of the first format, as the fixtures were before
 # PEFT 0.21 reads model.is_gradient_checkpointing, which transformers 5 deprecates: unrelated to the files
-BENIGN = ("is_gradient_checkpointing",)
 TEXTS = ["a wonderful film", "a dull, tedious mess of a movie"]
 
 
@@ -54,13 +54,7 @@ def _peft_on_plain_base(adapter: Path):
 
     config = json.loads((adapter / "adapter_config.json").read_text())
     base = AutoModel.from_pretrained(resolve_model_path(config["base_model_name_or_path"]), dtype=torch.float32)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = peft.PeftModel.from_pretrained(base, str(adapter))
-        result = model.load_adapter(str(adapter), adapter_name="probe")
-        model.set_adapter("default")
-    serious = [str(w.message) for w in caught if not any(b in str(w.message) for b in BENIGN)]
-    return model.eval(), result, serious
+    return peft_from_pretrained(base, adapter)
 
 
 @pytest.fixture(scope="module")
