@@ -20,8 +20,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lowrank_lab.spec.cells import ADAPTER_SIZE
-
 GROUP = ["method", "targets", "r", "size"]
 LOWER_IS_BETTER = ("loss", "perplexity")
 
@@ -98,9 +96,9 @@ def learning_curves_table(cells) -> pd.DataFrame:
     rows = []
     for name, spec, records in cells:
         logged = [r for r in records if r.get("kind") == "train"] or [r for r in records if "train_loss" in r]
-        is_lora, size_axis = spec.lora.method == "lora", ADAPTER_SIZE.get(spec.lora.method, (None,))[0]
+        is_lora = spec.lora.method == "lora"
         head = {"cell": name, "method": spec.lora.method, "targets": spec.lora.targets if is_lora else "",
-                "r": spec.lora.r if is_lora else 0, "size": getattr(spec.lora, size_axis) if size_axis else 0,
+                "r": spec.lora.r if is_lora else 0, "size": spec.size,
                 "alpha": spec.lora.alpha, "lr": spec.lr, "seed": spec.train.seed}
         rows += [{**head, "step": r["step"], "epoch": r["epoch"], "train_loss": r["train_loss"]} for r in logged]
     columns = ["cell", "method", "targets", "r", "size", "alpha", "lr", "seed", "step", "epoch", "train_loss"]

@@ -32,7 +32,6 @@ from lowrank_lab.maths import linalg, spectrum
 from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.model.base import parse_label
 from lowrank_lab.spec import CellSpec
-from lowrank_lab.spec.cells import ADAPTER_SIZE
 from lowrank_lab.store.records import CellSummary
 from lowrank_lab.store.tables import SIDES
 
@@ -314,7 +313,6 @@ def results_table(cells: Iterable[tuple[str, CellSpec, CellSummary]]) -> pd.Data
         final = summary.final or {}
         is_lora = lora.method == "lora"
         formula = summary.provenance.get("trainable_formula") or {}
-        size_axis = ADAPTER_SIZE.get(lora.method, (None,))[0]
         rows.append({
             "cell": name, "task": summary.task, "method": lora.method,
             "targets": lora.targets if is_lora else "", "r": lora.r if is_lora else 0,
@@ -324,7 +322,7 @@ def results_table(cells: Iterable[tuple[str, CellSpec, CellSummary]]) -> pd.Data
             "final_dev_loss": final.get("dev_loss", math.nan), "final_train_loss": final.get("train_loss", math.nan),
             "trainable_adapter": summary.trainable_parameters.adapter,
             "trainable_total": summary.trainable_parameters.total,
-            "size": getattr(lora, size_axis) if size_axis else 0, "trainable_formula": _formula_text(formula),
+            "size": spec.size, "trainable_formula": _formula_text(formula),
             "trainable_by_formula": formula.get("value", math.nan),
             "examples_per_second": summary.examples_per_second,
             **{f"dev_{k}": v for k, v in best.items() if k not in ("step", "epoch", "train_loss", "dev_loss")},

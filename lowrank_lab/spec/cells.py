@@ -31,13 +31,19 @@ class CellSpec:
         return {"full": self.train.full_lr, "bitfit": self.train.bitfit_lr}.get(self.lora.method, self.train.lr)
 
     @property
+    def size(self) -> int:
+        """The adapter baselines' size: bottleneck m (houlsby, pfeiffer) or prefix length l_p
+        (prefix); 0 for the other methods."""
+        axis = ADAPTER_SIZE.get(self.lora.method, (None,))[0]
+        return getattr(self.lora, axis) if axis else 0
+
+    @property
     def name(self) -> str:
         """Directory name of the cell, e.g. ``lora-qv-r8-alpha_r-kaiming-seed0``, with ``-lr0.001`` /
         ``-alpha16`` before the seed when the sweep varies them."""
         lora = self.lora
         if lora.method in ADAPTER_SIZE:
-            axis, letter = ADAPTER_SIZE[lora.method]
-            return f"{lora.method}-{letter}{getattr(lora, axis)}{self._axes()}-seed{self.train.seed}"
+            return f"{lora.method}-{ADAPTER_SIZE[lora.method][1]}{self.size}{self._axes()}-seed{self.train.seed}"
         if lora.method != "lora":
             return f"{lora.method}{self._axes()}-seed{self.train.seed}"
         rule = "alpha_r" if lora.scaling_rule == "alpha/r" else "alpha_sqrt_r"
