@@ -12,7 +12,8 @@ draw on, so that a task's data stays under a megabyte:
   below it) against the largest r (Figs. 3, 6); "seeds": every i, j at r = r1, i, j ≤ 16 at the
   largest r (Figs. 4, 7); every "random" row;
 - phi_w0: that target set, seed 0, adapter rank 4 and 8, and j ≤ 16 at the largest r (Fig. 8);
-- spectrum: LoRA of that target set and full fine-tuning's seed 0; eckart_young: seed 0;
+- spectrum: LoRA of that target set, and full fine-tuning's seed 0 at its q and v matrices and every
+  matrix of the middle layer (the figure's; spectrum_metrics keeps every matrix); eckart_young: seed 0;
 the φ columns are stored as float32 (7 significant digits; RESULTS.md quotes at most 4), every
 other table whole; φ tables keep the q and v matrices only (the figures' ΔWq and ΔWv). Paths are
 machine-specific: the sweep's is replaced by its folder name, an absolute sweep.out_dir by
@@ -25,13 +26,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from lowrank_lab.store import tables as st
+
 TABLES = ("results", "learning_curves", "phi", "phi_w0", "amplification", "spectrum", "spectrum_metrics",
           "intruders", "eckart_young")
 
 
 def read(analysis: Path, name: str) -> pd.DataFrame:
     csv, parquet = analysis / f"{name}.csv", analysis / f"{name}.parquet"
-    return pd.read_csv(csv) if csv.exists() else pd.read_parquet(parquet)
+    # the store's reader: CSV turns "" (the targets of a non-LoRA cell) into NaN, and back
+    return st.read_csv_table(csv) if csv.exists() else st.typed(pd.read_parquet(parquet))
 
 
 def keep_rows(name: str, table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -54,8 +58,11 @@ def keep_rows(name: str, table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         kept = mine & (table.seed == 0) & (table.r2.isin([4, 8]) | ((table.r2 == top) & (table.j <= 16)))
         return _float32(table[kept]), f"targets {targets}, q and v matrices, seed 0: adapter rank 4, 8, and j <= 16 at {top}"
     if name == "spectrum":
-        return table[(mine & (table.method == "lora")) | ((table.method == "full") & (table.seed == 0))], \
-            f"LoRA {targets}; full fine-tuning seed 0"
+        layers = sorted(table.layer.dropna().unique())
+        middle = layers[(len(layers) - 1) // 2] if layers else None
+        full = (table.method == "full") & (table.seed == 0) & (table.module.isin(["q", "v"]) | (table.layer == middle))
+        return table[(mine & (table.method == "lora")) | full], \
+            f"LoRA {targets}; full fine-tuning seed 0, its q and v matrices and every matrix of layer {middle}"
     if name == "eckart_young":
         return table[table.seed == 0], "seed 0"
     return table, "every row"

@@ -4,9 +4,9 @@
 import sys
 from pathlib import Path
 
-import pandas as pd
+from lowrank_lab.store.tables import read_csv_table
 
 for csv in sorted(Path(sys.argv[1]).glob("*/analysis/*.csv")):
-    table = pd.read_csv(csv)
+    table = read_csv_table(csv)  # "" stays "", integers stay integers
     table.to_parquet(csv.with_suffix(".parquet"), compression="zstd", index=False)
     print(csv.relative_to(sys.argv[1]), len(table), "rows", csv.with_suffix(".parquet").stat().st_size, "bytes")

@@ -55,6 +55,9 @@ def spearman(p: np.ndarray, y: np.ndarray) -> float:
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": accuracy, "f1": f1, "matthews": matthews, "pearson": pearson, "spearman": spearman}
+# Every metric here is a score on a 0–1 scale, which the paper prints ×100 ("91.3"); BLEU and
+# ROUGE-L (maths.text_metrics) are on its 0–100 scale already, a loss or perplexity on none.
+FRACTIONS = frozenset(METRICS)
 
 
 def compute_metrics(task_metrics: tuple[str, ...], predictions, labels) -> dict[str, float]:

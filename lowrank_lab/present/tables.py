@@ -15,6 +15,8 @@ import io
 
 import pandas as pd
 
+from lowrank_lab.maths.metrics import FRACTIONS
+from lowrank_lab.maths.text_metrics import POINTS
 from lowrank_lab.present.select import pick_targets
 from lowrank_lab.spec import ALL_LINEAR, kind_order
 
@@ -38,19 +40,36 @@ def number(v) -> str:
 
 
 def in_percent(results: pd.DataFrame) -> pd.DataFrame:
-    """`results` with the main metric (`value`) and every dev metric but the loss ×100, as the
-    paper reports accuracy, F1, MCC and correlations (Tables 2, 5, 6); `metric` gains " (%)"."""
-    scaled = [c for c in results.columns if c == "value" or (c.startswith("dev_") and "loss" not in c)]
-    out = results.assign(**{c: results[c] * 100 for c in scaled})
+    """`results` with every 0–1 score ×100, as the paper prints accuracy, F1, MCC and correlations
+    (Tables 2, 5, 6): the dev metrics among ``FRACTIONS``, and the main metric (`value`) of the rows
+    whose `metric` is one (every row when there is no `metric` column); such a column or metric
+    name gains " (%)". BLEU and ROUGE-L are on the paper's 0–100 scale already; losses and
+    perplexity have no percent."""
+    fractions = [c for c in results.columns if c.startswith("dev_") and c.removeprefix("dev_") in FRACTIONS]
+    out = results.assign(**{c: results[c] * 100 for c in fractions})
+    main = results["metric"].isin(FRACTIONS) if "metric" in results else pd.Series(True, index=results.index)
+    if "value" in out:
+        out["value"] = out["value"].where(~main, out["value"] * 100)
     if "metric" in out:
-        out["metric"] = out["metric"].astype(str) + " (%)"
-    return out.rename(columns={c: f"{c} (%)" for c in scaled if c.startswith("dev_")})
+        out["metric"] = out["metric"].astype(str).where(~main, out["metric"].astype(str) + " (%)")
+    return out.rename(columns={c: f"{c} (%)" for c in fractions})
+
+
+def in_points(name) -> bool:
+    """Whether a column or metric name is on the paper's 0–100 scale: "… (%)" (``in_percent``), or
+    BLEU and ROUGE-L, which are on it already."""
+    name = str(name)
+    return name.endswith("(%)") or name.removeprefix("dev_") in POINTS
 
 
 def one_decimal(table: pd.DataFrame) -> pd.DataFrame:
-    """Float cells as "91.0": metrics in percent keep the paper's one decimal (``number`` would
-    drop a trailing zero)."""
-    return table.apply(lambda col: col.map(lambda v: f"{v:.1f}") if pd.api.types.is_float_dtype(col) else col)
+    """Float cells of the 0–100 columns (``in_points``) as "91.0", the paper's one decimal (``number``
+    would drop a trailing zero); every other float through ``number`` (a loss of 0.0735 is no 0.1)."""
+    def cells(col: pd.Series) -> pd.Series:
+        if not pd.api.types.is_float_dtype(col):
+            return col
+        return col.map(lambda v: f"{v:.1f}") if in_points(col.name) else col.map(number)
+    return table.apply(cells)
 
 
 def varying_axes(results: pd.DataFrame, axes=AXES) -> list[str]:
@@ -94,8 +113,8 @@ def _median_spread(values: pd.Series, digits: int = 4) -> str:
 
 
 def _digits(results: pd.DataFrame) -> int:
-    """Decimals of a metric: 1 in percent (the paper's 91.3), else 4 (0.9130)."""
-    return 1 if "metric" in results and results["metric"].astype(str).str.endswith("(%)").any() else 4
+    """Decimals of a metric: 1 on the 0–100 scale (the paper's 91.3, BLEU 70.4), else 4 (0.9130)."""
+    return 1 if "metric" in results and results["metric"].map(in_points).any() else 4
 
 
 def target_order(targets: str) -> tuple:

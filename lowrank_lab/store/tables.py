@@ -64,7 +64,9 @@ def has_table(sweep: Path, name: str, side: str = "A") -> bool:
     return table_path(sweep, name, side).exists()
 
 
-def _typed(table: pd.DataFrame) -> pd.DataFrame:
+def typed(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` as written: the nullable integer columns as Int64, the text columns' NaN (how CSV
+    reads "") back to "". Every reader of a saved table (CSV, or its Parquet copy) goes through it."""
     for column in _INTEGER_COLUMNS:
         if column in table:
             table[column] = table[column].astype("Int64")
@@ -74,6 +76,11 @@ def _typed(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def read_csv_table(path: Path) -> pd.DataFrame:
+    """A saved table's CSV as written (floats exactly, ``typed``); pandas' EmptyDataError when empty."""
+    return typed(pd.read_csv(path, **_ROUND_TRIP))
+
+
 def read_table(sweep: Path, name: str, side: str = "A") -> pd.DataFrame:
     """A cached table of a sweep; FileNotFoundError naming the command that computes it."""
     path = table_path(sweep, name, side)
@@ -81,7 +88,7 @@ def read_table(sweep: Path, name: str, side: str = "A") -> pd.DataFrame:
         option = f" --side {side}" if name in SIDED and side != "A" else ""
         raise FileNotFoundError(f"{path}: not computed yet; run `lowrank-lab {COMMAND_OF[name]} {sweep}{option}`")
     try:
-        return _typed(pd.read_csv(path, **_ROUND_TRIP))
+        return read_csv_table(path)
     except pd.errors.EmptyDataError:
         raise EmptyTable(f"{path}: empty (the sweep has no cells this table is made from, e.g. no "
                          "saved adapters)") from None

@@ -203,6 +203,16 @@ def test_full_fine_tuning_and_bitfit_of_a_decoder(task_file, tmp_path):
         build_pack([bitfit], tiny_decoder("llama"), 0, "none", decoder=True)
 
 
+def test_bleu_of_tokenised_text_logs_nothing(caplog):
+    """E2E's references are tokenised; sacrebleu warned about it at every evaluation of every cell."""
+    from lowrank_lab.maths.text_metrics import bleu
+
+    hyps = [f"the pub number {n} is near the river ." for n in range(120)]
+    with caplog.at_level("WARNING"):
+        assert bleu(hyps, [(h,) for h in hyps]) == pytest.approx(100.0)
+    assert not [r for r in caplog.records if r.name.startswith("sacrebleu")]
+
+
 def test_generation_tasks_score_the_packs_greedy_decoding_with_bleu_and_rouge_l(tmp_path):
     from lowrank_lab.maths.text_metrics import bleu, rouge_l
     from lowrank_lab.train.data import CompletionExample, Task

@@ -33,3 +33,30 @@ def test_the_check_fails_on_a_changed_number(tmp_path, monkeypatch):
     copy.write_text(SCRIPT.read_text())
     run = subprocess.run([sys.executable, str(copy), "--check"], capture_output=True, text=True)
     assert run.returncode == 1 and "differ from the committed data" in run.stderr
+
+
+TEXT_COLUMNS = ("task", "targets", "lora_targets", "scaling_rule", "init")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "figures" / "results").glob("*/data/*.parquet")), ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+def test_committed_tables_keep_empty_text_as_written(path):
+    """A non-LoRA cell's targets are "" in every saved table; the exporter once read the CSVs with
+    plain pandas, which turns "" into NaN, and such rows fell out of every targets == … filter."""
+    import pandas as pd
+
+    table = pd.read_parquet(path)
+    for column in TEXT_COLUMNS:
+        if column in table:
+            assert not table[column].isna().any(), f"{path}: NaN in {column}"
+
+
+def test_export_reads_tables_as_the_store_wrote_them(tmp_path):
+    import pandas as pd
+
+    export = runpy.run_path(str(ROOT / "figures" / "export_results.py"))
+    analysis = tmp_path / "analysis"
+    analysis.mkdir()
+    written = pd.DataFrame({"cell": ["full", "lora"], "targets": ["", "q,v"], "seed": [0, 1], "value": [0.1, 1 / 3]})
+    written.to_csv(analysis / "results.csv", index=False)
+    table = export["read"](analysis, "results")
+    assert table.targets.tolist() == ["", "q,v"] and table.value.tolist() == [0.1, 1 / 3]

@@ -101,6 +101,23 @@ def test_metrics_in_percent_as_the_paper():
     assert tables.budget_table(tables.in_percent(_results())).columns[-1] == "accuracy (%)"
 
 
+def test_only_scores_on_a_0_1_scale_go_to_percent():
+    """E2E's Table 18 once printed BLEU 60 as "6000 (%)" and perplexity ×100: BLEU and ROUGE-L are
+    already on the paper's 0–100 scale, perplexity and losses have no percent."""
+    e2e = pd.DataFrame({"method": ["lora"] * 2, "targets": ["q,v"] * 2, "r": [4, 4], "seed": [0, 1], "task": "e2e",
+                        "metric": "bleu", "value": [60.0, 62.0], "dev_bleu": [60.0, 62.0], "dev_rouge_l": [63.0, 64.0],
+                        "dev_perplexity": [4.0, 4.2], "dev_completion_loss": [1.4, 1.44]})
+    table = tables.metric_vs_rank_table(tables.in_percent(e2e))
+    assert table.loc[4].to_dict() == {"bleu": 61.0, "rouge_l": 63.5, "perplexity": 4.1, "completion_loss": 1.42}
+    shown = tables.one_decimal(table)
+    assert shown.loc[4].to_dict() == {"bleu": "61.0", "rouge_l": "63.5", "perplexity": "4.1", "completion_loss": "1.42"}
+    assert tables.rank_target_table(tables.in_percent(e2e)).loc["q,v", 4] == "61.0 ± 1.0"
+    mixed = tables.in_percent(pd.concat([e2e, _results()], ignore_index=True))
+    assert mixed.loc[mixed.metric == "bleu", "value"].tolist() == [60.0, 62.0]
+    assert mixed.loc[mixed.metric == "accuracy (%)", "value"].max() == pytest.approx(100 * _results().value.max())
+    assert "dev_accuracy (%)" in mixed and "dev_bleu" in mixed
+
+
 def test_markup_renders_the_markdown_it_is_given_without_leaking_syntax():
     from lowrank_lab.present import markup
 
