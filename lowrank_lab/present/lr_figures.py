@@ -124,6 +124,16 @@ def best_lr_table(results: pd.DataFrame) -> pd.DataFrame:
     return table.rename_axis("cell group")
 
 
+def _plain_log_labels(axis, values: pd.Series) -> None:
+    """Plain numbers on a log axis, not 6×10⁻¹; the minor ticks labelled too when the data span
+    under a decade (else there would be no label at all), and not when they span more (else the
+    labels 60 70 80 90 run into each other)."""
+    axis.set_major_formatter(PLAIN)
+    positive = values[values > 0]
+    narrow = positive.empty or positive.max() < 10 * positive.min()
+    axis.set_minor_formatter(PLAIN if narrow else matplotlib.ticker.NullFormatter())
+
+
 def learning_curves_figure(curves: pd.DataFrame, results: pd.DataFrame, *, title: str | None = None) -> Figure:
     """Training loss against step (log–log) of each (method, targets, r, size) at its best learning
     rate (by the best evaluation's main metric), the median over seeds; full fine-tuning black and
@@ -141,9 +151,8 @@ def learning_curves_figure(curves: pd.DataFrame, results: pd.DataFrame, *, title
                 **{k: v for k, v in style.items() if k != "marker"})
     ax.set_xscale("log")
     ax.set_yscale("log")
-    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 6×10⁻¹: the range is often under a decade
-        axis.set_major_formatter(PLAIN)
-        axis.set_minor_formatter(PLAIN)
+    for axis, values in ((ax.xaxis, chosen["step"]), (ax.yaxis, chosen["train_loss"])):
+        _plain_log_labels(axis, values)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.grid(True, which="both", alpha=0.3)

@@ -95,3 +95,15 @@ def test_every_method_and_size_is_its_own_colour_and_dash(draw):
     assert len(set(baselines.values())) == 5
     assert len({dashes[label] for label in baselines}) == 5  # one dash pattern per method, none of them solid
     assert all(dashes[label] != dashes[lora] for label in baselines for lora in labels if lora.startswith("LoRA"))
+
+
+@pytest.mark.parametrize("last_step, labelled", [(4, True), (1000, False)])
+def test_learning_curves_label_minor_steps_only_within_a_decade(last_step, labelled):
+    """E2E's curves (steps 50 … 1,168) once printed every minor tick, "6070809100" run together."""
+    results = planted()
+    curves = curves_of(results)
+    curves["step"] = curves["step"].map({1: 1, 2: 2, 3: 3, 4: last_step})
+    ax = lr_figures.learning_curves_figure(curves, results).axes[0]
+    ax.figure.canvas.draw()
+    minor = [t.get_text() for t in ax.xaxis.get_minorticklabels() if t.get_text()]
+    assert bool(minor) == labelled, minor
