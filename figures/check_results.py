@@ -1,6 +1,7 @@
-"""Recompute every number figures/RESULTS.md quotes for the five-task GLUE study from the committed
-files (figures/results/glue-*/data/*.parquet, written by figures/export_results.py), and check that
-RESULTS.md holds them as computed here.
+"""Recompute every number figures/RESULTS.md quotes for the five-task GLUE study and the SmolLM2
+decoder study from the committed files (figures/results/{glue-*,vader-smollm2,e2e-smollm2}/data/
+*.parquet, written by figures/export_results.py), and check that RESULTS.md holds them as computed
+here.
 
     python figures/check_results.py            # print the tables of numbers
     python figures/check_results.py --check    # exit 1 unless RESULTS.md's block equals them
@@ -114,18 +115,76 @@ def intruders(task: str) -> list[tuple[str, str]]:
             ("full fine-tuning", f"{per_cell.loc['full'].mean():.1f}")]
 
 
-def decoder() -> str:
-    """SmolLM2-135M on VADER (results/vader-smollm2-small): accuracy ×100 and the final training
-    (completion) loss, median over 2 seeds, per target set × r."""
-    res = pd.read_parquet(ROOT / "results" / "vader-smollm2-small" / "data" / "results.parquet")
-    med = res.groupby(["targets", "r"])[["value", "final_train_loss"]].median()
-    lines = ["| targets | " + " | ".join(f"r = {r}" for r in sorted(res.r.unique())) + " |",
-             "|---" * (res.r.nunique() + 1) + "|"]
-    for targets in ("q,v", "all-linear"):
-        cells = [f"{100 * med.loc[(targets, r), 'value']:.1f} / {med.loc[(targets, r), 'final_train_loss']:.2f}"
-                 for r in sorted(res.r.unique())]
-        lines.append(f"| {targets} | " + " | ".join(cells) + " |")
+DECODER = {"VADER": "vader-smollm2", "E2E": "e2e-smollm2"}  # SmolLM2-135M on the H200, 42 LoRA cells each
+TARGETS = ("q,v", "all-linear")
+
+
+def decoder_data(task: str, table: str) -> pd.DataFrame:
+    return pd.read_parquet(ROOT / "results" / DECODER[task] / "data" / f"{table}.parquet")
+
+
+def decoder_metrics() -> str:
+    """Per target set × r, median over 3 seeds: VADER dev accuracy ×100 / final training loss
+    (completion tokens); E2E test BLEU / ROUGE-L (0–100); full fine-tuning's VADER row beside."""
+    vader, e2e = decoder_data("VADER", "results"), decoder_data("E2E", "results")
+    ranks = sorted(vader.loc[vader.method == "lora", "r"].unique())
+    lines = ["| task | targets | " + " | ".join(f"r = {r}" for r in ranks) + " |", "|---" * (len(ranks) + 2) + "|"]
+    for task, res, fmt in (("VADER acc. / train loss", vader, lambda c: f"{100 * c.value.median():.1f} / {c.final_train_loss.median():.3f}"),
+                           ("E2E BLEU / ROUGE-L", e2e, lambda c: f"{c.dev_bleu.median():.1f} / {c.dev_rouge_l.median():.1f}")):
+        for targets in TARGETS:
+            cells = [fmt(res[(res.method == "lora") & (res.targets == targets) & (res.r == r)]) for r in ranks]
+            lines.append(f"| {task} | {targets} | " + " | ".join(cells) + " |")
+    full = vader[vader.method == "full"]
+    lines.append(f"| VADER acc. / train loss | full fine-tuning | {fmt_full(full)} |" + " |" * (len(ranks) - 1))
     return "\n".join(lines)
+
+
+def fmt_full(cells: pd.DataFrame) -> str:
+    return f"{100 * cells.value.median():.1f} / {cells.final_train_loss.median():.3f}"
+
+
+MODULES = ("q", "v", "gate", "up", "down")
+
+
+def decoder_geometry() -> str:
+    """Table 7 and spectra of the all-linear adapters, a row per task × matrix kind, each number the
+    median over 30 layers × 3 seeds."""
+    lines = ["| task | matrix | amplification r = 4 | r = 64 | ΔW / random r = 4 | r = 64 | rank_90 of ΔW, r = 64 |",
+             "|---" * 7 + "|"]
+    for task in DECODER:
+        amp = decoder_data(task, "amplification")
+        amp = amp[amp.targets == "all-linear"].assign(ratio=lambda t: t.proj_delta_w / t.proj_random)
+        metrics = decoder_data(task, "spectrum_metrics")
+        lora = metrics[(metrics.method == "lora") & (metrics.targets == "all-linear")]
+        for m in MODULES:
+            at = amp[amp.module == m]
+            values = [at[at.r == r].amplification.median() for r in (4, 64)] + [at[at.r == r].ratio.median() for r in (4, 64)]
+            rank = lora[(lora.module == m) & (lora.r == 64)].rank_90.median()
+            lines.append(f"| {task} | {m} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {rank:.0f} |")
+    return "\n".join(lines)
+
+
+def decoder_full(task: str) -> list[tuple[str, str]]:
+    """Full fine-tuning's ΔW per matrix kind (VADER): rank_90 of min(d, k), stable rank."""
+    t = decoder_data(task, "spectrum_metrics")
+    t = t[t.method == "full"]
+    return [(f"{m}: rank_90 of n / stable rank",
+             f"{t[t.module == m].rank_90.median():.0f} of {t[t.module == m].n_sigma.median():.0f} / "
+             f"{t[t.module == m].stable_rank.median():.1f}") for m in MODULES]
+
+
+def decoder_intruders(task: str) -> list[tuple[str, str]]:
+    """Intruders (ε = 0.5, top 10) summed over a cell's matrices, mean over 3 seeds."""
+    t = decoder_data(task, "intruders")
+    t = t[t.epsilon == 0.5]
+    per_cell = t.groupby(["method", "targets", "r", "seed"]).n_intruders.sum()
+    out = [(f"{targets} r = {r}", f"{per_cell.loc['lora', targets, r].mean():.1f}")
+           for targets in TARGETS for r in (1, 8, 64)]
+    if "full" in per_cell.index.get_level_values("method"):
+        out.append(("full fine-tuning", f"{per_cell.loc['full'].mean():.1f}"))
+    else:
+        out.append(("full fine-tuning", "–"))
+    return out
 
 
 BEGIN, END = "<!-- check_results.py: begin -->", "<!-- check_results.py: end -->"
@@ -159,8 +218,18 @@ def block() -> str:
     parts = ["**Table 2's shape** (dev metric ×100 at each cell's best evaluation, median ± half the range "
              "over 3 seeds)\n\n" + table2()]
     parts += [markdown(title, {task: fn(task) for task in TASKS}) for title, fn in tables]
-    parts.append("**SmolLM2-135M on VADER** (H200, `results/vader-smollm2-small`): dev accuracy ×100 / final "
-                 "training loss (completion tokens), median over 2 seeds\n\n" + decoder())
+    parts.append("**SmolLM2-135M, VADER and E2E** (H200, `results/vader-smollm2`, `results/e2e-smollm2`), "
+                 "median over 3 seeds: VADER dev accuracy ×100 / final training loss (completion tokens); E2E "
+                 "BLEU / ROUGE-L of greedy decoding on the test set\n\n" + decoder_metrics())
+    parts.append("**SmolLM2 Table 7 and spectra**, LoRA on all-linear, median over 30 layers × 3 seeds: "
+                 "amplification ‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F; \"ΔW / random\" ‖UᵀW0Vᵀ‖_F with U, V the top-r singular "
+                 "vectors of ΔW over the same with random U, V; rank_90 of ΔW\n\n" + decoder_geometry())
+    parts.append(markdown("SmolLM2 full fine-tuning's ΔW per matrix kind (VADER), median over 30 layers × 3 "
+                          "seeds: rank_90 of the n = min(d, k) singular values, and the stable rank",
+                          {"VADER": decoder_full("VADER")}))
+    parts.append(markdown("SmolLM2 intruder dimensions (ε = 0.5, top 10 of W0 + ΔW) summed over a cell's "
+                          "matrices (q,v: 60; all-linear and full fine-tuning: 210), mean over 3 seeds",
+                          {task: decoder_intruders(task) for task in DECODER}))
     return "\n\n".join([BEGIN, *parts, END])
 
 

