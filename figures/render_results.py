@@ -17,6 +17,7 @@ import pandas as pd
 from lowrank_lab.present import registry
 from lowrank_lab.present.registry import View
 from lowrank_lab.store import figures as out
+from lowrank_lab.store import tables as st
 from lowrank_lab.workflow.report import draw, entry_files
 
 
@@ -26,7 +27,7 @@ def read_data(folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     for name in registry.needed_tables():
         path = folder / "data" / f"{name}.parquet"
         if path.exists():
-            frames[name] = pd.read_parquet(path)
+            frames[name] = st.typed(pd.read_parquet(path))
         else:
             missing[name] = f"{path}: not in the committed results"
     return frames, missing

@@ -60,3 +60,23 @@ def test_export_reads_tables_as_the_store_wrote_them(tmp_path):
     written.to_csv(analysis / "results.csv", index=False)
     table = export["read"](analysis, "results")
     assert table.targets.tolist() == ["", "q,v"] and table.value.tolist() == [0.1, 1 / 3]
+
+
+def test_render_results_draws_what_the_committed_tables_allow(tmp_path):
+    import shutil
+
+    folder = tmp_path / "e2e-smollm2"
+    shutil.copytree(ROOT / "figures" / "results" / "e2e-smollm2" / "data", folder / "data")
+    run = subprocess.run([sys.executable, str(ROOT / "figures" / "render_results.py"), str(folder)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    drawn = {p.name for p in folder.iterdir() if p.is_file()}
+    assert {"figH4_amplification.png", "fig_spectrum.png", "table18_metric_vs_rank.md"} <= drawn
+    assert "fig3_phi_ranks: not drawn" in run.stdout and "fig3_phi_ranks.png" not in drawn  # no φ came back
+    import pandas as pd
+
+    header, _, first = (folder / "table18_metric_vs_rank.md").read_text().splitlines()[:3]
+    res = pd.read_parquet(folder / "data" / "results.parquet")
+    bleu = res[(res.targets == "q,v") & (res.r == 1)].dev_bleu.median()  # on its 0–100 scale, not ×100
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert first.strip("|").split("|")[columns.index("bleu")].strip() == f"{bleu:.1f}"
