@@ -4,7 +4,8 @@ One command, one GPU, three tables, each change side by side:
 
   (1) MiniLM SST-2 sweep (ranks 1…64 × 3 seeds, LoRA on q, v): PEFT one cell after another (on a
       subset of the cells, its wall time extrapolated per cell), lowrank-lab packed padded, padded +
-      fused clipping (train.fused_clip), unpadded (train.unpadded), unpadded + fused clipping. Wall
+      fused clipping (train.fused_clip), unpadded (train.unpadded), unpadded + fused clipping, and
+      that with each layer compiled (train.compile: model.varlen.compiled, attention eager). Wall
       time counts loading the model, building the pack, every step and the dev evaluation of every
       cell; speed-up against PEFT's (extrapolated) wall time; median dev accuracy.
   (2) RoBERTa-base shape (random encoder from a config): MFU on the real tokens, padded vs unpadded,
@@ -52,7 +53,9 @@ from lowrank_lab.train.loop import StepMeter, train_pack
 from lowrank_lab.train.pack import build_pack
 
 VARIANTS = {"padded": {}, "padded + fused clip": {"fused_clip": True}, "unpadded": {"unpadded": True},
-            "unpadded + fused clip": {"unpadded": True, "fused_clip": True}}
+            "unpadded + fused clip": {"unpadded": True, "fused_clip": True},
+            # each layer compiled, attention left eager (model.varlen.compiled); compilation in the wall time
+            "unpadded + fused clip + compile": {"unpadded": True, "fused_clip": True, "compile": True}}
 DECODER_SHAPES = {  # LlamaConfig sizes
     "SmolLM2-135M": dict(num_hidden_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3,
                          intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True, rope_theta=100000.0),
@@ -227,7 +230,8 @@ def decoder_table(args, device) -> list[dict]:
         train = synthetic_causal(4096, args.dec_max_length, sizes["vocab_size"], 0)
         dev = CausalDev(synthetic_causal(64, args.dec_max_length, sizes["vocab_size"], 1))
         runs = {"PEFT, one cell after another": None, "packed, padded": {}, "packed, unpadded": {"unpadded": True},
-                "packed, unpadded + fused clip": {"unpadded": True, "fused_clip": True}}
+                "packed, unpadded + fused clip": {"unpadded": True, "fused_clip": True},
+                "packed, unpadded + fused clip + compile": {"unpadded": True, "fused_clip": True, "compile": True}}
         for method, options in runs.items():
             meter = StepMeter()
             if options is None:
@@ -321,7 +325,7 @@ def main() -> None:
         folder = roberta_shape(args.model, Path(tempfile.mkdtemp(prefix="roberta-shape-")), args.tiny)
         for i, n_seeds in enumerate(map(int, args.roberta_seeds.split(","))):  # larger packs: more tokens per launch
             roberta += encoder_table(args, device, folder, with_peft=False, seeds=",".join(map(str, range(n_seeds))),
-                                     variants=None if i == 0 else "padded,unpadded + fused clip")
+                                     variants=None if i == 0 else "padded,unpadded + fused clip,unpadded + fused clip + compile")
     decoders = decoder_table(args, device) if "3" in tables else []
     print_tables(args, minilm, roberta, decoders)
     if args.json:

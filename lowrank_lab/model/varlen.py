@@ -11,13 +11,16 @@ On CUDA in bf16/fp16 the segments go to PyTorch's flash varlen kernel
 (``torch.nn.attention.varlen.varlen_attn``, cu_seqlens); elsewhere (the CPU, float32) they are
 gathered into a padded (S, L) view and run through SDPA with a key mask, which is also the
 reference that tests check the kernel against. With the same weights, the hidden state of every
-real token equals the padded forward's (tests/unit/test_unpadded.py).
+real token equals the padded forward's (tests/unit/test_unpadded.py). ``compiled`` gives the same
+layer forwards under torch.compile, attention left out of the graphs (``train.compile``).
 """
 
 from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
@@ -55,6 +58,7 @@ def kernel_available(x: Tensor) -> bool:
     return _varlen_attn is not None and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)
 
 
+@torch.compiler.disable  # a compiled layer (``compiled``) breaks here: attention runs as it does eagerly
 def attend(q: Tensor, k: Tensor, v: Tensor, layout: Varlen, causal: bool, scale: float) -> Tensor:
     """Self-attention within each segment: q (N, Hq, D), k and v (N, Hkv, D), Hq a multiple of Hkv
     (grouped-query attention) → (N, Hq, D). The kernel is first tried once per configuration on a
@@ -127,17 +131,20 @@ def attend_reference(q: Tensor, k: Tensor, v: Tensor, layout: Varlen, causal: bo
 # Encoders (BERT, RoBERTa): embeddings → layers → last hidden state per token
 
 
-def encoder_hidden(encoder: nn.Module, input_ids: Tensor, token_type_ids: Tensor | None, layout: Varlen) -> Tensor:
+def encoder_hidden(encoder: nn.Module, input_ids: Tensor, token_type_ids: Tensor | None, layout: Varlen,
+                   layers: LayerForwards | None = None) -> Tensor:
     """The last hidden states (N, d) of a BERT-like encoder over the stream. Positions restart at
-    each sequence (RoBERTa's are offset by padding_idx + 1, as its create_position_ids does)."""
+    each sequence (RoBERTa's are offset by padding_idx + 1, as its create_position_ids does).
+    `layers`: the layer forward to use (``compiled()``'s; default the eager one)."""
     emb = encoder.embeddings
     positions = layout.positions
     if getattr(emb, "padding_idx", None) is not None:  # RoBERTa-style position ids
         positions = positions + emb.padding_idx + 1
     types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
     x = emb(input_ids=input_ids[None], token_type_ids=types[None], position_ids=positions[None])[0]
+    forward = (layers or EAGER).encoder
     for layer in encoder.encoder.layer:
-        x = _encoder_layer(layer, x, layout)
+        x = forward(layer, x, layout)
     return x
 
 
@@ -161,9 +168,10 @@ def pool(hidden: Tensor, layout: Varlen, pooling: str) -> Tensor:
     return (sums[:-1] / layout.lengths[:, None]).to(hidden.dtype)
 
 
-def classifier_logits(model: nn.Module, inputs: dict[str, Tensor], layout: Varlen) -> Tensor:
+def classifier_logits(model: nn.Module, inputs: dict[str, Tensor], layout: Varlen,
+                      layers: LayerForwards | None = None) -> Tensor:
     """A ``Classifier``'s logits (B, labels) from an unpadded batch: encoder, pooling, packed heads."""
-    hidden = encoder_hidden(model.encoder, inputs["input_ids"], inputs.get("token_type_ids"), layout)
+    hidden = encoder_hidden(model.encoder, inputs["input_ids"], inputs.get("token_type_ids"), layout, layers)
     return model.head(pool(hidden, layout, model.pooling))
 
 
@@ -171,15 +179,17 @@ def classifier_logits(model: nn.Module, inputs: dict[str, Tensor], layout: Varle
 # Decoders (Llama family): embeddings → RoPE layers → final norm
 
 
-def decoder_hidden(lm: nn.Module, input_ids: Tensor, layout: Varlen) -> Tensor:
+def decoder_hidden(lm: nn.Module, input_ids: Tensor, layout: Varlen, layers: LayerForwards | None = None) -> Tensor:
     """The last hidden states (N, d) of a Llama-like causal LM (before its LM head) over the
-    stream; rotary positions restart at each sequence, as the padded forward's right padding gives."""
+    stream; rotary positions restart at each sequence, as the padded forward's right padding gives.
+    `layers`: the layer forward to use (``compiled()``'s; default the eager one)."""
     base = lm.base_model
     h = base.embed_tokens(input_ids)
     cos, sin = base.rotary_emb(h[None], layout.positions[None])
     cos, sin = cos[0][:, None, :], sin[0][:, None, :]  # (N, 1, D): one rotation per token, all heads
+    forward = (layers or EAGER).decoder
     for layer in base.layers:
-        h = _decoder_layer(layer, h, cos, sin, layout)
+        h = forward(layer, h, cos, sin, layout)
     return base.norm(h)
 
 
@@ -199,3 +209,29 @@ def _decoder_layer(layer: nn.Module, h: Tensor, cos: Tensor, sin: Tensor, layout
     ctx = attend(_rotate(q, cos, sin), _rotate(k, cos, sin), v, layout, causal=True, scale=attn.scaling)
     h = h + attn.o_proj(ctx.reshape(N, -1))
     return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled layers (train.compile with train.unpadded)
+
+
+@dataclass(frozen=True)
+class LayerForwards:
+    """The layer forward of each family: (layer, x, layout) for encoders, (layer, h, cos, sin,
+    layout) for decoders."""
+
+    encoder: Callable[..., Tensor]
+    decoder: Callable[..., Tensor]
+
+
+EAGER = LayerForwards(_encoder_layer, _decoder_layer)
+
+
+def compiled(backend: str = "inductor") -> LayerForwards:
+    """The layer forwards under ``torch.compile`` (dynamic shapes: the stream's length N changes
+    every step), attention left out of the graphs (``attend``: the flash kernel, or the reference).
+    What fuses is the memory-bound work between two attentions, forward and backward: the norms,
+    the activations, RoPE, the residual adds, the casts and LoRA's per-cell products. One graph
+    serves every layer of a model (torch compiles modules' weights as inputs, not constants)."""
+    return LayerForwards(torch.compile(_encoder_layer, backend=backend, dynamic=True),
+                         torch.compile(_decoder_layer, backend=backend, dynamic=True))

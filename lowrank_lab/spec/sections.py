@@ -234,11 +234,12 @@ class TrainSpec:
     # bf16 autocast). Always float32 on the CPU.
     bf16: bool = True
     # torch.compile the model for training (one graph for every batch width); pays on long runs.
+    # With unpadded: each layer's forward compiled, attention left eager (model.varlen.compiled).
     compile: bool = False
     # Sort each run of this many batches by length (0: off); fewer padding tokens on a GPU.
     group_by_length: int = 0
     # Unpadded ("varlen") training steps: linear maps on real tokens only, attention within each
-    # sequence (BERT, RoBERTa, Llama families; evaluation stays padded). Not with compile.
+    # sequence (BERT, RoBERTa, Llama families; evaluation stays padded).
     unpadded: bool = False
     # Per-cell gradient clipping over a few contiguous gradient buffers (fewer kernel launches).
     fused_clip: bool = False
@@ -252,8 +253,6 @@ class TrainSpec:
             raise SpecError(f"train.log_every={self.log_every}: must be 0 (off) or a number of steps")
         if self.group_by_length < 0:
             raise SpecError(f"train.group_by_length={self.group_by_length}: must be 0 (off) or a number of batches")
-        if self.unpadded and self.compile:
-            raise SpecError("train.unpadded=true: not with train.compile (the unpadded step runs eagerly)")
         if self.max_steps is not None and self.max_steps <= 0:
             raise SpecError(f"train.max_steps={self.max_steps}: must be positive or unset")
         if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):

@@ -155,6 +155,7 @@ class Training:
     clock: float = 0.0
     tokenizer: object = None
     grads: GradBuffers | None = None  # train.fused_clip: the packed gradients' buffers
+    layers: varlen.LayerForwards | None = None  # train.unpadded with train.compile: the compiled layers
 
     @property
     def spec(self) -> TrainSpec:
@@ -215,10 +216,12 @@ def _set_up(pack: Pack, task: Task, train: Encoded, dev: Encoded, device: torch.
     pack.model.to(device).train()
     train = train.to(device)
     forward, multiple = (pack.model.base_model if pack.decoder else pack.model), 1  # a decoder's: hidden states
-    if spec.compile:
-        forward, multiple = torch.compile(forward), 8  # widths rounded up: one graph serves all
+    layers = None
     if spec.unpadded:
         _check_unpadded(pack)
+        layers = varlen.compiled() if spec.compile else None
+    elif spec.compile:
+        forward, multiple = torch.compile(forward), 8  # widths rounded up: one graph serves all
     optimizer = make_optimizer(pack, device)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(plan.total, spec.warmup_ratio))
     # LoRA dropout draws from the global generator: seed it from the pack, or restore it on resume,
@@ -232,7 +235,7 @@ def _set_up(pack: Pack, task: Task, train: Encoded, dev: Encoded, device: torch.
     grads = GradBuffers(pack) if spec.fused_clip and packed else None
     return Training(pack, task, train, dev, device, plan, shard, autocast, forward, multiple, optimizer, schedule,
                     states or [CellState() for _ in range(pack.K)], meter if meter is not None else StepMeter(),
-                    torch.zeros(pack.K, device=device), clock=time.perf_counter(), grads=grads)
+                    torch.zeros(pack.K, device=device), clock=time.perf_counter(), grads=grads, layers=layers)
 
 
 UNPADDED_METHODS = ("lora", "head", "full", "bitfit")  # what model.varlen's layer forward computes
@@ -296,10 +299,10 @@ def _losses(t: Training, index: Tensor) -> tuple[Tensor, int]:
         inputs, labels, layout = t.train.varlen_batch(index, K)
         with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.autocast):
             if t.pack.decoder:
-                hidden = varlen.decoder_hidden(t.pack.model, inputs["input_ids"], layout)
+                hidden = varlen.decoder_hidden(t.pack.model, inputs["input_ids"], layout, t.layers)
                 sums, counts = varlen_completion_losses(hidden, layout, t.pack.model.get_output_embeddings())
                 return sums / counts, layout.n_tokens
-            logits = varlen.classifier_logits(t.pack.model, inputs, layout)
+            logits = varlen.classifier_logits(t.pack.model, inputs, layout, t.layers)
         return loss_per_cell(logits, labels, K, t.task.num_labels == 1), layout.n_tokens
     inputs, labels = t.train.batch(index, t.multiple)
     if t.spec.compile:

@@ -231,8 +231,7 @@ def test_backward_accumulates_into_the_buffers_in_place(tiny_bert):
 
 
 def test_unpadded_spec_errors_name_the_key(tmp_path):
-    with pytest.raises(SpecError, match="train.unpadded"):
-        TrainSpec(unpadded=True, compile=True)
+    assert TrainSpec(unpadded=True, compile=True).compile  # the compiled unpadded layers (varlen.compiled)
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model = GPT2LMHeadModel(GPT2Config(vocab_size=20, n_positions=16, n_embd=8, n_layer=1, n_head=2))
@@ -368,3 +367,119 @@ def test_an_unpadded_decoder_pack_trains_as_the_padded_one():
             torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5, msg=key)
         assert not torch.equal(ours[key], cell_slices(build_pack([packs[0].cells[n]], _tiny_llama(), 0, "none",
                                                                    decoder=True), 0)[key])  # it moved
+
+
+# --- compiled layers (train.compile with train.unpadded) ----------------------------------------
+
+
+def _decoder_step(pack, split, index, layers):
+    """(completion loss sums, gradients of every trainable tensor) of one unpadded step."""
+    pack.model.zero_grad(set_to_none=True)
+    vinputs, _, layout = split.varlen_batch(index, pack.K)
+    hidden = varlen.decoder_hidden(pack.model, vinputs["input_ids"], layout, layers)
+    sums, counts = varlen_completion_losses(hidden, layout, pack.model.lm_head)
+    (sums / counts).sum().backward()
+    return sums.detach(), _grads(pack)
+
+
+def _encoder_step(pack, split, index, layers):
+    pack.model.zero_grad(set_to_none=True)
+    vinputs, vlabels, layout = split.varlen_batch(index, pack.K, multiple=8)
+    logits = varlen.classifier_logits(pack.model, vinputs, layout, layers)
+    loss_per_cell(logits, vlabels, pack.K, False).sum().backward()
+    return logits.detach(), _grads(pack)
+
+
+def _check_compiled(backend, tiny_bert):
+    """Compiled layers equal the eager ones on a Llama with GQA and a BERT, mixed ranks and target
+    sets, over streams of three different lengths (one graph must serve them all)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    layers = varlen.compiled(backend)
+    spec = ExperimentSpec(model=ModelSpec(name="x"), data=DataSpec(task="file", path="x"),
+                          sweep=SweepSpec(r=(1, 4, 2), alpha=(4.0,), targets=("q,v", "all-linear")))
+    decoder = build_pack(expand_sweep(spec)[1:5], _tiny_llama(), 0, "none", decoder=True)
+    encoder = build_pack(expand_sweep(spec)[1:5], load_base(str(tiny_bert))[0], 2, "mean")
+    for pack, step, split in ((decoder, _decoder_step, _random_split(60, 14, 50, torch.Generator().manual_seed(3), per_token=True)),
+                              (encoder, _encoder_step, _random_split(60, 12, 99, torch.Generator().manual_seed(4), pairs=True))):
+        _randomise(pack)
+        for per_cell in (3, 5, 4):
+            index = torch.randperm(60, generator=torch.Generator().manual_seed(per_cell))[:pack.K * per_cell]
+            want, want_grads = step(pack, split, index, None)
+            got, got_grads = step(pack, split, index, layers)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            for g, w in zip(got_grads, want_grads, strict=True):
+                torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    # Graphs were made, and the three lengths did not each make their own: per family, the part
+    # before attention and the part after it, each for a first layer (input without grad) and the rest.
+    assert counters["stats"]["unique_graphs"] == 8
+
+
+def test_compiled_unpadded_layers_equal_the_eager_ones(tiny_bert):
+    """Graph capture, the break at attention, dynamic shapes and the backward (aot_eager: the
+    graphs as captured, run by eager kernels, so no C++ compiler is needed)."""
+    _check_compiled("aot_eager", tiny_bert)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_unpadded_layers_equal_the_eager_ones(tiny_bert):
+    """The fused kernels themselves (inductor on the CPU needs a C++ compiler; about a minute)."""
+    import shutil
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("inductor on the CPU needs a C++ compiler")
+    _check_compiled("inductor", tiny_bert)
+
+
+def test_a_compiled_unpadded_pack_trains_as_the_eager_one(monkeypatch):
+    from lowrank_lab.train.causal import CausalDev
+    from lowrank_lab.train.examples import Task
+
+    task = Task("t", (), (), 0, ("completion_loss",), "completion_loss", {}, kind="completion")
+    split = _random_split(24, 10, 50, torch.Generator().manual_seed(5), per_token=True)
+    spec = ExperimentSpec(model=ModelSpec(name="x"), data=DataSpec(task="file", path="x"),
+                          train=TrainSpec(device="cpu", batch_size=4, max_steps=4, grad_clip=0.5, unpadded=True),
+                          sweep=SweepSpec(r=(1, 4), alpha=(4.0,), lr=(5e-2,), targets=("q,v", "all-linear")))
+    calls = []
+    monkeypatch.setattr(varlen, "compiled", lambda backend="inductor": calls.append(backend) or
+                        varlen.LayerForwards(*(torch.compile(f, backend="aot_eager", dynamic=True)
+                                               for f in (varlen.EAGER.encoder, varlen.EAGER.decoder))))
+    packs, histories = [], []
+    for compile_ in (False, True):
+        cells = [replace(c, train=replace(c.train, compile=compile_)) for c in expand_sweep(spec)]
+        pack = build_pack(cells, _tiny_llama(), 0, "none", decoder=True)
+        states = train_pack(pack, task, split, CausalDev(split), None, CPU)
+        packs.append(pack)
+        histories.append([s.history[-1]["train_loss"] for s in states])
+    assert calls == ["inductor"]  # the compiled pack asked for the compiled layers, once
+    assert histories[1] == pytest.approx(histories[0], rel=1e-5)
+    for n in range(packs[0].K):
+        ours, theirs = cell_slices(packs[1], n), cell_slices(packs[0], n)
+        for key in ours:
+            torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_unpadded_layers_on_a_gpu_in_bf16_match_the_eager_ones():
+    torch._dynamo.reset()
+    spec = ExperimentSpec(model=ModelSpec(name="x"), data=DataSpec(task="file", path="x"),
+                          sweep=SweepSpec(r=(1, 4, 2), alpha=(4.0,), targets=("all-linear",)))
+    pack = build_pack(expand_sweep(spec)[:3], _tiny_llama(), 0, "none", decoder=True)
+    _randomise(pack)
+    pack.model.cuda()
+    for p in pack.model.parameters():
+        if not p.requires_grad:
+            p.data = p.data.bfloat16()
+    split = _random_split(30, 14, 50, torch.Generator().manual_seed(3), per_token=True).to(torch.device("cuda"))
+    layers = varlen.compiled()
+    for per_cell in (4, 6):
+        index = torch.arange(pack.K * per_cell)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            want, want_grads = _decoder_step(pack, split, index, None)
+            got, got_grads = _decoder_step(pack, split, index, layers)
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+        for g, w in zip(got_grads, want_grads, strict=True):
+            torch.testing.assert_close(g, w, rtol=5e-2, atol=5e-3)
