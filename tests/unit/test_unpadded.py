@@ -258,19 +258,24 @@ def test_the_flash_varlen_kernel_equals_the_reference_attention_on_a_gpu(causal,
         torch.testing.assert_close(g.float(), r.float(), rtol=5e-2, atol=5e-2)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_an_unpadded_llama_pack_trains_on_a_gpu_in_bf16_close_to_the_padded_loss():
-    lm = _tiny_llama()
+def _gpu_llama_pack():
+    """A tiny all-linear Llama pack on the GPU, its base in bf16 (the adapters float32), and a split."""
     spec = ExperimentSpec(model=ModelSpec(name="x"), data=DataSpec(task="file", path="x"),
                           sweep=SweepSpec(r=(1, 4, 2), alpha=(4.0,), targets=("all-linear",)))
-    pack = build_pack(expand_sweep(spec)[:3], lm, 0, "none", decoder=True)
+    pack = build_pack(expand_sweep(spec)[:3], _tiny_llama(), 0, "none", decoder=True)
     _randomise(pack)
     pack.model.cuda()
     for p in pack.model.parameters():
         if not p.requires_grad:
             p.data = p.data.bfloat16()
     split = _random_split(30, 14, 50, torch.Generator().manual_seed(3), per_token=True).to(torch.device("cuda"))
+    return pack, split
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_an_unpadded_llama_pack_trains_on_a_gpu_in_bf16_close_to_the_padded_loss():
+    pack, split = _gpu_llama_pack()
     index = torch.arange(12)
     inputs, labels = split.batch(index)
     hidden = pack.model.base_model(**inputs, use_cache=False).last_hidden_state
@@ -465,15 +470,7 @@ def test_a_compiled_unpadded_pack_trains_as_the_eager_one(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_compiled_unpadded_layers_on_a_gpu_in_bf16_match_the_eager_ones():
     torch._dynamo.reset()
-    spec = ExperimentSpec(model=ModelSpec(name="x"), data=DataSpec(task="file", path="x"),
-                          sweep=SweepSpec(r=(1, 4, 2), alpha=(4.0,), targets=("all-linear",)))
-    pack = build_pack(expand_sweep(spec)[:3], _tiny_llama(), 0, "none", decoder=True)
-    _randomise(pack)
-    pack.model.cuda()
-    for p in pack.model.parameters():
-        if not p.requires_grad:
-            p.data = p.data.bfloat16()
-    split = _random_split(30, 14, 50, torch.Generator().manual_seed(3), per_token=True).to(torch.device("cuda"))
+    pack, split = _gpu_llama_pack()
     layers = varlen.compiled()
     for per_cell in (4, 6):
         index = torch.arange(pack.K * per_cell)
