@@ -123,24 +123,27 @@ def decoder_data(task: str, table: str) -> pd.DataFrame:
     return pd.read_parquet(ROOT / "results" / DECODER[task] / "data" / f"{table}.parquet")
 
 
+def accuracy_and_loss(cells: pd.DataFrame) -> str:
+    return f"{100 * cells.value.median():.1f} / {cells.final_train_loss.median():.3f}"
+
+
+def bleu_and_rouge(cells: pd.DataFrame) -> str:
+    return f"{cells.dev_bleu.median():.1f} / {cells.dev_rouge_l.median():.1f}"
+
+
 def decoder_metrics() -> str:
     """Per target set × r, median over 3 seeds: VADER dev accuracy ×100 / final training loss
     (completion tokens); E2E test BLEU / ROUGE-L (0–100); full fine-tuning's VADER row beside."""
     vader, e2e = decoder_data("VADER", "results"), decoder_data("E2E", "results")
     ranks = sorted(vader.loc[vader.method == "lora", "r"].unique())
     lines = ["| task | targets | " + " | ".join(f"r = {r}" for r in ranks) + " |", "|---" * (len(ranks) + 2) + "|"]
-    for task, res, fmt in (("VADER acc. / train loss", vader, lambda c: f"{100 * c.value.median():.1f} / {c.final_train_loss.median():.3f}"),
-                           ("E2E BLEU / ROUGE-L", e2e, lambda c: f"{c.dev_bleu.median():.1f} / {c.dev_rouge_l.median():.1f}")):
+    for task, res, fmt in (("VADER acc. / train loss", vader, accuracy_and_loss), ("E2E BLEU / ROUGE-L", e2e, bleu_and_rouge)):
         for targets in TARGETS:
             cells = [fmt(res[(res.method == "lora") & (res.targets == targets) & (res.r == r)]) for r in ranks]
             lines.append(f"| {task} | {targets} | " + " | ".join(cells) + " |")
-    full = vader[vader.method == "full"]
-    lines.append(f"| VADER acc. / train loss | full fine-tuning | {fmt_full(full)} |" + " |" * (len(ranks) - 1))
+    full = accuracy_and_loss(vader[vader.method == "full"])
+    lines.append(f"| VADER acc. / train loss | full fine-tuning | {full} |" + " |" * (len(ranks) - 1))
     return "\n".join(lines)
-
-
-def fmt_full(cells: pd.DataFrame) -> str:
-    return f"{100 * cells.value.median():.1f} / {cells.final_train_loss.median():.3f}"
 
 
 MODULES = ("q", "v", "gate", "up", "down")

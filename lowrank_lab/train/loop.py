@@ -216,10 +216,11 @@ def _set_up(pack: Pack, task: Task, train: Encoded, dev: Encoded, device: torch.
     pack.model.to(device).train()
     train = train.to(device)
     forward, multiple = (pack.model.base_model if pack.decoder else pack.model), 1  # a decoder's: hidden states
-    layers = None
+    layers = None  # the unpadded step's layer forwards; None: the eager ones
     if spec.unpadded:
         _check_unpadded(pack)
-        layers = varlen.compiled() if spec.compile else None
+        if spec.compile:
+            layers = varlen.compiled()
     elif spec.compile:
         forward, multiple = torch.compile(forward), 8  # widths rounded up: one graph serves all
     optimizer = make_optimizer(pack, device)
