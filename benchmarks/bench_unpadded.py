@@ -229,9 +229,8 @@ def decoder_table(args, device) -> list[dict]:
         cells = decoder_cells(args, name)
         train = synthetic_causal(4096, args.dec_max_length, sizes["vocab_size"], 0)
         dev = CausalDev(synthetic_causal(64, args.dec_max_length, sizes["vocab_size"], 1))
-        runs = {"PEFT, one cell after another": None, "packed, padded": {}, "packed, unpadded": {"unpadded": True},
-                "packed, unpadded + fused clip": {"unpadded": True, "fused_clip": True},
-                "packed, unpadded + fused clip + compile": {"unpadded": True, "fused_clip": True, "compile": True}}
+        runs = {} if args.no_dec_peft else {"PEFT, one cell after another": None}
+        runs |= {f"packed, {v}": VARIANTS[v] for v in args.variants.split(",")}
         for method, options in runs.items():
             meter = StepMeter()
             if options is None:
@@ -281,9 +280,11 @@ def print_tables(args, minilm, roberta, decoders) -> None:
               f"{args.dec_batch_size} per cell, max length {args.dec_max_length}, {args.dec_steps} steps\n\n"
               "| model | method | sweep wall s | real tokens/s (all cells) | speed-up vs PEFT | peak GiB |\n|---|---|---|---|---|---|")
         for r in decoders:
-            peft = next(x["tokens_per_s"] for x in decoders if x["model"] == r["model"] and x["method"].startswith("PEFT"))
-            print(f"| {r['model']} | {r['method']} | {r['wall_s']:.1f} | {r['tokens_per_s']:,.0f} | "
-                  f"{r['tokens_per_s'] / peft:.1f}× | {r['peak_gib']:.1f} |")
+            peft = next((x["tokens_per_s"] for x in decoders if x["model"] == r["model"] and x["method"].startswith("PEFT")),
+                        None)
+            speed = f"{r['tokens_per_s'] / peft:.1f}×" if peft else "–"
+            print(f"| {r['model']} | {r['method']} | {r['wall_s']:.1f} | {r['tokens_per_s']:,.0f} | {speed} | "
+                  f"{r['peak_gib']:.1f} |")
 
 
 def _sampled_median(row: dict) -> str:
@@ -304,9 +305,10 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--max-dev", type=int, default=None, help="cap the dev sentences (CPU smoke runs)")
     ap.add_argument("--peft-cells", type=int, default=3, help="PEFT runs on this many cells, extrapolated")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="of the packed loop, in every table")
     ap.add_argument("--roberta-seeds", default="3,9", help="table (2): packs of ranks × this many seeds")
     ap.add_argument("--decoders", default="SmolLM2-135M,Llama-1B")
+    ap.add_argument("--no-dec-peft", action="store_true", help="table (3) without its PEFT row (speed-up then \"–\")")
     ap.add_argument("--dec-seeds", default="0,1,2")
     ap.add_argument("--dec-ranks", default="1,2,4,8,16,32,64")
     ap.add_argument("--dec-steps", type=int, default=30)
@@ -323,9 +325,11 @@ def main() -> None:
     roberta = []
     if "2" in tables:
         folder = roberta_shape(args.model, Path(tempfile.mkdtemp(prefix="roberta-shape-")), args.tiny)
+        larger = ",".join(v for v in ("padded", "unpadded + fused clip", "unpadded + fused clip + compile")
+                          if v in args.variants.split(","))
         for i, n_seeds in enumerate(map(int, args.roberta_seeds.split(","))):  # larger packs: more tokens per launch
             roberta += encoder_table(args, device, folder, with_peft=False, seeds=",".join(map(str, range(n_seeds))),
-                                     variants=None if i == 0 else "padded,unpadded + fused clip,unpadded + fused clip + compile")
+                                     variants=None if i == 0 else larger)
     decoders = decoder_table(args, device) if "3" in tables else []
     print_tables(args, minilm, roberta, decoders)
     if args.json:

@@ -14,7 +14,7 @@
 # rouge_score) under /tmp/site; `start` runs the pipeline detached (setsid), so that it outlives
 # its call; `wait` waits for it, then puts the exported results (results.tar.gz), the logs and the
 # timings (rc.txt) into OUT. Extra arguments of `start` (--set KEY=VALUE) go to both sweeps;
-# SWEEPS=vader (or e2e) runs one of them.
+# SWEEPS=vader (or e2e) runs one of them; STAGES="subspace" runs only that analysis stage.
 # With LOCAL=1 `start` skips the device set-up and runs in the foreground (a CPU dry run).
 set -u
 mode=$1 runs=${2:-}
@@ -39,7 +39,7 @@ one_sweep() {  # SPEC NAME EXTRA…: train, analyse, export; every stage's exit 
   shift 2
   python -m lowrank_lab rank-sweep "analyses/$spec.toml" --set sweep.out_dir="$runs" "$@" >"$log/train-$name.txt" 2>&1
   echo "$name train rc=$? at $(( $(date +%s) - start )) s" >>"$log/rc.txt"
-  for stage in tables subspace amplify spectrum report; do  # φ first: the slowest to rerun when time runs out
+  for stage in ${STAGES:-tables subspace amplify spectrum report}; do  # φ (subspace) early: the slowest
     OMP_NUM_THREADS=${THREADS:-8} python -m lowrank_lab "$stage" "$runs/$name" >>"$log/analyse-$name.txt" 2>&1
     echo "$name $stage rc=$? at $(( $(date +%s) - start )) s" >>"$log/rc.txt"
   done
@@ -65,7 +65,7 @@ case $mode in
     install
     export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 LOWRANK_LAB_CACHE=/tmp/llcache
     export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-    export -f pipeline one_sweep && export runs log SWEEPS
+    export -f pipeline one_sweep && export runs log SWEEPS STAGES
     setsid nohup bash -c 'pipeline "$@"' _ "$@" >"$log/pipeline.txt" 2>&1 < /dev/null &
     sleep 5 && cat "$log/rc.txt" "$log/pipeline.txt" 2>/dev/null ;;
   wait)
