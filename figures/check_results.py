@@ -190,6 +190,45 @@ def decoder_intruders(task: str) -> list[tuple[str, str]]:
     return out
 
 
+def decoder_phi(task: str) -> list[tuple[str, str]]:
+    """φ of the q,v rerun (Figs. 3, 4, 7), side A, over its 30 layers: "ranks" φ(A_8, A_64, 1, 1) over
+    30 layers × 3 seeds; "seeds" φ(A_64, A'_64, 1, 1) over 30 layers × 3 pairs, and by depth."""
+    phi = decoder_data(task, "phi")
+    top = phi[(phi.i == 1) & (phi.j == 1)]
+    ranks = top[(top.comparison == "ranks") & (top.r1 == 8) & (top.r2 == 64)]
+    seeds = top[(top.comparison == "seeds") & (top.r1 == 64)]
+    grid = phi[(phi.comparison == "seeds") & (phi.r1 == 64) & (phi.i <= 16) & (phi.j <= 16)]
+    rand = phi[(phi.comparison == "random") & (phi.r1 == 64) & (phi.i <= 16) & (phi.j <= 16)]
+    out = []
+    for m in ("q", "v"):
+        at = ranks[ranks.module == m].phi
+        out.append((f"ranks ΔW{m} (share > 0.5)", f"{at.median():.3f} ({(at > 0.5).mean():.0%})"))
+    for m in ("q", "v"):
+        at = seeds[seeds.module == m]
+        out.append((f"seeds ΔW{m}: all, L0–9, L20–29", f"{at.phi.median():.3f}, {at[at.layer < 10].phi.median():.3f}, "
+                                                      f"{at[at.layer >= 20].phi.median():.3f}"))
+    out += [(f"seeds ΔW{m}, mean i, j ≤ 16", f"{grid[grid.module == m].phi.mean():.3f}") for m in ("q", "v")]
+    return out + [("random pair, mean i, j ≤ 16", f"{rand.phi.mean():.3f}")]
+
+
+def decoder_phi_w0(task: str) -> list[tuple[str, str]]:
+    """Fig. 8: φ(Wq, A_r, i = top 10% of Wq's right singular vectors, j ≤ 4), median over 30 layers × 4 j, seed 0."""
+    t = decoder_data(task, "phi_w0")
+    t = t[(t.module == "q") & (t.i == t.i.max()) & (t.j <= 4)]
+    out = [(f"A_r={r}", f"{t[(t.source == 'adapter') & (t.r2 == r)].phi.median():.3f}") for r in (4, 8, 64)]
+    return out + [("random, r = 64", f"{t[(t.source == 'random') & (t.r2 == 64)].phi.median():.3f}")]
+
+
+def decoder_rerun(task: str) -> list[tuple[str, str]]:
+    """The φ rerun's q,v cells against the same cells of the first run (dev accuracy)."""
+    first = decoder_data(task, "results")
+    first = first[(first.method == "lora") & (first.targets == "q,v")]
+    again = decoder_data(task, "phi_rerun_results").merge(first, on=["r", "seed"], suffixes=("", "_first"))
+    return [("cells", f"{len(again)}"), ("median, rerun", f"{100 * again.dev_accuracy.median():.1f}"),
+            ("median, first run", f"{100 * again.dev_accuracy_first.median():.1f}"),
+            ("largest per-cell difference", f"{100 * (again.dev_accuracy - again.dev_accuracy_first).abs().max():.1f}")]
+
+
 BEGIN, END = "<!-- check_results.py: begin -->", "<!-- check_results.py: end -->"
 
 
@@ -233,6 +272,17 @@ def block() -> str:
     parts.append(markdown("SmolLM2 intruder dimensions (ε = 0.5, top 10 of W0 + ΔW) summed over a cell's "
                           "matrices (q,v: 60; all-linear and full fine-tuning: 210), mean over 3 seeds",
                           {task: decoder_intruders(task) for task in DECODER}))
+    parts.append(markdown("SmolLM2 φ (Figs. 3, 4, 7), VADER, LoRA q,v (the φ rerun), side A, 30 layers. \"ranks\": "
+                          "φ(A_8, A_64, 1, 1), median over 30 layers × 3 seeds and the share of them above 0.5; "
+                          "\"seeds\": φ(A_64, A'_64, 1, 1), median over 30 layers × 3 seed pairs, then over "
+                          "layers 0–9 and 20–29 × 3 pairs; the mean over i, j ≤ 16 over 30 layers × 3 pairs; "
+                          "a Haar-random pair of r = 64 beside it", {"VADER": decoder_phi("VADER")}))
+    parts.append(markdown("SmolLM2 Fig. 8, VADER: φ(Wq, A_r, i = 58, j ≤ 4), i.e. the top 10% of Wq's 576 "
+                          "directions against the adapter's top j, median over 30 layers × 4 j, seed 0",
+                          {"VADER": decoder_phi_w0("VADER")}))
+    parts.append(markdown("SmolLM2 φ rerun (VADER, q,v only) against the first run's q,v cells: dev accuracy "
+                          "×100, median over 7 ranks × 3 seeds, and the largest difference of one cell",
+                          {"VADER": decoder_rerun("VADER")}))
     return "\n\n".join([BEGIN, *parts, END])
 
 
