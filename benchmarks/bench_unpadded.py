@@ -12,15 +12,16 @@ One command, one GPU, three tables, each change side by side:
       at K = 21 (3 seeds) and K = 63 (9 seeds: more tokens per kernel launch).
   (3) Decoders built from LlamaConfig: SmolLM2-135M's shape and a Llama-1B shape, LoRA on all linear
       maps, ranks 1…64 × 3 seeds (K = 21), batch 8 per cell: PEFT one cell after another (subset,
-      extrapolated) vs packed padded vs packed unpadded, real tokens trained per second (summed over
-      cells). Synthetic sequences (random token
-      ids, lengths uniform in [max_length/4, max_length], the last quarter of each the completion).
+      extrapolated) vs the packed variants, real tokens trained per second (summed over cells).
+      Synthetic sequences (random token ids, lengths uniform in [max_length/4, max_length], the
+      last quarter of each the completion).
 
 MFU as benchmarks/bench_packed_sweep.py: frozen-base forward 2·N·T plus backward through the
 activations 2·N·T, attention at the batch's mean width, against the H200's ~790 TFLOP/s in bf16,
 T the real tokens; over the steps after each run's first, without evaluations.
 
 Usage (GPU): python benchmarks/bench_unpadded.py --model .devcarry/minilm-fp16 --glue .devcarry/glue
+  --variants picks the packed rows of every table; --no-dec-peft leaves table (3)'s PEFT row out.
 CPU smoke run: add --device cpu --tiny --steps 3 --ranks 1,4 --seeds 0 --max-dev 32
 """
 
