@@ -259,9 +259,9 @@ def test_the_flash_varlen_kernel_equals_the_reference_attention_on_a_gpu(causal,
         torch.testing.assert_close(g.float(), r.float(), rtol=5e-2, atol=5e-2)
 
 
-def _gpu_llama_pack(device="cuda", trained=False):
-    """A tiny all-linear Llama pack on `device`, its base in bf16 (the adapters float32), and a split.
-    The adapters are `_randomise`d, or with `trained` at a trained adapter's scale (B ~ N(0, 0.02²)):
+def _bf16_llama_pack(device="cuda", trained=False):
+    """A tiny all-linear Llama pack on `device` (default the GPU), its base in bf16 (the adapters
+    float32), and a split. The adapters are `_randomise`d, or with `trained` at a trained adapter's scale (B ~ N(0, 0.02²)):
     the randomised ΔW outweighs W0 many times over, and bf16 rounding then decides the gradients."""
     spec = ExperimentSpec(model=ModelSpec(name="x"), data=DataSpec(task="file", path="x"),
                           sweep=SweepSpec(r=(1, 4, 2), alpha=(4.0,), targets=("all-linear",)))
@@ -285,7 +285,7 @@ def _gpu_llama_pack(device="cuda", trained=False):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_an_unpadded_llama_pack_trains_on_a_gpu_in_bf16_close_to_the_padded_loss():
-    pack, split = _gpu_llama_pack()
+    pack, split = _bf16_llama_pack()
     index = torch.arange(12)
     inputs, labels = split.batch(index)
     hidden = pack.model.base_model(**inputs, use_cache=False).last_hidden_state
@@ -480,7 +480,7 @@ def _check_bf16_against_fp32(device):
     """Compiled and eager layers under bf16 autocast each give the fp32 eager step's losses and
     gradients to bf16's precision (relative Frobenius error per tensor), over two stream lengths."""
     torch._dynamo.reset()
-    pack, split = _gpu_llama_pack(device, trained=True)
+    pack, split = _bf16_llama_pack(device, trained=True)
     reference = copy.deepcopy(pack)
     reference.model.float()
     layers = varlen.compiled()
