@@ -261,8 +261,9 @@ def test_the_flash_varlen_kernel_equals_the_reference_attention_on_a_gpu(causal,
 
 def _bf16_llama_pack(device="cuda", trained=False):
     """A tiny all-linear Llama pack on `device` (default the GPU), its base in bf16 (the adapters
-    float32), and a split. The adapters are `_randomise`d, or with `trained` at a trained adapter's scale (B ~ N(0, 0.02²)):
-    the randomised ΔW outweighs W0 many times over, and bf16 rounding then decides the gradients."""
+    float32), and a split. The adapters are `_randomise`d, or with `trained` at a trained adapter's
+    scale (B ~ N(0, 0.02²)): the randomised ΔW outweighs W0 many times over, and bf16 rounding then
+    decides the gradients."""
     spec = ExperimentSpec(model=ModelSpec(name="x"), data=DataSpec(task="file", path="x"),
                           sweep=SweepSpec(r=(1, 4, 2), alpha=(4.0,), targets=("all-linear",)))
     pack = build_pack(expand_sweep(spec)[:3], _tiny_llama(), 0, "none", decoder=True)
