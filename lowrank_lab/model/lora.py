@@ -16,6 +16,7 @@ With K = 1 this is the ordinary LoRA layer, and ``merge`` folds ΔW into W0.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -37,6 +38,19 @@ def init_A(r: int, k: int, scheme: str, generator: torch.Generator) -> Tensor:
     if scheme == "gaussian":
         return (torch.randn(r, k, generator=generator, dtype=torch.float64) / r).float()
     raise ValueError(f"init={scheme!r}: use 'kaiming' or 'gaussian'")
+
+
+def init_generator(seed: int, r: int, label: str) -> torch.Generator:
+    """The generator of one module's initial A: seeded by (cell seed, rank, module label) through
+    SHA-256, so every module of every cell draws its own stream.
+
+    One generator per cell drawing each module's A in turn gave layer 0's first module of the
+    r = 8 and r = 64 cells of a seed the same first 8 rows (φ = 1 at step 0, where independent
+    subspaces give max(i, j)/k); a generator per (seed, label) alone would do the same in every
+    module, hence the rank in the key. Cells that differ only in their learning rate, α or target
+    set share a module's initial A, so they are compared from one start."""
+    digest = hashlib.sha256(f"lora-A/seed={int(seed)}/r={int(r)}/{label}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def base_shape(base: nn.Module) -> tuple[int, int]:

@@ -228,6 +228,9 @@ class TrainSpec:
     checkpoint_every: int = 200
     # ... and every this many seconds, so a kill or Ctrl-C loses at most this much of a pack's work.
     checkpoint_seconds: float = 60.0
+    # Save every cell's factors A, B (and head) every this many steps, at step 0 and at the last
+    # step, in <cell>/snapshots/ (safetensors; ``lowrank-lab dynamics``); 0: off.
+    snapshot_every: int = 0
     # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
     # On CUDA: the frozen base in bf16, adapters and heads float32 (full fine-tuning and BitFit:
@@ -249,6 +252,8 @@ class TrainSpec:
         for name in ("epochs", "batch_size", "evals_per_epoch", "checkpoint_every", "checkpoint_seconds"):
             if getattr(self, name) <= 0:
                 raise SpecError(f"train.{name}={getattr(self, name)}: must be positive")
+        if self.snapshot_every < 0:
+            raise SpecError(f"train.snapshot_every={self.snapshot_every}: must be 0 (off) or a number of steps")
         if self.log_every < 0:
             raise SpecError(f"train.log_every={self.log_every}: must be 0 (off) or a number of steps")
         if self.group_by_length < 0:

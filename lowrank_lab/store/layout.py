@@ -15,6 +15,7 @@ can find their inputs without torch. A sweep directory::
             weights.safetensors    trained weights for full fine-tuning / BitFit (no adapter)
             metrics.jsonl          one line per evaluation
             summary.json           best evaluation, trainable parameters, examples/s, provenance
+            snapshots/             factors A, B and head at train.snapshot_every steps (store.snapshots)
         analysis/                  tidy tables computed from the cells (CSV), figures
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,10 @@ def adapter_dir(cell_folder: Path) -> Path:
     return Path(cell_folder) / "adapter"
 
 
+def snapshot_dir(cell_folder: Path) -> Path:
+    return Path(cell_folder) / "snapshots"
+
+
 # ---------------------------------------------------------------------------------------------
 # Records
 
@@ -140,6 +146,8 @@ def start_cell(cell_folder: Path, cell: CellSpec) -> None:
     files.write_json(config_path(cell_folder), spec_to_dict(cell))
     for stale in (metrics_path(cell_folder), summary_path(cell_folder)):
         stale.unlink(missing_ok=True)
+    if snapshot_dir(cell_folder).is_dir():
+        shutil.rmtree(snapshot_dir(cell_folder))
 
 
 def cell_entry(sweep: Path, name: str) -> ManifestEntry:

@@ -165,15 +165,17 @@ class Training:
 def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, device: torch.device,
                *, start_step: int = 0, resume: dict | None = None, states: list[CellState] | None = None,
                on_eval: Callable[[int, dict], None] | None = None, on_log: Callable[[int, dict], None] | None = None,
-               on_checkpoint: Callable | None = None, stop: StopRequest | None = None,
+               on_checkpoint: Callable | None = None, on_snapshot: Callable[[int], None] | None = None,
+               stop: StopRequest | None = None,
                progress=None, shard: tuple[int, int] = (0, 1), meter: StepMeter | None = None) -> list[CellState]:
     """Train every cell of `pack` for the spec's epochs (or max_steps), evaluating
     evals_per_epoch times an epoch. ``on_eval(n, record)`` is called for each cell's evaluation
     (the caller saves the best adapter), ``on_log(n, record)`` every train.log_every steps with the
     mean training loss since the last log (the learning curve); ``on_checkpoint(step, optimizer, schedule, states)``
     every checkpoint_every steps, every checkpoint_seconds, and when `stop` (a ``StopRequest``)
-    is set, after which ``Interrupted(step)`` is raised. `resume` holds optimizer and schedule
-    state dicts.
+    is set, after which ``Interrupted(step)`` is raised. ``on_snapshot(step)`` at step 0 and after
+    every train.snapshot_every steps and the last (the caller saves the factors). `resume` holds
+    optimizer and schedule state dicts.
 
     ``shard = (rank, world)`` trains the pack data-parallel over `world` processes: each takes rows
     rank, rank + world, ... of every cell's batch, and the gradients are averaged across processes
@@ -184,8 +186,13 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
     t = _set_up(pack, task, train, dev, device, resume, states, shard, meter)
     t.tokenizer = tokenizer
     total, last_checkpoint = t.plan.total, time.monotonic()
+    snapshot = on_snapshot if t.spec.snapshot_every else None
+    if snapshot is not None and start_step == 0:
+        snapshot(0)
     for step in range(start_step, total):
         agreed = _step(t, step, bool(stop))
+        if snapshot is not None and ((step + 1) % t.spec.snapshot_every == 0 or step + 1 == total):
+            snapshot(step + 1)
         if progress is not None:
             progress.update(1)
         if t.spec.log_every and (step + 1) % t.spec.log_every == 0:

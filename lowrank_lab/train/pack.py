@@ -21,7 +21,7 @@ from lowrank_lab.spec import ADAPTER_METHODS, CellSpec, SpecError
 from lowrank_lab.maths.linalg import scaling_factor
 from lowrank_lab.train.optim import CellAdamW
 from lowrank_lab.model.adapter_set import AdapterSet, attach_adapters
-from lowrank_lab.model.lora import LoRALinear, PackedLinear, inject
+from lowrank_lab.model.lora import LoRALinear, PackedLinear, init_generator, inject
 from lowrank_lab.model.base import Classifier, adapts, find_targets, kind_order, parse_label
 
 
@@ -63,7 +63,8 @@ def build_pack(cells: Sequence[CellSpec], encoder: nn.Module, num_labels: int, p
                decoder: bool = False) -> Pack:
     """Inject K LoRA adapters (or K bottleneck adapters or prefixes, ``model.adapter_set``; or
     unfreeze weights for full fine-tuning / BitFit, K = 1) and heads, and initialise cell n from its
-    own seed: A_n from its init scheme, B_n = 0 (W_up = 0, or a prefix from N(0, 1)), head_n as nn.Linear.
+    own seed: A_n from its init scheme (one generator per cell seed, rank and module label:
+    ``model.lora.init_generator``), B_n = 0 (W_up = 0, or a prefix from N(0, 1)), head_n as nn.Linear.
 
     With `decoder`, `encoder` is a causal LM (AutoModelForCausalLM): no head is made (num_labels and
     pooling are unused) and the adapters go on its own module paths."""
@@ -91,11 +92,10 @@ def build_pack(cells: Sequence[CellSpec], encoder: nn.Module, num_labels: int, p
     elif method not in ADAPTER_METHODS:
         _unfreeze(encoder, method)
     for n, cell in enumerate(cells):
-        gen = torch.Generator().manual_seed(cell.train.seed)
-        for layer in layers.values():  # module order is fixed, so each cell's draws are too
-            layer.reset_adapter(n, cell.lora.init, gen)
+        for path, layer in layers.items():  # each module its own stream (``init_generator``)
+            layer.reset_adapter(n, cell.lora.init, init_generator(cell.train.seed, layer.ranks[n], labels[path]))
         if head is not None:
-            head.reset_head(n, gen)
+            head.reset_head(n, torch.Generator().manual_seed(cell.train.seed))
     adapters = attach_adapters(encoder, cells) if method in ADAPTER_METHODS else None  # each cell's own generator
     trainable = [p for p in model.parameters() if p.requires_grad]
     return Pack(cells, model, layers, labels, trainable, decoder, adapters)

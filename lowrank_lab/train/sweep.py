@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lowrank_lab.store import checkpoints, files, layout, peft_format
+from lowrank_lab.store import checkpoints, files, layout, peft_format, snapshots
 from lowrank_lab.store import tensors as tensors_io
 from lowrank_lab.store.records import CellSummary, PackInfo, TrainableParameters
 from lowrank_lab.spec import (ADAPTER_METHODS, CellSpec, ExperimentSpec, SpecError, expand_sweep, kind_order,
@@ -247,6 +247,7 @@ def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: boo
         if writer:  # evaluations after the checkpoint will be redone
             for d in run.dirs:
                 layout.keep_metrics_until(d, run.start_step)
+                snapshots.keep_snapshots_until(d, run.start_step)
     elif writer:
         for d, cell in zip(run.dirs, cells, strict=True):
             layout.start_cell(d, cell)
@@ -280,6 +281,13 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
     def on_checkpoint(step, optimizer, schedule, st) -> None:
         _checkpoint(run.folder, pack, step, optimizer, schedule, st)
 
+    def on_snapshot(step: int) -> None:
+        for n, d in enumerate(run.dirs):
+            if cells[n].lora.method == "lora":
+                tensors = _cell_tensors(pack, n)
+                head = {} if pack.decoder else {"weight": tensors["head.weight"], "bias": tensors["head.bias"]}
+                snapshots.write_snapshot(d, step, _lora_updates(pack, n, tensors), head)
+
     bar = step_progress(run.total, run.start_step, f"pack of {len(cells)}")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -289,7 +297,7 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
         states = train_pack(pack, inputs.task, inputs.train, inputs.dev, inputs.tokenizer, device,
                             start_step=run.start_step, resume=run.resume, states=run.states,
                             on_eval=on_eval if writer else None, on_log=on_log if writer else None, on_checkpoint=on_checkpoint if writer else None,
-                            stop=stop, progress=bar, shard=(world.rank, world.size) if data_parallel else (0, 1),
+                            on_snapshot=on_snapshot if writer else None, stop=stop, progress=bar, shard=(world.rank, world.size) if data_parallel else (0, 1),
                             meter=meter)
     finally:
         if bar is not None:
@@ -327,7 +335,7 @@ def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
     ``encoder.`` removed), so PEFT loads it on ``AutoModel.from_pretrained(base_model)``; a decoder's
     are the causal LM's (task_type CAUSAL_LM, no head), for ``AutoModelForCausalLM``."""
     cell = pack.cells[n]
-    tensors = {k: v.detach().float().cpu().clone() for k, v in cell_slices(pack, n).items()}
+    tensors = _cell_tensors(pack, n)
     head = {} if pack.decoder else {"weight": tensors.pop("head.weight"), "bias": tensors.pop("head.bias")}
     if cell.lora.method in ADAPTER_METHODS:  # a PEFT prefix adapter, or bottleneck adapters; the head beside
         peft_format.save_adapter_set(folder, pack.adapters, n, base_model=portable_name(base_model),
@@ -339,19 +347,26 @@ def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
         weights = {k.removeprefix("model."): v for k, v in tensors.items()}
         tensors_io.write_tensors(layout.weights_path(folder), {**weights, **{f"head.{k}": v for k, v in head.items()}})
         return
-    updates = []
-    for path, layer in pack.layers.items():
-        if layer.ranks[n]:
-            updates.append(LowRankUpdate(pack.labels[path], path if pack.decoder else path.removeprefix(CLASSIFIER_PREFIX),
-                                         tensors[f"{path}.lora_A"], tensors[f"{path}.lora_B"],
-                                         float(layer.scaling[n]), layer.fan_in_fan_out))
     lora = cell.lora
-    peft_format.save_adapter(layout.adapter_dir(folder), updates, base_model=portable_name(base_model),
+    peft_format.save_adapter(layout.adapter_dir(folder), _lora_updates(pack, n, tensors), base_model=portable_name(base_model),
                              revision=cell.model.revision, alpha=lora.alpha, scaling_rule=lora.scaling_rule,
                              init=lora.init, dropout=lora.dropout,
                              task_type="CAUSAL_LM" if pack.decoder else "FEATURE_EXTRACTION")
     if not pack.decoder:
         peft_format.save_head(folder, head["weight"], head["bias"], pooling=pack.model.pooling)
+
+
+def _cell_tensors(pack: Pack, n: int) -> dict[str, torch.Tensor]:
+    """Cell n's trained tensors (``cell_slices``) as float32 copies on the CPU."""
+    return {k: v.detach().float().cpu().clone() for k, v in cell_slices(pack, n).items()}
+
+
+def _lora_updates(pack: Pack, n: int, tensors: dict[str, torch.Tensor]) -> list[LowRankUpdate]:
+    """Cell n's LowRankUpdates from its ``_cell_tensors``, paths relative to the plain base model."""
+    return [LowRankUpdate(pack.labels[path], path if pack.decoder else path.removeprefix(CLASSIFIER_PREFIX),
+                          tensors[f"{path}.lora_A"], tensors[f"{path}.lora_B"], float(layer.scaling[n]),
+                          layer.fan_in_fan_out)
+            for path, layer in pack.layers.items() if layer.ranks[n]]
 
 
 def _checkpoint(folder: Path, pack: Pack, step: int, optimizer, schedule, states: list[CellState]) -> None:
