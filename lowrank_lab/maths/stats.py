@@ -17,8 +17,13 @@ LEVEL = 0.95  # two-sided interval
 N_RANDOM = 200  # draws of a random baseline (at least 100)
 
 
+def _as64(x: Sequence[float] | Tensor) -> Tensor:
+    # a copy: pandas hands out read-only arrays, which torch would only view
+    return x.to(torch.float64).flatten() if isinstance(x, Tensor) else torch.tensor(list(map(float, x)), dtype=torch.float64)
+
+
 def _values(x: Sequence[float] | Tensor) -> Tensor:
-    t = torch.as_tensor(x, dtype=torch.float64).flatten()
+    t = _as64(x)
     return t[~t.isnan()]
 
 
@@ -49,7 +54,7 @@ def sign_test(x: Sequence[float] | Tensor, y: Sequence[float] | Tensor) -> dict[
 
     wins = #(x > y), losses = #(x < y), ties dropped; under H0 wins ~ Binomial(wins + losses, ½),
     p = min(1, 2·P(W ≤ min(wins, losses))) exactly. Pairs with a NaN are dropped."""
-    x, y = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in (x, y))
+    x, y = _as64(x), _as64(y)
     if x.shape != y.shape:
         raise ValueError(f"sign_test: {x.numel()} values against {y.numel()}; give paired values")
     keep = ~(x.isnan() | y.isnan())
@@ -77,7 +82,7 @@ def spearman(x: Sequence[float] | Tensor, y: Sequence[float] | Tensor, n_perm: i
     """Spearman's ρ (Pearson's correlation of the average ranks) of paired x, y, and a two-sided
     permutation p-value: the fraction of n_perm shuffles of y with |ρ| ≥ the observed |ρ|
     (counting the observed one, so p > 0). ρ = NaN when either side is constant or n < 3."""
-    x, y = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in (x, y))
+    x, y = _as64(x), _as64(y)
     keep = ~(x.isnan() | y.isnan())
     x, y = x[keep], y[keep]
     n = x.numel()

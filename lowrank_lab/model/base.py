@@ -278,12 +278,14 @@ class Classifier(nn.Module):
     def hidden_size(self) -> int:
         return self.encoder.config.hidden_size
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+    def pooled(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        """The sentence vectors the head reads: mean of the last hidden states over real tokens, or CLS."""
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         if self.pooling == "mean":
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        else:
-            pooled = hidden[:, 0]
-        return self.head(pooled)
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return hidden[:, 0]
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        return self.head(self.pooled(input_ids, attention_mask, token_type_ids))
