@@ -243,6 +243,10 @@ class TrainSpec:
     unpadded: bool = False
     # Per-cell gradient clipping over a few contiguous gradient buffers (fewer kernel launches).
     fused_clip: bool = False
+    # Activation checkpointing per encoder/decoder layer: each layer's activations are recomputed in
+    # the backward pass instead of kept (about a third more compute, activations of one layer at a
+    # time; padded and unpadded steps).
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         _check_finite(self, "train")
