@@ -254,17 +254,25 @@ def model_kinds(model) -> tuple[str, ...]:
     """The recognised matrix kinds of a ``spec.ModelSpec``'s model (``model.base.model_kinds``),
     from its config alone (built on the meta device, no weights read): what Table 5's budget rule
     counts for "all-linear" (``spec.expand_sweep(spec, model_kinds=...)``)."""
+    from lowrank_lab.model.base import model_kinds as kinds_of
+
+    return kinds_of(config_model(model)[0])
+
+
+def config_model(model) -> tuple[nn.Module, bool]:
+    """(the base built from its config alone on the meta device, whether it is a decoder): its
+    parameters' shapes without a byte of weights (``model_kinds``, the memory plan)."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    from lowrank_lab.model.base import is_causal_config, model_kinds as kinds_of
+    from lowrank_lab.model.base import is_causal_config
 
     folder = check_model_folder(model.name)
     config = AutoConfig.from_pretrained(str(folder) if folder is not None else model.name, revision=model.revision)
     decoder = model.kind == "causal" or model.kind == "auto" and is_causal_config(config)
     with torch.device("meta"):
         module = (AutoModelForCausalLM if decoder else AutoModel).from_config(config)
-    return kinds_of(module)
+    return module, decoder
 
 
 def _load_error(name: str, folder: Path | None, option: str, err: Exception) -> ModelError:

@@ -29,6 +29,7 @@ from lowrank_lab.model import varlen
 from lowrank_lab.train.causal import completion_losses, evaluate_causal, varlen_completion_losses
 from lowrank_lab.train.data import LOWER_IS_BETTER, Task
 from lowrank_lab.train.distributed import all_reduce_mean_
+from lowrank_lab.train.activations import checkpoint_layers
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
 from lowrank_lab.train.pack import GradBuffers, Pack, clip_per_cell, make_optimizer, set_precision
 from lowrank_lab.maths.metrics import compute_metrics
@@ -224,7 +225,7 @@ def _set_up(pack: Pack, task: Task, train: Encoded, dev: Encoded, device: torch.
     elif spec.compile:
         forward, multiple = torch.compile(forward), 8  # widths rounded up: one graph serves all
     if spec.gradient_checkpointing:
-        layers = _checkpoint_layers(pack, layers)
+        layers = checkpoint_layers(pack, layers)
     optimizer = make_optimizer(pack, device)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(plan.total, spec.warmup_ratio))
     # LoRA dropout draws from the global generator: seed it from the pack, or restore it on resume,
@@ -242,24 +243,6 @@ def _set_up(pack: Pack, task: Task, train: Encoded, dev: Encoded, device: torch.
 
 
 UNPADDED_METHODS = ("lora", "head", "full", "bitfit")  # what model.varlen's layer forward computes
-
-
-def _checkpoint_layers(pack: Pack, layers: varlen.LayerForwards | None) -> varlen.LayerForwards | None:
-    """train.gradient_checkpointing: the unpadded step's layer forwards checkpointed
-    (``varlen.checkpointed``); the padded step's through Hugging Face's own per-layer
-    checkpointing (non-reentrant, so the frozen embeddings need no gradient)."""
-    spec = pack.cells[0].train
-    if spec.unpadded:
-        return varlen.checkpointed(layers or varlen.EAGER)
-    if not getattr(pack.base, "supports_gradient_checkpointing", False):
-        raise SpecError(f"train.gradient_checkpointing=true: {type(pack.base).__name__} does not support it "
-                        "(use train.unpadded=true on BERT, RoBERTa and Llama models, or leave it false)")
-    kwargs = {"use_reentrant": False}
-    if hasattr(pack.base, "activation_checkpointing_enable"):  # transformers ≥ 5.x's name
-        pack.base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        pack.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    return layers
 
 
 def _check_unpadded(pack: Pack) -> None:
