@@ -235,9 +235,12 @@ def target_shapes(base: nn.Module, cells: Sequence[CellSpec]) -> dict[str, tuple
 def estimate_pack(cells: Sequence[CellSpec], base: nn.Module, shape: Shape, targets: dict[str, tuple[int, int]],
                   tokens: Tokens, device_type: str, num_labels: int, base_total: int) -> PackEstimate:
     """The estimated peak of one pack: the base, its trained tensors with AdamW, its activations."""
-    spec, K = cells[0].train, len(cells)
+    spec, K, method = cells[0].train, len(cells), cells[0].lora.method
     element = element_bytes(device_type, cells)
-    trained = 16 * trained_elements(cells, base, targets, num_labels, shape.decoder)
+    # full fine-tuning's weights are the base's own (counted there): their gradient and moments only
+    trained = (12 if method == "full" else 16) * trained_elements(cells, base, targets, num_labels, shape.decoder)
+    if method not in FROZEN_BASE and device_type == "cpu":
+        base_total *= 2  # the pack trains a copy of the base beside the sweep's shared one
     ranks = 0
     if cells[0].lora.method == "lora":
         per_layer = {}

@@ -34,7 +34,7 @@ from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.train.batches import encode, resolve_device
 from lowrank_lab.train.loop import CellState, StepMeter, StepPlan, train_pack
 from lowrank_lab.train.pack import Pack, build_pack, cell_slices, trainable_parameters
-from lowrank_lab.train.plan import data_tokens, pack_id, plan_packs, size_text, sweep_plan  # noqa: F401 (plan_packs)
+from lowrank_lab.train.plan import FROZEN_BASE, data_tokens, element_bytes, pack_id, plan_packs, size_text, sweep_plan  # noqa: F401 (plan_packs)
 from lowrank_lab.train.progress import cell_progress, step_progress
 
 
@@ -71,10 +71,13 @@ class Inputs:
     fitted: dict | None = None
 
 
-def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec]) -> Inputs:
+def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.device | None = None) -> Inputs:
     """Load and check the data and the model before anything is written: a bad task, model or
-    rank fails here with a message that names it."""
-    loaded = load_model(spec.model.name, spec.model.revision, kind=spec.model.kind)
+    rank fails here with a message that names it. A base that trains frozen in bf16 on a GPU is
+    read straight into bf16 on `device` (``plan.element_bytes``)."""
+    straight = device is not None and element_bytes(device.type, cells) == 2
+    loaded = load_model(spec.model.name, spec.model.revision, kind=spec.model.kind, random_init=spec.model.random_init,
+                        dtype=torch.bfloat16 if straight else None, device=device if straight else None)
     task = load_task(spec.data, causal=loaded.is_decoder)
     encoder, tokenizer = loaded.module, loaded.tokenizer
     lora_cells = [c for c in cells if c.lora.method == "lora"]
@@ -106,7 +109,7 @@ def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
     if unfinished:  # the plan before the model loads: a user sees at once whether it fits
         for line in sweep_plan(spec, unfinished, config_model(spec.model), device, world, data_parallel)[1].lines():
             echo(line)
-    inputs = load_inputs(spec, unfinished) if unfinished else None
+    inputs = load_inputs(spec, unfinished, device) if unfinished else None
     if world.is_main:
         model = {"model": inputs.provenance} if inputs is not None and inputs.provenance else {}
         layout.write_spec(sweep, spec, {**files.provenance(str(device)), **model})
@@ -208,7 +211,7 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
     of each batch and only rank 0 writes. `splits`: how often the pack was halved after running
     out of memory (in each cell's summary)."""
     writer = world.is_main or not data_parallel
-    run = _set_up_pack(sweep, cells, inputs, writer, echo)
+    run = _set_up_pack(sweep, cells, inputs, writer, echo, device)
     run.splits = splits
     states, meter, seconds = _train(run, inputs, device, world, stop, writer, data_parallel)
     if writer:
@@ -216,9 +219,10 @@ def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.
         checkpoints.remove_checkpoint(run.folder)
 
 
-def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: bool, echo) -> PackRun:
+def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: bool, echo,
+                 device: torch.device | None = None) -> PackRun:
     """The pack's model, restored from its checkpoint when there is one; else its cells start afresh."""
-    pack = _build_pack(cells, inputs)
+    pack = _build_pack(cells, inputs, device)
     pid = pack_id(cells)
     run = PackRun(pack, pid, layout.pack_dir(sweep, pid), [layout.cell_dir(sweep, c) for c in cells],
                   StepPlan.of(cells[0].train, len(inputs.train)).total)
@@ -235,10 +239,15 @@ def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: boo
     return run
 
 
-def _build_pack(cells: list[CellSpec], inputs: Inputs) -> Pack:
+def _build_pack(cells: list[CellSpec], inputs: Inputs, device: torch.device | None = None) -> Pack:
     """``build_pack`` on a copy of the sweep's shared base (the adapters and prefixes it puts on the
-    base change its modules)."""
-    return build_pack(cells, copy.deepcopy(inputs.encoder), inputs.task.num_labels, inputs.pooling, inputs.decoder)
+    base change its modules). A frozen base already in the precision it trains in on `device` (float32
+    on the CPU, bf16 read onto the GPU) is shared by every pack's copy: its weights are not copied."""
+    base = inputs.encoder
+    wanted = torch.bfloat16 if device is not None and element_bytes(device.type, cells) == 2 else torch.float32
+    shared = device is not None and cells[0].lora.method in FROZEN_BASE and next(base.parameters()).dtype == wanted
+    memo = {id(t): t for t in (*base.parameters(), *base.buffers())} if shared else {}
+    return build_pack(cells, copy.deepcopy(base, memo), inputs.task.num_labels, inputs.pooling, inputs.decoder)
 
 
 def _listed(names: list[str], shown: int = 3) -> str:
