@@ -27,11 +27,24 @@ ECKART_YOUNG = "eckart_young"  # best rank-k error of full fine-tuning's ΔW, Lo
 RESULTS = "results"  # one row per finished cell
 LEARNING_CURVES = "learning_curves"  # training loss against step, every cell
 TABLES = (PHI, PHI_W0, AMPLIFICATION, SPECTRUM, SPECTRUM_METRICS, INTRUDERS, ECKART_YOUNG, RESULTS, LEARNING_CURVES)
+# After the paper: computed by their own commands (they evaluate models), never by ``report``.
+DYNAMICS_PHI = "dynamics_phi"  # φ(A_t, A_final), between ranks and seeds, per snapshot step
+DYNAMICS_SPECTRUM = "dynamics_spectrum"  # ‖ΔW_t‖_F, stable/effective rank, rank_90, intruders per step
+TRUNCATION = "truncation"  # dev metric of W0 + ΔW_k per cell and k
+TRUNCATION_K = "truncation_k"  # the smallest k within 0.5 points, per cell
+TRUNCATION_MEDIANS = "truncation_medians"  # medians over seeds with bootstrap intervals
+MITIGATION = "mitigation"  # metric and forgetting per cell, intruder definition and λ
+MITIGATION_TRADEOFF = "mitigation_tradeoff"  # medians over seeds with bootstrap intervals
+MITIGATION_CORRELATION = "mitigation_correlation"  # Spearman's ρ of intruders and forgetting
+MITIGATION_SIGN_TESTS = "mitigation_sign_tests"  # paired sign tests of λ < 1 against λ = 1
+AFTER_PAPER = {DYNAMICS_PHI: "dynamics", DYNAMICS_SPECTRUM: "dynamics", TRUNCATION: "truncate",
+               TRUNCATION_K: "truncate", TRUNCATION_MEDIANS: "truncate", MITIGATION: "mitigate",
+               MITIGATION_TRADEOFF: "mitigate", MITIGATION_CORRELATION: "mitigate", MITIGATION_SIGN_TESTS: "mitigate"}
 SIDES = ("A", "B", "dW_right", "dW_left")  # the singular bases φ compares (analysis.tables.basis)
 SIDED = (PHI, PHI_W0)  # one file per side
 COMMAND_OF = {PHI: "subspace", PHI_W0: "subspace", AMPLIFICATION: "amplify", SPECTRUM: "spectrum",
               SPECTRUM_METRICS: "spectrum", INTRUDERS: "spectrum", ECKART_YOUNG: "spectrum", RESULTS: "tables",
-              LEARNING_CURVES: "tables"}
+              LEARNING_CURVES: "tables", **AFTER_PAPER}
 
 FORMAT = {"name": "csv", "version": 2,
           "floats": "shortest decimal that round-trips float64 (repr); read back bit-identical"}

@@ -11,8 +11,6 @@ from lowrank_lab.analysis import sweep as sa
 from lowrank_lab.store import files, runs, snapshots
 from lowrank_lab.store import tables as st
 
-DYNAMICS_PHI = "dynamics_phi"
-DYNAMICS_SPECTRUM = "dynamics_spectrum"
 CONVENTIONS = {
     "snapshots": "factors A, B of every LoRA cell at step 0, every train.snapshot_every steps and the last step",
     "phi": "φ(i, j) = ‖V1[:, :i]ᵀ V2[:, :j]‖_F² / min(i, j) on the right singular vectors of A (Hu et al. "
@@ -50,5 +48,5 @@ def compute_dynamics(sweep: Path, base: str | None = None, echo: Callable[[str],
     phi = dyn.dynamics_phi_table(cells, seed=sa.RANDOM_SEED)
     spectra = dyn.dynamics_spectrum_table(cells, W0, svd0=W0.svd)
     options = {"base_model": W0.name, "random_seed": sa.RANDOM_SEED, "delta_w_includes_scaling": True}
-    return [st.write_table(sweep, DYNAMICS_PHI, phi, options, CONVENTIONS),
-            st.write_table(sweep, DYNAMICS_SPECTRUM, spectra, options, CONVENTIONS)]
+    return [st.write_table(sweep, st.DYNAMICS_PHI, phi, options, CONVENTIONS),
+            st.write_table(sweep, st.DYNAMICS_SPECTRUM, spectra, options, CONVENTIONS)]

@@ -15,10 +15,6 @@ from lowrank_lab.train import variants as tv
 from lowrank_lab.train.data import load_task
 from lowrank_lab.workflow.edits import open_sweep
 
-MITIGATION = "mitigation"
-MITIGATION_TRADEOFF = "mitigation_tradeoff"
-MITIGATION_CORRELATION = "mitigation_correlation"
-MITIGATION_SIGN_TESTS = "mitigation_sign_tests"
 MAX_GENERAL = 400
 CONVENTIONS = {
     "intruders": f"top {fg.TOP_K} left singular vectors with max |cos| < {fg.EPSILON} against every left singular "
@@ -71,6 +67,6 @@ def compute_mitigation(sweep: Path, base: str | None = None, general: str | None
     options = {"base_model": opened.spec.model.name, "metric": opened.metric, "general": general,
                "general_path": general_path, "general_sentences": len(texts), "lambdas": list(lambdas),
                "top_k": fg.TOP_K, "epsilon": fg.EPSILON, "device": str(opened.device)}
-    frames = ((MITIGATION, table), (MITIGATION_TRADEOFF, fg.tradeoff_table(table)),
-              (MITIGATION_CORRELATION, fg.correlation_table(table)), (MITIGATION_SIGN_TESTS, fg.lambda_sign_tests(table)))
+    frames = ((st.MITIGATION, table), (st.MITIGATION_TRADEOFF, fg.tradeoff_table(table)),
+              (st.MITIGATION_CORRELATION, fg.correlation_table(table)), (st.MITIGATION_SIGN_TESTS, fg.lambda_sign_tests(table)))
     return [st.write_table(opened.sweep, name, frame, options, CONVENTIONS) for name, frame in frames]

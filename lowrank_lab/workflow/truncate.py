@@ -17,9 +17,6 @@ from lowrank_lab.store import tables as st
 from lowrank_lab.train import variants as tv
 from lowrank_lab.workflow.edits import Opened, open_sweep
 
-TRUNCATION = "truncation"
-TRUNCATION_K = "truncation_k"  # the smallest k within 0.5 points, per cell
-TRUNCATION_MEDIANS = "truncation_medians"  # medians over seeds with bootstrap intervals
 CONVENTIONS = {
     "truncation": "ΔW_k = U[:, :k]·diag(S[:k])·Vh[:k] from ΔW's SVD (LoRA: from the factors; full fine-tuning: "
                   "dense ΔW = W_ft − W0 of every attention and MLP matrix, its other trained weights and head as "
@@ -77,7 +74,7 @@ def compute_truncation(sweep: Path, base: str | None = None, device: str = "cpu"
     options = {"base_model": opened.spec.model.name, "metric": opened.metric, "within_points": tr.WITHIN_POINTS,
                "full_max_k": tr.FULL_MAX_K, "device": str(opened.device)}
     return [st.write_table(opened.sweep, name, frame, options, CONVENTIONS)
-            for name, frame in ((TRUNCATION, table), (TRUNCATION_K, smallest), (TRUNCATION_MEDIANS, medians))]
+            for name, frame in ((st.TRUNCATION, table), (st.TRUNCATION_K, smallest), (st.TRUNCATION_MEDIANS, medians))]
 
 
 def _medians(table: pd.DataFrame, smallest: pd.DataFrame) -> pd.DataFrame:

@@ -47,7 +47,7 @@ def test_snapshots_at_step_zero_every_n_and_the_last_step_and_the_last_equals_th
 def test_phi_at_step_zero_sits_at_the_random_baseline_in_every_layer(snapshot_sweep):
     from lowrank_lab.store import tables as st
 
-    phi = st.read_table(snapshot_sweep, wd.DYNAMICS_PHI)
+    phi = st.read_table(snapshot_sweep, st.DYNAMICS_PHI)
     start = phi[(phi.step == 0) & phi.comparison.isin(["ranks", "seeds"])]
     assert set(start.comparison) == {"ranks", "seeds"} and set(start.layer) == {0, 1}
     assert len(start) == 2 * 2 * 4  # (8 vs 64 at 2 seeds, 2 pairs of seeds) × 2 layers × q, v
@@ -74,7 +74,7 @@ def test_one_generator_per_cell_would_have_failed(snapshot_sweep):
 def test_spectrum_over_steps_starts_at_zero_and_grows(snapshot_sweep):
     from lowrank_lab.store import tables as st
 
-    spec = st.read_table(snapshot_sweep, wd.DYNAMICS_SPECTRUM)
+    spec = st.read_table(snapshot_sweep, st.DYNAMICS_SPECTRUM)
     assert set(spec.step) == {0, 2, 4, 6}
     start, end = spec[spec.step == 0], spec[spec.step == 6]
     assert (start.frobenius == 0).all() and (start.rank_90 == 0).all() and (start.n_intruders == 0).all()

@@ -43,7 +43,7 @@ def _summaries(sweep):
 
 
 def test_truncation_to_k_r_is_the_trained_cell_and_to_k_0_the_base_with_its_head(tiny_sweep):
-    table = st.read_table(tiny_sweep, wt.TRUNCATION)
+    table = st.read_table(tiny_sweep, st.TRUNCATION)
     cells = _summaries(tiny_sweep)
     assert set(table.cell) == set(cells)
     for name, run in cells.items():
@@ -79,9 +79,9 @@ def _base_with_head(sweep, run) -> float:
 
 
 def test_smallest_k_and_medians_come_with_their_intervals(tiny_sweep):
-    k = st.read_table(tiny_sweep, wt.TRUNCATION_K)
+    k = st.read_table(tiny_sweep, st.TRUNCATION_K)
     assert (k.k_min <= k.k_max).all() and (k.k_min >= 0).all()
-    med = st.read_table(tiny_sweep, wt.TRUNCATION_MEDIANS)
+    med = st.read_table(tiny_sweep, st.TRUNCATION_MEDIANS)
     lora = med[(med.method == "lora") & (med.quantity == "value")]
     assert (lora.n == 2).all() and (lora.lo <= lora["median"]).all() and (lora["median"] <= lora.hi).all()
     full = med[med.method == "full"]
@@ -89,7 +89,7 @@ def test_smallest_k_and_medians_come_with_their_intervals(tiny_sweep):
 
 
 def test_lambda_one_is_the_adapter_and_counts_agree_with_the_spectrum_command(tiny_sweep):
-    table = st.read_table(tiny_sweep, wm.MITIGATION)
+    table = st.read_table(tiny_sweep, st.MITIGATION)
     cells = _summaries(tiny_sweep)
     at1 = table[table.lam == 1.0]
     assert set(at1.definition) == {"W0+dW", "dW"} and len(at1) == 2 * 4
@@ -108,15 +108,15 @@ def test_lambda_one_is_the_adapter_and_counts_agree_with_the_spectrum_command(ti
 
 
 def test_lambda_zero_changes_only_cells_with_intruders_and_the_tables_are_complete(tiny_sweep):
-    table = st.read_table(tiny_sweep, wm.MITIGATION)
+    table = st.read_table(tiny_sweep, st.MITIGATION)
     for (cell, definition), g in table.groupby(["cell", "definition"]):
         g = g.set_index("lam")
         assert sorted(g.index) == [0.0, 0.25, 0.5, 0.75, 1.0]
         if g.n_intruders.iloc[0] == 0:  # nothing to scale: every λ is the adapter
             assert g.embedding_shift.nunique() == 1
-    trade = st.read_table(tiny_sweep, wm.MITIGATION_TRADEOFF)
+    trade = st.read_table(tiny_sweep, st.MITIGATION_TRADEOFF)
     assert set(trade.n) == {2}
-    corr = st.read_table(tiny_sweep, wm.MITIGATION_CORRELATION)
+    corr = st.read_table(tiny_sweep, st.MITIGATION_CORRELATION)
     assert set(corr.definition) == {"W0+dW", "dW"} and (corr.n == 4).all()
-    signs = st.read_table(tiny_sweep, wm.MITIGATION_SIGN_TESTS)
+    signs = st.read_table(tiny_sweep, st.MITIGATION_SIGN_TESTS)
     assert ((signs.wins + signs.losses + signs.ties) == 4).all() and signs.p_value.between(0, 1).all()
