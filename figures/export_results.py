@@ -29,7 +29,7 @@ import pandas as pd
 from lowrank_lab.store import tables as st
 
 TABLES = ("results", "learning_curves", "phi", "phi_w0", "amplification", "spectrum", "spectrum_metrics",
-          "intruders", "eckart_young")
+          "intruders", "eckart_young", *st.AFTER_PAPER)  # the tables after the paper: every row
 
 
 def read(analysis: Path, name: str) -> pd.DataFrame:

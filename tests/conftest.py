@@ -107,6 +107,35 @@ def lr_analyzed(tmp_path_factory, tiny_bert) -> Path:
     return sweep
 
 
+@pytest.fixture(scope="session")
+def after_paper_analyzed(tmp_path_factory) -> Path:
+    """r ∈ {2, 4} × seeds {0, 1} and full fine-tuning on a 2-layer BERT (d = 16), 6 steps, one
+    evaluation (the saved adapter is the last snapshot), snapshots every 2 steps; dynamics,
+    truncate and mitigate (general text: other sentences, never trained on) computed."""
+    from lowrank_lab.spec import load_spec
+    from lowrank_lab.train.sweep import run_sweep
+    from lowrank_lab.workflow.dynamics import compute_dynamics
+    from lowrank_lab.workflow.mitigate import compute_mitigation
+    from lowrank_lab.workflow.truncate import compute_truncation
+
+    root = tmp_path_factory.mktemp("after-paper")
+    base = make_tiny_bert(root / "base", layers=2, hidden=16)
+    task = write_tiny_task(root / "task.csv", n=96)
+    general = root / "general.csv"
+    general.write_text("sentence,label\n" + "".join(f"\"the {w} report\",{i % 2}\n"
+                                                   for i, w in enumerate(POSITIVE + NEGATIVE)))
+    spec = load_spec(None, [
+        f"model.name={base}", "model.pooling=mean", "model.max_length=16", "data.task=file", f"data.path={task}",
+        "sweep.alpha=[8.0]", "train.max_steps=6", "train.batch_size=8", "sweep.lr=[3e-2]", "train.device=cpu",
+        "train.snapshot_every=2", "sweep.r=[2,4]", "sweep.seeds=[0,1]", 'sweep.baselines=["full"]',
+        "sweep.full_lr=[1e-3]", f"sweep.out_dir={root}", "sweep.name=after-paper"])
+    sweep = run_sweep(spec, echo=lambda *_: None)
+    compute_dynamics(sweep, echo=lambda *_: None)
+    compute_truncation(sweep, echo=lambda *_: None)
+    compute_mitigation(sweep, general="file", general_path=str(general), echo=lambda *_: None)
+    return sweep
+
+
 PEFT_BENIGN = ("is_gradient_checkpointing",)  # PEFT 0.21 on transformers 5: a deprecation, unrelated to the files
 
 

@@ -1,41 +1,19 @@
 """truncate and mitigate on a tiny sweep: truncation to k = r is the trained cell, to k = 0 the base
-with its head; λ = 1 is the adapter, λ = 0 leaves the base's other directions alone."""
+with its head; λ = 1 is the adapter, and λ changes nothing in a cell without intruders."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import NEGATIVE, POSITIVE, make_tiny_bert, write_tiny_task
-from lowrank_lab.spec import load_spec
 from lowrank_lab.store import runs
 from lowrank_lab.store import tables as st
-from lowrank_lab.train.sweep import run_sweep
-from lowrank_lab.workflow import mitigate as wm
-from lowrank_lab.workflow import truncate as wt
 
 
-@pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory):
-    """r ∈ {2, 4} × seeds {0, 1} and full fine-tuning on a 2-layer BERT (d = 16), one evaluation."""
-    root = tmp_path_factory.mktemp("edits")
-    base = make_tiny_bert(root / "base", layers=2, hidden=16)
-    task = write_tiny_task(root / "task.csv", n=96)
-    general = root / "general.csv"
-    general.write_text("sentence,label\n" + "".join(f"\"the {w} report\",{i % 2}\n" for i, w in enumerate(POSITIVE + NEGATIVE)))
-    spec = load_spec(None, [
-        f"model.name={base}", "model.pooling=mean", "model.max_length=16", "data.task=file", f"data.path={task}",
-        "sweep.alpha=[8.0]", "train.max_steps=6", "train.batch_size=8", "sweep.lr=[3e-2]", "train.device=cpu",
-        "sweep.r=[2,4]", "sweep.seeds=[0,1]", 'sweep.baselines=["full"]', "sweep.full_lr=[1e-3]",
-        f"sweep.out_dir={root}", "sweep.name=s",
-    ])
-    sweep = run_sweep(spec, echo=lambda *_: None)
-    wt.compute_truncation(sweep, echo=lambda *_: None)
-    wm.compute_mitigation(sweep, general="file", general_path=str(general), echo=lambda *_: None)
-    return sweep
+@pytest.fixture
+def tiny_sweep(after_paper_analyzed):
+    return after_paper_analyzed
 
 
 def _summaries(sweep):
