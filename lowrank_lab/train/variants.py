@@ -109,15 +109,15 @@ def general_scores(pack: Pack, base: nn.Module, general: Encoded, device: torch.
     """Forgetting on the `general` sentences, per variant (module docstring): an encoder's
     embedding_shift (and the cosine's 1 − cos beside it); a decoder's general_loss and base_general_loss."""
     pack.model.to(device).eval()
-    base = base.to(device).eval()
+    base, general = base.to(device).eval(), general.to(device)
     K, n = pack.K, len(general)
     if pack.decoder:
         sums, counts = torch.zeros(K + 1, device=device), torch.zeros(K + 1, device=device)
         for start in range(0, n, batch_size):
             index = torch.arange(start, min(start + batch_size, n))
-            inputs, labels = general.to(device).batch(index.repeat(K))
+            inputs, labels = general.batch(index.repeat(K))
             s, c = completion_losses(hidden_states(pack.model, **inputs), labels, pack.model.get_output_embeddings(), K)
-            inputs0, labels0 = general.to(device).batch(index)
+            inputs0, labels0 = general.batch(index)
             s0, c0 = completion_losses(hidden_states(base, **inputs0), labels0, base.get_output_embeddings(), 1)
             sums, counts = sums + torch.cat([s, s0]), counts + torch.cat([c, c0])
         loss = (sums / counts).tolist()
@@ -126,9 +126,9 @@ def general_scores(pack: Pack, base: nn.Module, general: Encoded, device: torch.
     plain = Classifier(base, nn.Identity(), pack.model.pooling)
     for start in range(0, n, batch_size):
         index = torch.arange(start, min(start + batch_size, n))
-        inputs, _ = general.to(device).batch(index.repeat(K))
+        inputs, _ = general.batch(index.repeat(K))
         e = pack.model.pooled(**inputs).reshape(K, len(index), -1).double()
-        e0 = plain.pooled(**general.to(device).batch(index)[0]).double()[None]
+        e0 = plain.pooled(**general.batch(index)[0]).double()[None]
         shift += ((e - e0).norm(dim=-1) / e0.norm(dim=-1)).sum(1)
         cos += (1 - nn.functional.cosine_similarity(e, e0.expand_as(e), dim=-1)).sum(1)
     return [{"embedding_shift": float(shift[k] / n), "embedding_cosine_distance": float(cos[k] / n)} for k in range(K)]

@@ -100,3 +100,39 @@ def _cell_spec():
     from lowrank_lab.spec import ExperimentSpec, expand_sweep
 
     return expand_sweep(ExperimentSpec())[0]
+
+
+def test_an_interrupted_sweep_resumes_to_the_same_snapshots(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from lowrank_lab.train.interrupt import Interrupted
+
+    def spec(out):
+        return load_spec(None, [f"model.name={tiny_bert}", "model.pooling=mean", "data.task=file",
+                                f"data.path={tiny_task}", f"sweep.out_dir={out}", "sweep.r=[2]", "sweep.alpha=[4.0]",
+                                "train.batch_size=8", "sweep.lr=[1e-2]", "train.device=cpu", "train.epochs=2",
+                                "train.checkpoint_every=1000", "train.snapshot_every=4"])
+
+    reference = run_sweep(spec(tmp_path / "ref"), echo=lambda *_: None)
+    append = layout.append_metrics
+
+    def ctrl_c_at_the_first_evaluation(folder, record):
+        append(folder, record)
+        if record.get("kind") == "eval" and record["step"] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(layout, "append_metrics", ctrl_c_at_the_first_evaluation)
+    with pytest.raises(Interrupted):
+        run_sweep(spec(tmp_path / "out"), echo=lambda *_: None)
+    monkeypatch.undo()
+    (cell,) = runs.load_sweep(reference)
+    folder = tmp_path / "out" / "default" / "cells" / cell.path.name
+    assert snapshots.snapshot_steps(folder) == [0, 4]  # step 6's checkpoint comes before step 8's snapshot
+    sweep = run_sweep(spec(tmp_path / "out"), echo=lambda *_: None)
+    ours, theirs = snapshots.read_snapshots(layout.cell_dir(sweep, cell.path.name)), snapshots.read_snapshots(cell.path)
+    assert list(ours) == list(theirs) == [0, 4, 8, 12]
+    for step in ours:
+        for label in ours[step]:
+            torch.testing.assert_close(ours[step][label].A, theirs[step][label].A, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(ours[step][label].B, theirs[step][label].B, rtol=1e-5, atol=1e-6)
