@@ -135,8 +135,29 @@ def mitigation(mit: pd.DataFrame, corr: pd.DataFrame, general: str) -> list[str]
     return lines
 
 
+def setup(folder: Path) -> list[str]:
+    """The run, from the resolved spec in a table's sidecar."""
+    meta = sidecar(st.TRUNCATION, folder)
+    spec, options = meta["sweep_spec"], meta["options"]
+    sweep, train, data = spec["sweep"], spec["train"], spec["data"]
+    general = sidecar(st.MITIGATION, folder)["options"]
+    model = "the embedded all-MiniLM-L6-v2" if spec["model"]["name"] == "embedded" else spec["model"]["name"]
+    length = f"{train['max_steps']} steps" if train.get("max_steps") else f"{train['epochs']} epoch(s)"
+    return [f"Setup (from the sidecars): {model} on {data['task']} ({data['max_train']} training examples, {length} "
+            f"of batches of {train['batch_size']}, dev metric {options['metric']} on {data['max_eval']} held-out examples); LoRA on "
+            f"{', '.join(sweep['targets'])} at r = {', '.join(map(str, sweep['r']))} × seeds "
+            f"{', '.join(map(str, sweep['seeds']))}, α = {sweep['alpha'][0]:g}, learning rate {sweep['lr'][0]:g}; "
+            f"{' and '.join(sweep['baselines'])} fine-tuning at {sweep['full_lr'][0]:g}; snapshots every "
+            f"{train['snapshot_every']} steps; forgetting on {general['general_sentences']} sentences of "
+            f"{general['general']}; on the CPU.", ""]
+
+
 def block(folder: Path = RESULTS) -> str:
-    lines = dynamics(read(st.DYNAMICS_PHI, folder), read(st.DYNAMICS_SPECTRUM, folder))
+    rule = ("Verdicts: \"supported here\" when the paired two-sided sign test across cells (or the permutation "
+            "test of Spearman's ρ) gives p < 0.05 in the stated direction; \"in that direction here, but not "
+            "significant\" when p ≥ 0.05; \"not seen here\" when the direction is the other. Intervals: "
+            f"percentile bootstrap 95% over seeds ({stats.N_BOOT} resamples), or over cells where a line pools ranks.")
+    lines = [rule, ""] + setup(folder) + dynamics(read(st.DYNAMICS_PHI, folder), read(st.DYNAMICS_SPECTRUM, folder))
     lines += truncation(read(st.TRUNCATION, folder), read(st.TRUNCATION_K, folder))
     general = sidecar(st.MITIGATION, folder)["options"]["general"]
     lines += mitigation(read(st.MITIGATION, folder), read(st.MITIGATION_CORRELATION, folder), general)
