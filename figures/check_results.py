@@ -18,13 +18,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from lowrank_lab.store import exported
+
 ROOT = Path(__file__).resolve().parent
 TASKS = {"SST-2": "glue-sst2", "RTE": "glue-rte", "MRPC": "glue-mrpc", "CoLA": "glue-cola", "STS-B": "glue-stsb"}
-MIDDLE = 2  # layers[(6 - 1) // 2]
 
 
 def data(task: str, table: str) -> pd.DataFrame:
-    return pd.read_parquet(ROOT / "results" / TASKS[task] / "data" / f"{table}.parquet")
+    return exported.read(ROOT / "results" / TASKS[task], table)
+
+
+def middle(task: str) -> int:
+    """The middle layer of the task's model, from its exported amplification table's sidecar."""
+    return exported.middle_layer(ROOT / "results" / TASKS[task], "amplification")
 
 
 def seed_median(values: pd.Series) -> str:
@@ -66,8 +72,8 @@ def best_lora(task: str) -> list[tuple[str, str]]:
 
 def phi_claims(task: str) -> list[tuple[str, str]]:
     phi = data(task, "phi")
-    mid = phi[(phi.layer == MIDDLE) & (phi.i == 1) & (phi.j == 1)]
-    grid = phi[(phi.comparison == "seeds") & (phi.r1 == 64) & (phi.layer == MIDDLE)]
+    mid = phi[(phi.layer == middle(task)) & (phi.i == 1) & (phi.j == 1)]
+    grid = phi[(phi.comparison == "seeds") & (phi.r1 == 64) & (phi.layer == middle(task))]
     out = []
     for m in ("q", "v"):
         ranks = mid[(mid.comparison == "ranks") & (mid.module == m) & (mid.r1 == 8) & (mid.r2 == 64)]
@@ -85,7 +91,7 @@ def phi_claims(task: str) -> list[tuple[str, str]]:
 def table7(task: str) -> list[tuple[str, str]]:
     amp = data(task, "amplification")
     qv = amp[(amp.targets == "q,v") & (amp.module == "q")]
-    mid = qv[qv.layer == MIDDLE]
+    mid = qv[qv.layer == middle(task)]
     out = []
     for r in (4, 64):
         at = mid[mid.r == r]
@@ -120,7 +126,7 @@ TARGETS = ("q,v", "all-linear")
 
 
 def decoder_data(task: str, table: str) -> pd.DataFrame:
-    return pd.read_parquet(ROOT / "results" / DECODER[task] / "data" / f"{table}.parquet")
+    return exported.read(ROOT / "results" / DECODER[task], table)
 
 
 def accuracy_and_loss(cells: pd.DataFrame) -> str:

@@ -53,12 +53,13 @@ def test_committed_tables_keep_empty_text_as_written(path):
 def test_export_reads_tables_as_the_store_wrote_them(tmp_path):
     import pandas as pd
 
-    export = runpy.run_path(str(ROOT / "figures" / "export_results.py"))
+    from lowrank_lab.store import exported
+
     analysis = tmp_path / "analysis"
     analysis.mkdir()
     written = pd.DataFrame({"cell": ["full", "lora"], "targets": ["", "q,v"], "seed": [0, 1], "value": [0.1, 1 / 3]})
     written.to_csv(analysis / "results.csv", index=False)
-    table = export["read"](analysis, "results")
+    table = exported.read_analysis(analysis, "results")
     assert table.targets.tolist() == ["", "q,v"] and table.value.tolist() == [0.1, 1 / 3]
 
 
