@@ -36,7 +36,8 @@ class Stale:
 
 def evaluate(expr: str, namespace: Mapping[str, Callable]) -> str:
     """The rendered value of one reference: its expression, evaluated over `namespace` only."""
-    value = eval(expr, {"__builtins__": SAFE_BUILTINS}, dict(namespace))  # noqa: S307 (our own documents)
+    # one dict of globals, so that comprehensions inside the expression see the functions too
+    value = eval(expr, {**namespace, "__builtins__": SAFE_BUILTINS})  # noqa: S307 (our own documents)
     if not isinstance(value, str):
         raise TypeError(f"{expr}: gives {type(value).__name__}, not the text to print (format it)")
     return value
