@@ -14,19 +14,21 @@ three cells that differ only in train.seed; "L2" is the middle layer (0-based) o
 
 import argparse
 import sys
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
 
 from lowrank_lab.store import exported
-from references import f, num, part, span  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 REPO_ROOT = ROOT.parent
 sys.path.insert(0, str(ROOT))  # references.py and quoted.py beside this script
+from references import f, num, part, span  # noqa: E402
 TASKS = {"SST-2": "glue-sst2", "RTE": "glue-rte", "MRPC": "glue-mrpc", "CoLA": "glue-cola", "STS-B": "glue-stsb"}
 
 
+@cache  # read once per run; every caller filters into new frames
 def data(task: str, table: str) -> pd.DataFrame:
     return exported.read(ROOT / "results" / TASKS[task], table)
 
@@ -128,6 +130,7 @@ DECODER = {"VADER": "vader-smollm2", "E2E": "e2e-smollm2"}  # SmolLM2-135M on th
 TARGETS = ("q,v", "all-linear")
 
 
+@cache
 def decoder_data(task: str, table: str) -> pd.DataFrame:
     return exported.read(ROOT / "results" / DECODER[task], table)
 
