@@ -139,9 +139,13 @@ class DataSpec:
     # Caps on examples (None: all); the defaults keep the embedded demo within minutes on a CPU.
     max_train: int | None = 4000
     max_eval: int | None = 500
+    # Training examples held out (after max_train) to choose each cell's best evaluation on, so
+    # that the reported dev/test metrics are never the ones the step was chosen by; None: the
+    # best evaluation is chosen on the dev set itself (the reported metrics then overstate it).
+    validation_size: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_train", "max_eval"):
+        for name in ("max_train", "max_eval", "validation_size"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise SpecError(f"data.{name}={value}: must be positive or unset")
