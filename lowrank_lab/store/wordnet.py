@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 from lowrank_lab.store.datasets import DataError, _write_atomic, sha256_file
@@ -67,4 +68,6 @@ def wordnet_reader():
     root = str(wordnet_dir())
     if root not in nltk.data.path:
         nltk.data.path.append(root)  # nltk reads only below its data paths
-    return _English(root, None)
+    with warnings.catch_warnings():  # "multilingual functions are not available": none are used
+        warnings.simplefilter("ignore", UserWarning)
+        return _English(root, None)
