@@ -81,6 +81,7 @@ def rank_sweep(spec: Path | None, overrides: tuple[str, ...], device: str | None
     import os
 
     from lowrank_lab.spec import load_spec
+    from lowrank_lab.store.files import DiskFull
     from lowrank_lab.store.layout import claim_sweep
     from lowrank_lab.train.interrupt import Interrupted
 
@@ -100,6 +101,9 @@ def rank_sweep(spec: Path | None, overrides: tuple[str, ...], device: str | None
     except KeyboardInterrupt:
         click.echo("interrupted; rerun to resume (finished cells are kept)", err=True)
         raise SystemExit(130) from None
+    except DiskFull as err:
+        click.echo(str(err), err=True)
+        raise SystemExit(err.exit_code) from None
     click.echo(sweep_summary(sweep))
     click.echo(f"results: {sweep}")
     if failed_cells(sweep):

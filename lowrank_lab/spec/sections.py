@@ -105,6 +105,9 @@ class ModelSpec:
     # or "auto": causal when the config says so (architectures *ForCausalLM / *LMHeadModel, or a
     # decoder-only model_type such as gpt2, llama, qwen2: model.base.is_causal_config).
     kind: str = "auto"
+    # Build the base from its config with random weights (seed 0) instead of reading them: for speed
+    # and memory studies at a model's shape (a folder holding only a config.json is read this way).
+    random_init: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -268,6 +271,10 @@ class TrainSpec:
     unpadded: bool = False
     # Per-cell gradient clipping over a few contiguous gradient buffers (fewer kernel launches).
     fused_clip: bool = False
+    # Activation checkpointing per encoder/decoder layer: each layer's activations are recomputed in
+    # the backward pass instead of kept (about a third more compute, activations of one layer at a
+    # time; padded and unpadded steps).
+    gradient_checkpointing: bool = False
     # Where training curves go besides metrics.jsonl, the same values (lowrank_lab.train.reporting):
     # "tensorboard" (event files in each cell's tensorboard/ folder, the cell's spec as hyperparameters).
     report_to: tuple[str, ...] = ()
