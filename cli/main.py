@@ -81,6 +81,7 @@ def rank_sweep(spec: Path | None, overrides: tuple[str, ...], device: str | None
     import os
 
     from lowrank_lab.spec import load_spec
+    from lowrank_lab.store.files import DiskFull
     from lowrank_lab.store.layout import claim_sweep
     from lowrank_lab.train.interrupt import Interrupted
 
@@ -100,6 +101,9 @@ def rank_sweep(spec: Path | None, overrides: tuple[str, ...], device: str | None
     except KeyboardInterrupt:
         click.echo("interrupted; rerun to resume (finished cells are kept)", err=True)
         raise SystemExit(130) from None
+    except DiskFull as err:
+        click.echo(str(err), err=True)
+        raise SystemExit(err.exit_code) from None
     click.echo(sweep_summary(sweep))
     click.echo(f"results: {sweep}")
     if failed_cells(sweep):
@@ -217,3 +221,15 @@ def compare(adapters: tuple[Path, ...], base: str | None, out: Path | None) -> N
     from lowrank_lab.workflow.external import compare as compare_adapters
 
     _echo_notes(*compare_adapters(adapters, base, out))
+
+
+@cli.command("sample-data")
+@click.argument("kind", type=click.Choice(["chat", "instruction"]))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@user_errors
+def sample_data(kind: str, out: Path) -> None:
+    """Write a chat- or instruction-format sample built from VADER (offline) for data.task=KIND."""
+    from lowrank_lab.store.samples import write_sample
+
+    path, rows = write_sample(kind, out)
+    click.echo(f"{path}: {rows} rows of {kind} data from the VADER movie reviews")

@@ -8,6 +8,7 @@ written without it: tensor files are ``store.tensors``."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib.metadata
 import json
@@ -25,6 +26,32 @@ class RunError(ValueError):
     """A result or adapter file that cannot be read; the message names the file and the key."""
 
 
+# errno of a write that ran out of room: no space left, over the file-size limit (ulimit -f), over quota
+FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+class DiskFull(Exception):
+    """A file could not be written for want of room; what was written before it stays (every write is
+    atomic), so a rerun after freeing space resumes. The CLI prints the message and exits with 1."""
+
+    exit_code = 1
+
+    def __init__(self, path: Path, err: OSError):
+        self.path = Path(path)
+        super().__init__(f"{path}: cannot write it ({err.strerror or err}); finished cells are kept: "
+                         "free space (or raise the file-size limit) and rerun the same command to resume")
+
+
+@contextlib.contextmanager
+def _room_for(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        if err.errno in FULL_ERRNOS:
+            raise DiskFull(path, err) from None
+        raise
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
     os.umask(mask)
@@ -32,7 +59,13 @@ def _umask() -> int:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call write(f) on a temporary file beside `path`, then rename it over `path`."""
+    """Call write(f) on a temporary file beside `path`, then rename it over `path`; ``DiskFull``
+    naming `path` when the disk or the file-size limit leaves no room (the old file stays)."""
+    with _room_for(path):
+        _atomic_write(path, write)
+
+
+def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -58,8 +91,9 @@ def write_text(path: Path, text: str) -> None:
 
 
 def append_jsonl(path: Path, record: dict) -> None:
-    """Append one line; a torn last line (killed mid-write) is skipped by ``read_jsonl``."""
-    with open(path, "a") as f:
+    """Append one line; a torn last line (killed mid-write, or cut by a full disk: ``DiskFull``) is
+    skipped by ``read_jsonl``."""
+    with _room_for(path), open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())

@@ -29,6 +29,7 @@ from lowrank_lab.model import varlen
 from lowrank_lab.train.causal import completion_losses, evaluate_causal, varlen_completion_losses
 from lowrank_lab.train.data import LOWER_IS_BETTER, Task
 from lowrank_lab.train.distributed import all_reduce_mean_
+from lowrank_lab.train.activations import checkpoint_layers
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
 from lowrank_lab.train.pack import GradBuffers, Pack, clip_per_cell, make_optimizer, set_precision
 from lowrank_lab.maths.metrics import compute_metrics
@@ -227,6 +228,8 @@ def _set_up(pack: Pack, task: Task, train: Encoded, dev: Encoded, device: torch.
             layers = varlen.compiled()
     elif spec.compile:
         forward, multiple = torch.compile(forward), 8  # widths rounded up: one graph serves all
+    if spec.gradient_checkpointing:
+        layers = checkpoint_layers(pack, layers)
     optimizer = make_optimizer(pack, device)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(plan.total, spec.warmup_ratio))
     # LoRA dropout draws from the global generator: seed it from the pack, or restore it on resume,
