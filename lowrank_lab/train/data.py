@@ -184,9 +184,10 @@ def _assemble(name: str, train: list[_Row], dev: list[_Row] | None, spec: DataSp
     splits["train"], splits["validation"] = hold_out(splits["train"], kept_keys, spec.validation_size, train[0].where)
     if metrics is None:
         metrics = ("pearson", "spearman") if num_labels == 1 else ("accuracy",)
-    source.update(rows={"train": len(train), "dev": len(dev)}, counts={k: len(v) for k, v in splits.items()},
-                  caps={"max_train": spec.max_train, "max_eval": spec.max_eval,
-                        "validation_size": spec.validation_size}, labels=index)
+    held = {"validation_size": spec.validation_size} if spec.validation_size else {}
+    source.update(rows={"train": len(train), "dev": len(dev)},
+                  counts={k: len(v) for k, v in splits.items() if v or k != "validation"},
+                  caps={"max_train": spec.max_train, "max_eval": spec.max_eval, **held}, labels=index)
     return Task(name, splits["train"], splits["dev"], num_labels, metrics, metrics[0], source,
                 validation=splits["validation"])
 
