@@ -13,7 +13,7 @@ import copy
 import gc
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -100,7 +100,9 @@ def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.d
         dev = causal_dev(tokenizer, task, spec.model.max_length)
         fitted = {"max_length": spec.model.max_length, "truncated_train_prompts": truncated,
                   "truncated_dev_prompts": dev.truncated, "dropped_train": dropped}
-        return Inputs(task, train, dev, encoder, tokenizer, "none", True, loaded.provenance, fitted)
+        # the held-out split is scored as dev is (decoded too, for generation tasks)
+        held = causal_dev(tokenizer, replace(task, dev=task.validation), spec.model.max_length) if task.validation else None
+        return Inputs(task, train, dev, encoder, tokenizer, "none", True, loaded.provenance, fitted, validation=held)
     regression = task.num_labels == 1
     validation = encode(tokenizer, task.validation, spec.model.max_length, regression) if task.validation else None
     return Inputs(task, encode(tokenizer, task.train, spec.model.max_length, regression),
