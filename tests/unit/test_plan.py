@@ -171,3 +171,18 @@ def test_the_planned_peak_is_within_the_measured_gpu_peak():
     plain, kept = _measured("packed", "cuda"), _measured("packed-ckpt", "cuda")
     for run in (plain, kept):
         assert 0.67 < run["peak_bytes"] / run["planned_bytes"] < 1.5, run
+
+
+def test_packs_share_a_frozen_base_in_its_training_precision_and_full_fine_tuning_copies_it(tiny_bert):
+    from lowrank_lab.train.examples import Task
+    from lowrank_lab.train.sweep import Inputs, _build_pack
+
+    encoder = load_base(str(tiny_bert))[0]
+    inputs = Inputs(Task("t", (), (), 2, ("accuracy",), "accuracy", {}), None, None, encoder, None, "mean")
+    W = encoder.embeddings.word_embeddings.weight
+    shared = [_build_pack(_cells()[:2], inputs, torch.device("cpu")) for _ in range(2)]
+    assert all(p.base.embeddings.word_embeddings.weight is W for p in shared)  # one base, not a copy per pack
+    assert all(p.base is not encoder for p in shared)  # the modules are copied (LoRA is injected into them)
+    full = _build_pack(_cells("full", baselines=("full",))[:1], inputs, torch.device("cpu"))
+    copied = full.base.embeddings.word_embeddings.weight
+    assert copied is not W and torch.equal(copied, W) and copied.requires_grad and not W.requires_grad
