@@ -10,10 +10,12 @@ what it held before building the model on the CPU):
            same learning rate, weight decay, warm-up and linear decay and per-cell clipping at 1.0 as
            lowrank-lab, the same batches in the same order (train.batches.epoch_order), bf16 autocast
            on a GPU, then the completion loss on the dev split.
-  packed   lowrank-lab's loop on one pack of every cell (train.pack.build_pack + train.loop.train_pack,
-           its own evaluation at the end), padded or unpadded (--unpadded), with or without activation
-           checkpointing (--checkpointing off,on gives one packed row each); its memory plan
-           (train.plan.memory_plan at the data's largest batch) against the measured peak.
+  packed   lowrank-lab's loop (train.pack.build_pack + train.loop.train_pack, its own evaluation at the
+           end) on every cell, in the packs the memory plan sizes (one pack of all cells where they
+           fit; on a GPU train.plan.fit_pack_size against the free memory), a pack that runs out of
+           memory halved and retried as rank-sweep does; padded or unpadded (--unpadded), with or
+           without activation checkpointing (--checkpointing off,on gives one packed row each); the
+           plan's peak (train.plan.memory_plan at the data's largest batch) against the measured one.
 
 Wall time counts building the base (random weights from the shape's config, on the device: the shapes
 are benchmarks/configs/*), building the pack or the PEFT model, every step and the evaluation; not
@@ -29,6 +31,7 @@ CPU: python benchmarks/bench_peft_cells.py --shape tiny --device cpu --ranks 1,4
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import subprocess
@@ -47,9 +50,9 @@ from lowrank_lab.spec import DataSpec, ExperimentSpec, ModelSpec, SweepSpec, Tra
 from lowrank_lab.train.batches import epoch_order
 from lowrank_lab.train.causal import CausalDev
 from lowrank_lab.train.examples import Task
-from lowrank_lab.train.loop import StepMeter, lr_lambda, train_pack
+from lowrank_lab.train.loop import lr_lambda, train_pack
 from lowrank_lab.train.pack import build_pack
-from lowrank_lab.train.plan import data_tokens, memory_plan
+from lowrank_lab.train.plan import Shape, budget_bytes, data_tokens, fit_pack_size, memory_plan, plan_packs
 
 CONFIGS = Path(__file__).parent / "configs"
 TASK = Task("synthetic", (), (), 0, ("completion_loss",), "completion_loss", {}, kind="completion")
@@ -157,23 +160,42 @@ def peft_side(args, device) -> dict:
 
 
 def packed_side(args, device, checkpointing: bool) -> dict:
+    """The packs the memory plan sizes (all cells in one when they fit, train.plan.fit_pack_size on
+    a GPU), each trained in turn; a pack that runs out of memory is halved and retried, as rank-sweep does."""
     cells = [replace(c, train=replace(c.train, gradient_checkpointing=checkpointing)) for c in sweep_cells(args)]
     rss = rss_now()
     train, dev = splits(args, shape_config(args.shape).vocab_size)
+    tokens = data_tokens(train, args.batch_size, args.unpadded, True)
     t0 = clock(device)
     base = build_base(args, device)
-    plan = memory_plan([cells], base, True, data_tokens(train, args.batch_size, args.unpadded, True), device.type, 0, None)
-    pack = build_pack(cells, base, 0, "none", decoder=True)
-    meter = StepMeter()
-    states = train_pack(pack, TASK, train, CausalDev(dev), None, device, meter=meter)
+    free = torch.cuda.mem_get_info()[0] + torch.cuda.memory_allocated() if device.type == "cuda" else None
+    size = fit_pack_size(cells, base, Shape.of(base.config, True), tokens, device.type, 0, budget_bytes(free), len(cells))
+    queue, done, splits_seen, losses = plan_packs(cells, size), [], 0, {}
+    plan = memory_plan(queue, base, True, tokens, device.type, 0, budget_bytes(free))
+    while queue:
+        cells_of_pack = queue.pop(0)
+        try:
+            pack = build_pack(cells_of_pack, copy.deepcopy(base, {id(t): t for t in base.parameters()}), 0, "none",
+                              decoder=True)
+            states = train_pack(pack, TASK, train, CausalDev(dev), None, device)
+        except torch.OutOfMemoryError:
+            if len(cells_of_pack) == 1:
+                raise
+            pack = states = None
+            queue[:0], splits_seen = [cells_of_pack[0::2], cells_of_pack[1::2]], splits_seen + 1
+            torch.cuda.empty_cache()
+            continue
+        losses.update({c.name: s.best["completion_loss"] for c, s in zip(cells_of_pack, states, strict=True)})
+        done.append(len(cells_of_pack))
+        del pack, states
     wall = clock(device) - t0
-    tokens = [int(sum(train.lengths[epoch_order(len(train), c.train.resolved_data_seed, 0, train.lengths,
-                                                args.batch_size, 0)[:args.steps * args.batch_size]]))
-              for c in cells]
-    return {"side": "packed", "checkpointing": checkpointing, "K": len(cells), "wall_s": wall, "tokens": tokens,
-            "cells": [c.name for c in cells], "dev_loss": [s.best["completion_loss"] for s in states],
-            "planned_bytes": plan.peak_bytes, "peak_bytes": peak_bytes(device, rss),
-            "train_seconds": meter.train_seconds, "eval_seconds": meter.eval_seconds}
+    trained = [int(sum(train.lengths[epoch_order(len(train), c.train.resolved_data_seed, 0, train.lengths,
+                                                 args.batch_size, 0)[:args.steps * args.batch_size]]))
+               for c in cells]
+    return {"side": "packed", "checkpointing": checkpointing, "K": len(cells), "packs": done,
+            "out_of_memory_splits": splits_seen, "wall_s": wall, "tokens": trained, "cells": [c.name for c in cells],
+            "dev_loss": [losses[c.name] for c in cells], "planned_bytes": plan.peak_bytes,
+            "peak_bytes": peak_bytes(device, rss)}
 
 
 def run_child(side: str, argv: list[str]) -> dict:
@@ -196,7 +218,7 @@ def print_table(args, peft: dict, packed: list[dict]) -> None:
           f"{torch.__version__}, transformers {transformers.__version__}, peft {peft_package.__version__}")
     which = ("every cell" if args.peft_cells == "all" else
              f"one cell per rank (seed {peft['cells'][0]['seed']}), {len(peft['cells'])} of {packed[0]['K']}")
-    print(f"PEFT on {which}, one after another; packed: one pack of all {packed[0]['K']} cells\n")
+    print(f"PEFT on {which}, one after another; packed: all {packed[0]['K']} cells in the packs the memory plan sizes\n")
     print("| cell | PEFT wall s | PEFT tokens/s | " + " | ".join(
         f"packed{' + ckpt' if p['checkpointing'] else ''} tokens/s (all cells) | ratio" for p in packed) + " |")
     print("|---|---|---|" + "---|---|" * len(packed))
@@ -210,7 +232,9 @@ def print_table(args, peft: dict, packed: list[dict]) -> None:
     print("|---|---|---|---|---|")
     print(f"| PEFT, {len(peft['cells'])} cells one after another | {peft_wall:.2f} | {peft['peak_bytes'] / gib:.3f} | – | – |")
     for p in packed:
-        print(f"| packed{' + checkpointing' if p['checkpointing'] else ''}, K = {p['K']} | {p['wall_s']:.2f} | "
+        packs = f"packs of {', '.join(map(str, p['packs']))}" + (f", {p['out_of_memory_splits']} split(s) after running "
+                                                                 "out of memory" if p["out_of_memory_splits"] else "")
+        print(f"| packed{' + checkpointing' if p['checkpointing'] else ''}, K = {p['K']} ({packs}) | {p['wall_s']:.2f} | "
               f"{p['peak_bytes'] / gib:.3f} | {p['planned_bytes'] / gib:.3f} | {p['peak_bytes'] / p['planned_bytes']:.2f} |")
     if scale == 1:
         print(f"\nsweep speed-up (PEFT wall / packed wall): "
