@@ -23,7 +23,10 @@ from lowrank_lab.store import tensors as tensors_io
 from lowrank_lab.store.records import CellSummary, PackInfo, TrainableParameters
 from lowrank_lab.spec import (ADAPTER_METHODS, CellSpec, ExperimentSpec, SpecError, expand_sweep, kind_order,
                               needs_model_kinds)
+from lowrank_lab.store.wordnet import wordnet_reader
 from lowrank_lab.train.causal import causal_dev, causal_encoded
+from lowrank_lab.train.chat import render_task
+from lowrank_lab.train.reporting import Reporters, check_reporters
 from lowrank_lab.train.data import load_task
 from lowrank_lab.train.distributed import World, close, device_for, init_world, share
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
@@ -75,11 +78,14 @@ def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.d
     """Load and check the data and the model before anything is written: a bad task, model or
     rank fails here with a message that names it. A base that trains frozen in bf16 on a GPU is
     read straight into bf16 on `device` (``plan.element_bytes``)."""
+    check_reporters(spec.train.report_to)
     straight = device is not None and element_bytes(device.type, cells) == 2
     loaded = load_model(spec.model.name, spec.model.revision, kind=spec.model.kind, random_init=spec.model.random_init,
                         dtype=torch.bfloat16 if straight else None, device=device if straight else None)
-    task = load_task(spec.data, causal=loaded.is_decoder)
     encoder, tokenizer = loaded.module, loaded.tokenizer
+    task = render_task(load_task(spec.data, causal=loaded.is_decoder), tokenizer)  # chat: by its template
+    if "meteor" in task.metrics:
+        wordnet_reader()  # METEOR's WordNet, checked before anything is written
     lora_cells = [c for c in cells if c.lora.method == "lora"]
     if lora_cells:
         kinds = tuple(sorted({k for c in lora_cells for k in c.lora.kinds}, key=kind_order))
@@ -270,14 +276,19 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
            writer: bool, data_parallel: bool) -> tuple[list[CellState], StepMeter, float]:
     """Train the pack from its start step, saving each cell's evaluations and best adapter (writer)."""
     pack, cells = run.pack, run.pack.cells
+    # train.report_to: the same records as TensorBoard events (train.reporting)
+    reporters = Reporters(cells[0].train.report_to if writer else (), run.dirs, cells, run.start_step)
 
     def on_eval(n: int, record: dict) -> None:
-        layout.append_metrics(run.dirs[n], {"kind": "eval", **{k: v for k, v in record.items() if k != "best"}})
+        saved = {"kind": "eval", **{k: v for k, v in record.items() if k != "best"}}
+        layout.append_metrics(run.dirs[n], saved)
+        reporters.log(n, saved)
         if record["best"]:
             save_cell(run.dirs[n], pack, n, cells[n].model.name)
 
     def on_log(n: int, record: dict) -> None:
         layout.append_metrics(run.dirs[n], record)
+        reporters.log(n, record)
 
     def on_checkpoint(step, optimizer, schedule, st) -> None:
         _checkpoint(run.folder, pack, step, optimizer, schedule, st)
@@ -294,6 +305,7 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
                             stop=stop, progress=bar, shard=(world.rank, world.size) if data_parallel else (0, 1),
                             meter=meter)
     finally:
+        reporters.close()
         if bar is not None:
             bar.close()
     if device.type == "cuda":
