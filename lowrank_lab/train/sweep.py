@@ -72,6 +72,7 @@ class Inputs:
     decoder: bool = False
     provenance: dict | None = None
     fitted: dict | None = None
+    validation: object = None  # data.validation_size: the held-out split the best evaluation is chosen on
 
 
 def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.device | None = None) -> Inputs:
@@ -101,9 +102,11 @@ def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.d
                   "truncated_dev_prompts": dev.truncated, "dropped_train": dropped}
         return Inputs(task, train, dev, encoder, tokenizer, "none", True, loaded.provenance, fitted)
     regression = task.num_labels == 1
+    validation = encode(tokenizer, task.validation, spec.model.max_length, regression) if task.validation else None
     return Inputs(task, encode(tokenizer, task.train, spec.model.max_length, regression),
                   encode(tokenizer, task.dev, spec.model.max_length, regression), encoder, tokenizer,
-                  spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance)
+                  spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance,
+                  validation=validation)
 
 
 def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
@@ -303,7 +306,7 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
                             start_step=run.start_step, resume=run.resume, states=run.states,
                             on_eval=on_eval if writer else None, on_log=on_log if writer else None, on_checkpoint=on_checkpoint if writer else None,
                             stop=stop, progress=bar, shard=(world.rank, world.size) if data_parallel else (0, 1),
-                            meter=meter)
+                            meter=meter, validation=inputs.validation)
     finally:
         reporters.close()
         if bar is not None:
