@@ -118,8 +118,7 @@ def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
     unfinished = [c for c in cells if layout.cell_entry(sweep, c.name).status != "done"]
     data_parallel = spec.sweep.data_parallel and world.size > 1
     if unfinished:  # the plan before the model loads: a user sees at once whether it fits
-        for line in sweep_plan(spec, unfinished, config_model(spec.model), device, world, data_parallel)[1].lines():
-            echo(line)
+        _echo_plan(spec, unfinished, device, world, data_parallel, echo)
     inputs = load_inputs(spec, unfinished, device) if unfinished else None
     if world.is_main:
         model = {"model": inputs.provenance} if inputs is not None and inputs.provenance else {}
@@ -154,6 +153,18 @@ def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
         for name in manifest.names("failed"):
             echo(f"FAILED {name}: {manifest.cells[name].error}")
     return sweep
+
+
+def _echo_plan(spec: ExperimentSpec, todo: list[CellSpec], device: torch.device, world: World, data_parallel: bool,
+               echo) -> None:
+    """The memory plan from the model's config (built on the meta device, no weight read); a config
+    that cannot be read is left to the model's loading, whose message names it."""
+    try:
+        base = config_model(spec.model)
+    except (OSError, ValueError):
+        return
+    for line in sweep_plan(spec, todo, base, device, world, data_parallel)[1].lines():
+        echo(line)
 
 
 def _my_packs(spec: ExperimentSpec, todo: list[CellSpec], inputs: Inputs | None, device: torch.device, world: World,
