@@ -13,7 +13,7 @@ import copy
 import gc
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -23,7 +23,10 @@ from lowrank_lab.store import tensors as tensors_io
 from lowrank_lab.store.records import CellSummary, PackInfo, TrainableParameters
 from lowrank_lab.spec import (ADAPTER_METHODS, CellSpec, ExperimentSpec, SpecError, expand_sweep, kind_order,
                               needs_model_kinds)
+from lowrank_lab.store.wordnet import wordnet_reader
 from lowrank_lab.train.causal import causal_dev, causal_encoded
+from lowrank_lab.train.chat import render_task
+from lowrank_lab.train.reporting import Reporters, check_reporters
 from lowrank_lab.train.data import load_task
 from lowrank_lab.train.distributed import World, close, device_for, init_world, share
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
@@ -69,17 +72,21 @@ class Inputs:
     decoder: bool = False
     provenance: dict | None = None
     fitted: dict | None = None
+    validation: object = None  # data.validation_size: the held-out split (scored as dev is) the best is chosen on
 
 
 def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.device | None = None) -> Inputs:
     """Load and check the data and the model before anything is written: a bad task, model or
     rank fails here with a message that names it. A base that trains frozen in bf16 on a GPU is
     read straight into bf16 on `device` (``plan.element_bytes``)."""
+    check_reporters(spec.train.report_to)
     straight = device is not None and element_bytes(device.type, cells) == 2
     loaded = load_model(spec.model.name, spec.model.revision, kind=spec.model.kind, random_init=spec.model.random_init,
                         dtype=torch.bfloat16 if straight else None, device=device if straight else None)
-    task = load_task(spec.data, causal=loaded.is_decoder)
     encoder, tokenizer = loaded.module, loaded.tokenizer
+    task = render_task(load_task(spec.data, causal=loaded.is_decoder), tokenizer)  # chat: by its template
+    if "meteor" in task.metrics:
+        wordnet_reader()  # METEOR's WordNet, checked before anything is written
     lora_cells = [c for c in cells if c.lora.method == "lora"]
     if lora_cells:
         kinds = tuple(sorted({k for c in lora_cells for k in c.lora.kinds}, key=kind_order))
@@ -93,11 +100,13 @@ def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.d
         dev = causal_dev(tokenizer, task, spec.model.max_length)
         fitted = {"max_length": spec.model.max_length, "truncated_train_prompts": truncated,
                   "truncated_dev_prompts": dev.truncated, "dropped_train": dropped}
-        return Inputs(task, train, dev, encoder, tokenizer, "none", True, loaded.provenance, fitted)
+        held = causal_dev(tokenizer, replace(task, dev=task.validation), spec.model.max_length) if task.validation else None
+        return Inputs(task, train, dev, encoder, tokenizer, "none", True, loaded.provenance, fitted, validation=held)
     regression = task.num_labels == 1
+    held = encode(tokenizer, task.validation, spec.model.max_length, regression) if task.validation else None
     return Inputs(task, encode(tokenizer, task.train, spec.model.max_length, regression),
                   encode(tokenizer, task.dev, spec.model.max_length, regression), encoder, tokenizer,
-                  spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance)
+                  spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance, validation=held)
 
 
 def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
@@ -107,8 +116,7 @@ def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
     unfinished = [c for c in cells if layout.cell_entry(sweep, c.name).status != "done"]
     data_parallel = spec.sweep.data_parallel and world.size > 1
     if unfinished:  # the plan before the model loads: a user sees at once whether it fits
-        for line in sweep_plan(spec, unfinished, config_model(spec.model), device, world, data_parallel)[1].lines():
-            echo(line)
+        _echo_plan(spec, unfinished, device, world, data_parallel, echo)
     inputs = load_inputs(spec, unfinished, device) if unfinished else None
     if world.is_main:
         model = {"model": inputs.provenance} if inputs is not None and inputs.provenance else {}
@@ -143,6 +151,18 @@ def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
         for name in manifest.names("failed"):
             echo(f"FAILED {name}: {manifest.cells[name].error}")
     return sweep
+
+
+def _echo_plan(spec: ExperimentSpec, todo: list[CellSpec], device: torch.device, world: World, data_parallel: bool,
+               echo) -> None:
+    """The memory plan from the model's config (built on the meta device, no weight read); a config
+    that cannot be read is left to the model's loading, whose message names it."""
+    try:
+        base = config_model(spec.model)
+    except (OSError, ValueError):
+        return
+    for line in sweep_plan(spec, todo, base, device, world, data_parallel)[1].lines():
+        echo(line)
 
 
 def _my_packs(spec: ExperimentSpec, todo: list[CellSpec], inputs: Inputs | None, device: torch.device, world: World,
@@ -260,14 +280,19 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
            writer: bool, data_parallel: bool) -> tuple[list[CellState], StepMeter, float]:
     """Train the pack from its start step, saving each cell's evaluations and best adapter (writer)."""
     pack, cells = run.pack, run.pack.cells
+    # train.report_to: the same records as TensorBoard events (train.reporting)
+    reporters = Reporters(cells[0].train.report_to if writer else (), run.dirs, cells, run.start_step)
 
     def on_eval(n: int, record: dict) -> None:
-        layout.append_metrics(run.dirs[n], {"kind": "eval", **{k: v for k, v in record.items() if k != "best"}})
+        saved = {"kind": "eval", **{k: v for k, v in record.items() if k != "best"}}
+        layout.append_metrics(run.dirs[n], saved)
+        reporters.log(n, saved)
         if record["best"]:
             save_cell(run.dirs[n], pack, n, cells[n].model.name)
 
     def on_log(n: int, record: dict) -> None:
         layout.append_metrics(run.dirs[n], record)
+        reporters.log(n, record)
 
     def on_checkpoint(step, optimizer, schedule, st) -> None:
         _checkpoint(run.folder, pack, step, optimizer, schedule, st)
@@ -288,9 +313,11 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
         states = train_pack(pack, inputs.task, inputs.train, inputs.dev, inputs.tokenizer, device,
                             start_step=run.start_step, resume=run.resume, states=run.states,
                             on_eval=on_eval if writer else None, on_log=on_log if writer else None, on_checkpoint=on_checkpoint if writer else None,
-                            on_snapshot=on_snapshot if writer else None, stop=stop, progress=bar, shard=(world.rank, world.size) if data_parallel else (0, 1),
-                            meter=meter)
+                            on_snapshot=on_snapshot if writer else None, stop=stop, progress=bar,
+                            shard=(world.rank, world.size) if data_parallel else (0, 1), meter=meter,
+                            validation=inputs.validation)
     finally:
+        reporters.close()
         if bar is not None:
             bar.close()
     if device.type == "cuda":
