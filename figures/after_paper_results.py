@@ -8,7 +8,8 @@ support worded from those numbers.
     python figures/after_paper_results.py --write    # put it into RESULTS.md's block
 
 The block sits between the two marker lines below in figures/RESULTS.md; nothing around it quotes a
-number. Medians over seeds come with their percentile bootstrap 95% interval (lowrank_lab.maths.stats,
+number. figures/check_results.py checks and writes it with the rest of the document (its typed-number
+check skips the block, which this script renders). Medians over seeds come with their percentile bootstrap 95% interval (lowrank_lab.maths.stats,
 2000 resamples, seeded); "X above Y" claims across cells with a paired two-sided sign test.
 """
 
@@ -164,23 +165,37 @@ def block(folder: Path = RESULTS) -> str:
     return "\n".join([BEGIN, *lines, END])
 
 
+def _current(doc: str) -> str:
+    return doc[doc.index(BEGIN):doc.index(END) + len(END)] if BEGIN in doc and END in doc else ""
+
+
+def holds(doc: str) -> bool:
+    """Whether the document `doc` holds the block as computed from the committed tables."""
+    return _current(doc) == block()
+
+
+def rendered(doc: str) -> str:
+    """`doc` with its block written from the committed tables."""
+    if not _current(doc):
+        raise ValueError(f"no '{BEGIN}' … '{END}' block in the document")
+    return doc.replace(_current(doc), block())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    text = block()
     path = ROOT / "RESULTS.md"
     doc = path.read_text()
-    if BEGIN not in doc:
-        sys.exit(f"{path}: no '{BEGIN}' marker")
-    current = doc[doc.index(BEGIN):doc.index(END) + len(END)]
+    if not _current(doc):
+        sys.exit(f"{path}: no '{BEGIN}' … '{END}' block")
     if args.write:
-        path.write_text(doc.replace(current, text))
+        path.write_text(rendered(doc))
     elif args.check:
-        sys.exit(0 if current == text else f"{path}: the after-paper block is stale; run {Path(__file__).name} --write")
+        sys.exit(0 if holds(doc) else f"{path}: the after-paper block is stale; run {Path(__file__).name} --write")
     else:
-        print(text)
+        print(block())
 
 
 if __name__ == "__main__":

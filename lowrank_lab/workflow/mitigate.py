@@ -46,14 +46,17 @@ def general_texts(task: str, path: str | None, limit: int, trained_on: DataSpec)
 def compute_mitigation(sweep: Path, base: str | None = None, general: str | None = None,
                        general_path: str | None = None, max_general: int = MAX_GENERAL,
                        lambdas: Sequence[float] = fg.LAMBDAS, device: str = "cpu", batch_size: int = 64,
-                       echo: Callable[[str], None] = print) -> list[Path]:
-    """Write mitigation, mitigation_tradeoff, mitigation_correlation and mitigation_sign_tests."""
+                       ranks: Sequence[int] | None = None, echo: Callable[[str], None] = print) -> list[Path]:
+    """Write mitigation, mitigation_tradeoff, mitigation_correlation and mitigation_sign_tests; with
+    `ranks`, of the LoRA cells of those ranks only (each cell costs 2·len(lambdas) evaluations)."""
     opened = open_sweep(sweep, base, device)
     inputs, W0 = opened.inputs, opened.W0
     general = general or default_general(opened.spec.data.task)
     texts = general_texts(general, general_path, max_general, opened.spec.data)
     encoded = tv.general_encoded(inputs.tokenizer, texts, opened.spec.model.max_length, inputs.decoder)
-    lora = sa.lora_runs(opened.runs)
+    lora = [run for run in sa.lora_runs(opened.runs) if ranks is None or run.spec.lora.r in ranks]
+    if not lora:
+        raise SpecError(f"--r {list(ranks)}: the sweep has no finished LoRA cell of these ranks")
     cells = []
     for i, run in enumerate(lora):
         variants, rows = fg.mitigation_variants(run.updates, W0, lambda u: W0.svd(u)[0], opened.head(run), lambdas)
@@ -66,7 +69,8 @@ def compute_mitigation(sweep: Path, base: str | None = None, general: str | None
     table = fg.mitigation_table(cells, opened.metric)
     options = {"base_model": opened.spec.model.name, "metric": opened.metric, "general": general,
                "general_path": general_path, "general_sentences": len(texts), "lambdas": list(lambdas),
-               "top_k": fg.TOP_K, "epsilon": fg.EPSILON, "device": str(opened.device)}
+               "top_k": fg.TOP_K, "epsilon": fg.EPSILON, "device": str(opened.device),
+               "ranks": None if ranks is None else list(ranks)}
     frames = ((st.MITIGATION, table), (st.MITIGATION_TRADEOFF, fg.tradeoff_table(table)),
               (st.MITIGATION_CORRELATION, fg.correlation_table(table)), (st.MITIGATION_SIGN_TESTS, fg.lambda_sign_tests(table)))
     return [st.write_table(opened.sweep, name, frame, options, CONVENTIONS) for name, frame in frames]
