@@ -63,7 +63,8 @@ def sidecar(name: str, folder: Path) -> dict:
 
 
 def dynamics(phi: pd.DataFrame, spec: pd.DataFrame) -> list[str]:
-    lines = ["**Dynamics** (`lowrank-lab dynamics`, φ on side A, medians over layers and matrices, then over seeds):"]
+    lines = ["**Dynamics** (`lowrank-lab dynamics`, φ on side A; medians over layers and matrices, then over seeds; "
+             "the sign tests pair each layer × matrix × seed with its random baseline):"]
     start = phi[(phi.step == 0) & phi.comparison.isin(["ranks", "seeds"])]
     z = ((start.phi - start.phi_random) / start.phi_random_sd).abs()
     lines.append(f"- At step 0, φ between ranks and between seeds (whole subspaces) lies within {z.max():.2f} standard "
@@ -78,12 +79,16 @@ def dynamics(phi: pd.DataFrame, spec: pd.DataFrame) -> list[str]:
         reach = settled[settled >= 0.9].index.min()
         lines.append(f"- r = {r}: φ(A_t, A_final) is {ci(per_seed.loc[first])} at step {first} of {last}; its median "
                      f"over seeds first reaches 0.9 at step {reach}.")
-    ranks = phi[(phi.comparison == "ranks") & (phi.step == last)]
-    top = int(ranks.r2.max())
+    every = phi[phi.comparison == "ranks"]
+    ranks, top = every[every.step == last], int(every.r2.max())
+    early = sorted(x for x in every.step.unique() if x > 0)[0]
     for r, g in ranks[ranks.r2 == top].groupby("r1"):
         per_seed = g.groupby("seed1")[["phi", "phi_random", "phi_top", "phi_top_random"]].median()
-        lines.append(f"- r = {r} against r = {top} at the last step: φ = {ci(per_seed.phi, 3)} against the random "
-                     f"{per_seed.phi_random.median():.3f} ({paired(g.phi, g.phi_random)} of layer × matrix × seed); "
+        e = every[(every.step == early) & (every.r1 == r) & (every.r2 == top)]
+        lines.append(f"- r = {r} against r = {top}: the top direction's φ(1, 1) is {ci(e.groupby('seed1').phi_top.median(), 3)} "
+                     f"at step {early} ({paired(e.phi_top, e.phi_top_random)} over the random)."
+                     f" At the last step φ = {ci(per_seed.phi, 3)} against the random "
+                     f"{per_seed.phi_random.median():.3f} ({paired(g.phi, g.phi_random)}); "
                      f"the top direction's φ(1, 1) = {ci(per_seed.phi_top, 3)} against the random "
                      f"{per_seed.phi_top_random.median():.4f} ({paired(g.phi_top, g.phi_top_random)}).")
     end = spec[spec.step == last].groupby(["r", "seed"])[["frobenius", "stable_rank", "n_intruders"]].median().reset_index()
