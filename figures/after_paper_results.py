@@ -143,19 +143,22 @@ def mitigation(mit: pd.DataFrame, corr: pd.DataFrame, general: str) -> list[str]
 
 def setup(folder: Path) -> list[str]:
     """The run, from the resolved spec in a table's sidecar."""
-    meta = sidecar(st.TRUNCATION, folder)
-    spec, options = meta["sweep_spec"], meta["options"]
+    meta = sidecar(st.DYNAMICS_PHI, folder)
+    spec = meta["sweep_spec"]
     sweep, train, data = spec["sweep"], spec["train"], spec["data"]
-    general = sidecar(st.MITIGATION, folder)["options"]
+    metric = read(st.RESULTS, folder).metric.iloc[0]
+    general = sidecar(st.MITIGATION, folder)["options"] if (folder / f"{st.MITIGATION}.json").exists() else None
+    forgetting = (f"forgetting on {general['general_sentences']} sentences of {general['general']}"
+                  + (f" for the cells of r = {', '.join(map(str, general['ranks']))}" if general.get("ranks") else "")
+                  + f" at λ = {', '.join(f'{x:g}' for x in general['lambdas'])}; ") if general else ""
     model = "the embedded all-MiniLM-L6-v2" if spec["model"]["name"] == "embedded" else spec["model"]["name"]
     length = f"{train['max_steps']} steps" if train.get("max_steps") else f"{train['epochs']} epoch(s)"
     return [f"Setup (from the sidecars): {model} on {data['task']} ({data['max_train']} training examples, {length} "
-            f"of batches of {train['batch_size']}, dev metric {options['metric']} on {data['max_eval']} held-out examples); LoRA on "
+            f"of batches of {train['batch_size']}, dev metric {metric} on {data['max_eval']} held-out examples); LoRA on "
             f"{', '.join(sweep['targets'])} at r = {', '.join(map(str, sweep['r']))} × seeds "
             f"{', '.join(map(str, sweep['seeds']))}, α = {sweep['alpha'][0]:g}, learning rate {sweep['lr'][0]:g}; "
             f"{' and '.join(sweep['baselines'])} fine-tuning at {sweep['full_lr'][0]:g}; snapshots every "
-            f"{train['snapshot_every']} steps; forgetting on {general['general_sentences']} sentences of "
-            f"{general['general']}; on the CPU.", ""]
+            f"{train['snapshot_every']} steps; {forgetting}cells trained: {len(read(st.RESULTS, folder))}; on the CPU.", ""]
 
 
 def block(folder: Path = RESULTS) -> str:
@@ -164,9 +167,16 @@ def block(folder: Path = RESULTS) -> str:
             "significant\" when p ≥ 0.05; \"not seen here\" when the direction is the other. Intervals: "
             f"percentile bootstrap 95% over seeds ({stats.N_BOOT} resamples), or over cells where a line pools ranks.")
     lines = [rule, ""] + setup(folder) + dynamics(read(st.DYNAMICS_PHI, folder), read(st.DYNAMICS_SPECTRUM, folder))
-    lines += truncation(read(st.TRUNCATION, folder), read(st.TRUNCATION_K, folder))
-    general = sidecar(st.MITIGATION, folder)["options"]["general"]
-    lines += mitigation(read(st.MITIGATION, folder), read(st.MITIGATION_CORRELATION, folder), general)
+    if (folder / f"{st.TRUNCATION}.parquet").exists():
+        lines += truncation(read(st.TRUNCATION, folder), read(st.TRUNCATION_K, folder))
+    else:
+        lines += ["", "**Truncation**: not in the committed results (`lowrank-lab truncate` was not run on this sweep)."]
+    if (folder / f"{st.MITIGATION}.parquet").exists():
+        general = sidecar(st.MITIGATION, folder)["options"]["general"]
+        lines += mitigation(read(st.MITIGATION, folder), read(st.MITIGATION_CORRELATION, folder), general)
+    else:
+        lines += ["", "**Intruders and forgetting**: not in the committed results (`lowrank-lab mitigate` was not run "
+                  "on this sweep)."]
     return "\n".join([BEGIN, *lines, END])
 
 

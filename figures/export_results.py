@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from lowrank_lab.store import exported
+from lowrank_lab.store import tables as st
 
 TABLES = ("results", "learning_curves", "phi", "phi_w0", "amplification", "spectrum", "spectrum_metrics",
           "intruders", "eckart_young", *st.AFTER_PAPER)  # the tables after the paper: every row
