@@ -71,7 +71,7 @@ def dynamics_phi_table(cells: Sequence[tuple[dict, Snapshots]], seed: int = 0) -
 
     def basis_of(u: LowRankUpdate) -> Tensor:
         if id(u) not in cache:
-            cache[id(u)] = an.basis(u, "A")
+            cache[id(u)] = linalg.top_right_basis(u.A, dtype=torch.float64)  # side A: right singular vectors of A
         return cache[id(u)]
 
     rows = []

@@ -10,6 +10,7 @@ from lowrank_lab.analysis import dynamics as dyn
 from lowrank_lab.analysis import sweep as sa
 from lowrank_lab.store import files, runs, snapshots
 from lowrank_lab.store import tables as st
+from lowrank_lab.workflow.edits import base_weights
 
 CONVENTIONS = {
     "snapshots": "factors A, B of every LoRA cell at step 0, every train.snapshot_every steps and the last step",
@@ -43,7 +44,7 @@ def compute_dynamics(sweep: Path, base: str | None = None, echo: Callable[[str],
     sweep = Path(sweep)
     sweep_runs = runs.load_sweep(sweep)
     cells = snapshot_cells(sweep, sweep_runs)
-    W0 = sa.base_weights(sweep_runs, base)
+    W0 = base_weights(sweep_runs[0].spec, base)
     echo(f"{len(cells)} cells, {sum(len(s) for _, s in cells)} snapshots")
     phi = dyn.dynamics_phi_table(cells, seed=sa.RANDOM_SEED)
     spectra = dyn.dynamics_spectrum_table(cells, W0, svd0=W0.svd)

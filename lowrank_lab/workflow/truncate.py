@@ -12,7 +12,8 @@ import torch
 
 from lowrank_lab.analysis import sweep as sa
 from lowrank_lab.analysis import truncation as tr
-from lowrank_lab.model.base import classify_module, module_label
+from lowrank_lab.model.base import Conv1D, classify_module, module_label
+from lowrank_lab.model.lora import weight_as_W0
 from lowrank_lab.store import tables as st
 from lowrank_lab.train import variants as tv
 from lowrank_lab.workflow.edits import Opened, open_sweep
@@ -34,22 +35,27 @@ def _full_variants(opened: Opened, run) -> tuple[torch.nn.Module, list[tv.Varian
     """A full fine-tuning cell's base (its trained weights, except the truncated matrices at W0)
     and its truncations."""
     weights = {k.removeprefix("model."): v for k, v in opened.full_weights(run).items() if not k.startswith("head.")}
-    deltas, _ = sa.full_deltas(weights, opened.W0)
-    paths = _matrix_paths(weights, deltas)
+    deltas, paths = _full_deltas(weights, opened.inputs.encoder)
     base = tv.with_weights(opened.inputs.encoder, {k: v for k, v in weights.items()
                                                    if k.removesuffix(".weight") not in paths.values()})
     variants, rows = tr.full_truncations(deltas, paths, opened.head(run))
     return base, variants, rows
 
 
-def _matrix_paths(weights: dict, deltas: dict) -> dict[str, str]:
-    """label → module path of the matrices whose ΔW ``full_deltas`` found."""
-    found = {}
-    for key in weights:
+def _full_deltas(weights: dict, base: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """({label: ΔW = W_ft − W0, d×k float64}, {label: module path}) of every attention and MLP
+    matrix among a full fine-tuning cell's trained `weights` (GPT-2's Conv1D stores W0ᵀ)."""
+    deltas, paths = {}, {}
+    for key, W in weights.items():
         hit = classify_module(key.removesuffix(".weight"), mlp=True) if key.endswith(".weight") else None
-        if hit is not None and module_label(*hit) in deltas:
-            found[module_label(*hit)] = key.removesuffix(".weight")
-    return found
+        if hit is None:
+            continue
+        path, label = key.removesuffix(".weight"), module_label(*hit)
+        module = base.get_submodule(path)
+        W_ft = W.mT if isinstance(module, Conv1D) else W
+        deltas[label] = W_ft.double() - weight_as_W0(module).detach().double()
+        paths[label] = path
+    return deltas, paths
 
 
 def compute_truncation(sweep: Path, base: str | None = None, device: str = "cpu", batch_size: int = 64,
