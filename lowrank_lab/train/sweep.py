@@ -8,7 +8,6 @@ go on. Every path and record is ``store.layout``'s.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import math
@@ -76,32 +75,34 @@ def activation_bytes_per_cell(config, batch_size: int, max_length: int) -> int:
     return batch_size * max_length * layers * (34 * d + 5 * heads * max_length)
 
 
-def auto_pack_size(spec: ExperimentSpec, n_lora: int, world_size: int, encoder=None,
+def auto_pack_size(spec: ExperimentSpec, n_lora: int, world_size: int, base=None,
                    free_bytes: int | None = None) -> int:
     """sweep.pack, else the LoRA cells split evenly over the processes, capped by what fits in
     80% of the free accelerator memory (`free_bytes`, when known) and at 128 per pack."""
     if spec.sweep.pack is not None:
         return spec.sweep.pack
     size = min(math.ceil(max(n_lora, 1) / world_size), 128)
-    if free_bytes is not None and encoder is not None:
-        per_cell = activation_bytes_per_cell(encoder.config, spec.train.batch_size, spec.model.max_length)
+    if free_bytes is not None and base is not None:
+        per_cell = activation_bytes_per_cell(base.config, spec.train.batch_size, spec.model.max_length)
         size = min(size, int(0.8 * free_bytes // per_cell))
     return max(1, size)
 
 
-def run_sweep(spec: ExperimentSpec, echo=print, claimed: bool = False) -> Path:
-    """Train every cell of the sweep that is not finished yet; return the sweep directory.
+def run_sweep(spec: ExperimentSpec, echo=print) -> Path:
+    """Claim the sweep directory (``layout.claim_sweep``: paths, a rerun's spec, the lock; before
+    any data or model is loaded) and train every cell of it that is not finished yet
+    (``train_claimed``); return the sweep directory. Under torchrun rank 0 holds the lock."""
+    with layout.claim_sweep(spec) as sweep:
+        return train_claimed(spec, sweep, echo)
 
-    The sweep directory is claimed first (``layout.claim_sweep``: paths, a rerun's spec, the
-    lock), before any data or model is loaded; `claimed` says the caller holds it already (the
-    CLI claims it before importing torch). Under torchrun each process trains its share of the
-    packs (see ``distributed``); rank 0 holds the lock. On SIGINT or SIGTERM the pack in progress
-    is checkpointed and ``Interrupted`` raised."""
+
+def train_claimed(spec: ExperimentSpec, sweep: Path, echo=print) -> Path:
+    """Train every unfinished cell of the sweep directory `sweep`, which the caller has claimed.
+    Under torchrun each process trains its share of the packs (see ``distributed``). On SIGINT or
+    SIGTERM the pack in progress is checkpointed and ``Interrupted`` raised."""
     world = init_world(spec.train.device)
     try:
-        claim = contextlib.nullcontext(layout.sweep_dir(spec)) if claimed else layout.claim_sweep(spec, world.is_main)
-        with claim as sweep:
-            return _run_sweep(spec, sweep, world, echo if world.is_main else (lambda *_: None))
+        return _run_sweep(spec, sweep, world, echo if world.is_main else (lambda *_: None))
     finally:
         close(world)
 
@@ -114,7 +115,7 @@ class Inputs:
     task: object
     train: object
     dev: object
-    encoder: torch.nn.Module
+    base: torch.nn.Module
     tokenizer: object
     pooling: str
     decoder: bool = False
@@ -127,12 +128,12 @@ def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec]) -> Inputs:
     rank fails here with a message that names it."""
     loaded = load_model(spec.model.name, spec.model.revision, kind=spec.model.kind)
     task = load_task(spec.data, causal=loaded.is_decoder)
-    encoder, tokenizer = loaded.module, loaded.tokenizer
+    base, tokenizer = loaded.module, loaded.tokenizer
     lora_cells = [c for c in cells if c.lora.method == "lora"]
     if lora_cells:
         kinds = tuple(sorted({k for c in lora_cells for k in c.lora.kinds}, key=kind_order))
-        for label, path in find_targets(encoder, kinds).items():
-            d, k = base_shape(encoder.get_submodule(path))
+        for label, path in find_targets(base, kinds).items():
+            d, k = base_shape(base.get_submodule(path))
             too_big = [c.lora.r for c in lora_cells if c.lora.r > min(d, k)]
             if too_big:
                 raise SpecError(f"sweep.r: r={max(too_big)} exceeds min(d, k) = {min(d, k)} of {label}")
@@ -141,10 +142,10 @@ def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec]) -> Inputs:
         dev = causal_dev(tokenizer, task, spec.model.max_length)
         fitted = {"max_length": spec.model.max_length, "truncated_train_prompts": truncated,
                   "truncated_dev_prompts": dev.truncated, "dropped_train": dropped}
-        return Inputs(task, train, dev, encoder, tokenizer, "none", True, loaded.provenance, fitted)
+        return Inputs(task, train, dev, base, tokenizer, "none", True, loaded.provenance, fitted)
     regression = task.num_labels == 1
     return Inputs(task, encode(tokenizer, task.train, spec.model.max_length, regression),
-                  encode(tokenizer, task.dev, spec.model.max_length, regression), encoder, tokenizer,
+                  encode(tokenizer, task.dev, spec.model.max_length, regression), base, tokenizer,
                   spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance)
 
 
@@ -192,7 +193,7 @@ def _my_packs(spec: ExperimentSpec, todo: list[CellSpec], inputs: Inputs | None,
     the share of them this process trains (all of them, under data parallelism)."""
     n_lora = max(sum(c.lora.method == m for c in todo) for m in ("lora", *ADAPTER_METHODS))  # the largest group
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
-    size = auto_pack_size(spec, n_lora, 1 if data_parallel else world.size, inputs.encoder if inputs else None, free)
+    size = auto_pack_size(spec, n_lora, 1 if data_parallel else world.size, inputs.base if inputs else None, free)
     packs = plan_packs(todo, size)
     if todo:
         why = "sweep.pack" if spec.sweep.pack else ("free GPU memory and processes" if free else "processes")
@@ -201,11 +202,6 @@ def _my_packs(spec: ExperimentSpec, todo: list[CellSpec], inputs: Inputs | None,
         echo(f"packed (K cells per pack through the batch dimension): {', '.join(m for m in methods if m not in alone)}; "
              f"cell by cell (they train the base's own weights): {', '.join(m for m in methods if m in alone) or 'none'}")
     return packs if data_parallel else [packs[i] for i in share([float(len(p)) for p in packs], world)]
-
-
-def failed_cells(sweep: Path) -> list[str]:
-    """Names of the cells the manifest marks failed (NaN loss, no finite evaluation)."""
-    return layout.read_manifest(sweep).names("failed")
 
 
 @dataclass
@@ -256,7 +252,7 @@ def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: boo
 def _build_pack(cells: list[CellSpec], inputs: Inputs) -> Pack:
     """``build_pack`` on a copy of the sweep's shared base (the adapters and prefixes it puts on the
     base change its modules)."""
-    return build_pack(cells, copy.deepcopy(inputs.encoder), inputs.task.num_labels, inputs.pooling, inputs.decoder)
+    return build_pack(cells, copy.deepcopy(inputs.base), inputs.task.num_labels, inputs.pooling, inputs.decoder)
 
 
 def _listed(names: list[str], shown: int = 3) -> str:
