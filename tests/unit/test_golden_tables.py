@@ -2,7 +2,7 @@
 corridor was rebuilt around the update value objects (fingerprints in fixtures/golden_tables.json,
 made by the code of commit f4a00d6; ``digest`` says what a fingerprint covers). The results table is
 not among them: it is read from the cells' summaries, not computed from their adapters, and gained
-the held-out selection's columns since.
+the held-out selection's columns since."""
 
 import json
 import shutil
