@@ -66,7 +66,8 @@ def test_a_frozen_bf16_base_for_a_gpu_is_read_straight_onto_it(tiny_bert, tiny_t
     from lowrank_lab.spec import expand_sweep
     from lowrank_lab.train.sweep import load_inputs
 
-    spec = load_spec(None, [f"model.name={tiny_bert}", "data.task=file", f"data.path={tiny_task}", "train.device=cuda"])
+    spec = load_spec(None, [f"model.name={tiny_bert}", "data.task=file", f"data.path={tiny_task}", "train.device=cuda",
+                                "sweep.r=[1,4]"])
     inputs = load_inputs(spec, expand_sweep(spec), torch.device("cuda"))
     params = list(inputs.encoder.parameters())
     assert all(p.is_cuda and p.dtype == torch.bfloat16 for p in params)
