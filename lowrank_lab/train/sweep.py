@@ -38,7 +38,6 @@ from lowrank_lab.train.batches import encode, resolve_device
 from lowrank_lab.train.loop import CellState, StepMeter, StepPlan, train_pack
 from lowrank_lab.train.pack import Pack, build_pack, cell_slices, trainable_parameters
 from lowrank_lab.train.plan import FROZEN_BASE, data_tokens, element_bytes, pack_id, size_text, sweep_plan
-from lowrank_lab.train.plan import plan_packs  # noqa: F401  where tests and callers have found it
 from lowrank_lab.train.progress import cell_progress, step_progress
 
 
