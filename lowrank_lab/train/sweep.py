@@ -37,7 +37,7 @@ from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.train.batches import encode, resolve_device
 from lowrank_lab.train.loop import CellState, StepMeter, StepPlan, train_pack
 from lowrank_lab.train.pack import Pack, build_pack, cell_slices, trainable_parameters
-from lowrank_lab.train.plan import FROZEN_BASE, data_tokens, element_bytes, pack_id, plan_packs, size_text, sweep_plan  # noqa: F401 (plan_packs)
+from lowrank_lab.train.plan import FROZEN_BASE, data_tokens, element_bytes, pack_id, size_text, sweep_plan
 from lowrank_lab.train.progress import cell_progress, step_progress
 
 
