@@ -82,3 +82,27 @@ def test_tensorboard_events_read_back_equal_to_metrics_jsonl_with_the_spec_as_hp
                      if plugin_data_pb2.HParamsPluginData.FromString(c).HasField("session_start_info"))
         assert start.hparams["lora.r"].number_value == run.spec.lora.r
         assert start.hparams["data.task"].string_value == "chat"
+
+
+@pytest.mark.parametrize("sets,named", [
+    (["data.messages_column=turns"], "chat.parquet[train]: no column 'turns' (data.messages_column)"),
+    (["data.eval_split=validation"], "no split 'validation' (data.eval_split); its splits: train"),
+    (['data.task="vader"', 'data.path=""', 'data.metrics=["bleu"]'], "data.task='vader' has no reference texts"),
+    (["data.task=instruction"], "no column 'instruction' (data.instruction_column)"),
+])
+def test_bad_chat_input_is_one_line_exit_2_and_nothing_written(tmp_path, sets, named):
+    from click.testing import CliRunner
+
+    from lowrank_lab_cli.main import cli
+
+    model = tiny_chat_llama(tmp_path / "llama")
+    data = write_parquet(tmp_path / "chat.parquet", sums(10))
+    out = tmp_path / "out"
+    args = ["rank-sweep", "--set", f"model.name={model}", "--set", "data.task=chat", "--set", f"data.path={data}",
+            "--set", f"sweep.out_dir={out}", "--set", "train.device=cpu"]
+    for value in sets:
+        args += ["--set", value]
+    result = CliRunner().invoke(cli, args)
+    last = result.output.strip().splitlines()[-1]  # the error: one line, after click's usage lines
+    assert result.exit_code == 2 and last.startswith("Error: ") and named in last, result.output
+    assert not out.exists()
