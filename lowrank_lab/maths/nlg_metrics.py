@@ -33,8 +33,9 @@ NIST_N, CIDER_N, CIDER_SIGMA = 5, 4, 6.0
 IMPLEMENTATIONS = {
     "bleu": "BLEU: sacrebleu corpus BLEU (13a tokens, all references); the official script runs mteval-v13a.pl, "
             "the same definition",
-    "nist": f"NIST: nltk.translate.nist_score.corpus_nist (n = {NIST_N}) on 13a tokens; the official script runs "
-            "mteval-v13a.pl",
+    "nist": f"NIST: nltk.translate.nist_score.corpus_nist (n = {NIST_N}; orders longer than every hypothesis add 0) "
+            "on 13a tokens, nltk's port of Doddington's formula; the official script runs mteval-v13a.pl, whose "
+            "numbers these were not checked against",
     "meteor": "METEOR: nltk.translate.meteor_score (exact, Porter-stem and WordNet 3.0 synonym matches; nltk "
               "looks synonyms up after stemming the words left unmatched), the mean of sentence scores (each the "
               "best over its references); the official script runs Meteor 1.5 (Java) with paraphrase matching "
