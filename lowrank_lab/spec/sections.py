@@ -138,13 +138,14 @@ class DataSpec:
     # text/label columns are then unused). The completion is the text after the prompt, as written.
     prompt_column: str | None = None
     completion_column: str | None = None
-    # "classification", "regression" or "auto": regression when every label is a number and one has a
-    # fractional part; else classification of integer ids or of names (mixed: refused; over 100
-    # classes: set the kind). GLUE and VADER tasks have their own kind (STS-B: regression).
+    # "classification", "regression" or "auto": regression when every label is a number and one has a fractional
+    # part; else classes of ids or names (mixed: refused; over 100: set it). GLUE, VADER: their own (STS-B regression).
     label_kind: str = "auto"
-    # Caps on examples (None: all); the defaults keep the embedded demo within minutes on a CPU.
+    # Caps on examples (None: all; the defaults keep the embedded demo within minutes on a CPU), and the training
+    # examples held out (after max_train) that each cell's best evaluation is chosen on (None: chosen on dev itself).
     max_train: int | None = 4000
     max_eval: int | None = 500
+    validation_size: int | None = None
     # task="chat" (a column of role/content turns) and task="instruction" (instruction, optional input,
     # output), for decoders, read through Hugging Face `datasets` (lowrank_lab.train.chat): `path` a hub
     # id, a local dataset folder or a .parquet/.jsonl/.json/.csv file; `config` the hub dataset's
@@ -164,7 +165,7 @@ class DataSpec:
     metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("max_train", "max_eval"):
+        for name in ("max_train", "max_eval", "validation_size"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise SpecError(f"data.{name}={value}: must be positive or unset")
@@ -228,8 +229,7 @@ class LoRASpec:
 @dataclass(frozen=True)
 class TrainSpec:
     epochs: int = 1
-    # Stop after this many optimizer steps (None: run all epochs).
-    max_steps: int | None = None
+    max_steps: int | None = None  # stop after this many optimizer steps (None: run all epochs)
     batch_size: int = 32
     # Learning rate of the adapter (and of the head of every method unless head_lr is set).
     lr: float = swept("sweep.lr", 2e-3)

@@ -138,12 +138,18 @@ def sweep_lock(sweep: Path) -> Iterator[None]:
 
 
 def provenance(device: str | None = None) -> dict[str, Any]:
-    """Versions, git commit of this project and device: what is needed to trust a result."""
+    """Versions, git commit of this project and where it ran: what is needed to trust a result.
+
+    `device` is the device the work ran on ("cpu", "cuda:0"); on CUDA the GPU's name and its
+    driver's version are recorded, and for any torch the CUDA version it was built with
+    (``torch_cuda``, None for a CPU build). ``git_dirty`` is True when a tracked file's content
+    differs from the commit (a mode-only change, as a copy to another machine makes, is not)."""
     repo = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
+            out = subprocess.run(["git", "-c", "core.fileMode=false", *args], cwd=repo, capture_output=True,
+                                 text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return out.stdout.strip() if out.returncode == 0 else None
@@ -155,18 +161,42 @@ def provenance(device: str | None = None) -> dict[str, Any]:
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
         "python": platform.python_version(),
         "torch": _version("torch"),
+        "torch_cuda": _torch_cuda(),
         "transformers": _version("transformers"),
         "device": device,
         "device_name": _device_name(device),
+        "cuda_driver": _cuda_driver(device),
     }
+
+
+def _is_cuda(device: str | None) -> bool:
+    return bool(device) and device.startswith("cuda") and sys.modules.get("torch") is not None
 
 
 def _device_name(device: str | None) -> str:
     # a CUDA device is only named by a process that trains or analyses on it, so torch is loaded
-    torch = sys.modules.get("torch")
-    if device and device.startswith("cuda") and torch is not None:
-        return torch.cuda.get_device_name(device)
+    if _is_cuda(device):
+        return sys.modules["torch"].cuda.get_device_name(device)
     return platform.processor() or platform.machine()
+
+
+def _torch_cuda() -> str | None:
+    """The CUDA version the loaded torch was built with (None: a CPU build, or torch not loaded)."""
+    torch = sys.modules.get("torch")
+    return getattr(getattr(torch, "version", None), "cuda", None)
+
+
+def _cuda_driver(device: str | None) -> str | None:
+    """The NVIDIA driver's version on a CUDA device (from nvidia-smi), None elsewhere."""
+    if not _is_cuda(device):
+        return None
+    index = str(sys.modules["torch"].device(device).index or 0)
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", "-i", index],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def _version(package: str) -> str | None:

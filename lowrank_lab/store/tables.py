@@ -157,9 +157,12 @@ def write_table(sweep: Path, name: str, table: pd.DataFrame, options: dict, conv
     return the CSV's path."""
     side = _side_of(name, side)
     path = table_path(sweep, name, side or "A")
+    spec = layout.read_spec(sweep)
+    # the analyses run on the CPU (adapters are read there); the training's provenance beside it
     meta = {"table": name, "side": side, "rows": len(table), "columns": list(table.columns),
             "format": FORMAT, "options": options, "conventions": conventions, "sweep": str(sweep),
-            "sweep_spec": layout.read_spec(sweep), "cells": done_cells(sweep), "provenance": files.provenance()}
+            "sweep_spec": spec, "cells": done_cells(sweep), "provenance": files.provenance("cpu"),
+            "training_provenance": spec.get("provenance")}
     files.write_text(path, _csv(table))
     files.write_json(path.with_suffix(".json"), meta)
     return path
@@ -177,6 +180,6 @@ def write_folder_table(out: Path, name: str, table: pd.DataFrame, sidecar: dict,
         files.write_text(paths[-1], markdown)
     paths.append(out / f"{name}.json")
     files.write_json(paths[-1], {"table": name, "rows": len(table), "columns": list(table.columns),
-                                 "format": FORMAT, **sidecar, "provenance": files.provenance()})
+                                 "format": FORMAT, **sidecar, "provenance": files.provenance("cpu")})
     return paths
 

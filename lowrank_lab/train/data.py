@@ -179,11 +179,30 @@ def _assemble(name: str, train: list[_Row], dev: list[_Row] | None, spec: DataSp
     for split, rows, cap in (("train", train, spec.max_train), ("dev", dev, spec.max_eval)):
         examples = [_example(r, encode) for r in rows]  # all rows, so a bad label is found whatever the cap
         splits[split] = tuple(examples[i] for i in lowest_ranked([r.key for r in rows], cap))
+    train_keys = [r.key for r in train]
+    kept_keys = [train_keys[i] for i in lowest_ranked(train_keys, spec.max_train)]
+    splits["train"], splits["validation"] = hold_out(splits["train"], kept_keys, spec.validation_size, train[0].where)
     if metrics is None:
         metrics = ("pearson", "spearman") if num_labels == 1 else ("accuracy",)
-    source.update(rows={"train": len(train), "dev": len(dev)}, counts={k: len(v) for k, v in splits.items()},
-                  caps={"max_train": spec.max_train, "max_eval": spec.max_eval}, labels=index)
-    return Task(name, splits["train"], splits["dev"], num_labels, metrics, metrics[0], source)
+    held = {"validation_size": spec.validation_size} if spec.validation_size else {}
+    source.update(rows={"train": len(train), "dev": len(dev)},
+                  counts={k: len(v) for k, v in splits.items() if v or k != "validation"},
+                  caps={"max_train": spec.max_train, "max_eval": spec.max_eval, **held}, labels=index)
+    return Task(name, splits["train"], splits["dev"], num_labels, metrics, metrics[0], source,
+                validation=splits["validation"])
+
+
+def hold_out(examples: tuple, keys: list[str], size: int | None, where: str) -> tuple[tuple, tuple]:
+    """(train, validation): `size` of the examples, chosen by sha256("validation:" + key), held
+    out, both in source order; validation empty when `size` is None."""
+    if not size:
+        return tuple(examples), ()
+    if size >= len(examples):
+        raise DataError(f"{where}: data.validation_size={size} leaves no training examples "
+                        f"(the training split has {len(examples)})")
+    held = set(lowest_ranked([f"validation:{k}" for k in keys], size))
+    return (tuple(e for i, e in enumerate(examples) if i not in held),
+            tuple(e for i, e in enumerate(examples) if i in held))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +332,9 @@ def load_task(spec: DataSpec, causal: bool = False) -> Task:
     if causal and labelled and (spec.label_kind == "regression" or spec.task.lower().replace("-", "") == "glue:stsb"):
         raise SpecError(f"data.task={spec.task!r} is a regression task: a decoder learns classes as label words; "
                         "use a classification task or an encoder model")
+    if causal and spec.validation_size:
+        raise SpecError("data.validation_size: the held-out selection is implemented for encoder models only "
+                        "so far; unset it for a decoder")
     task = _load_source(spec)
     return as_completion(task) if causal else task
 

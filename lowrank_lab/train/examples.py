@@ -73,6 +73,8 @@ class Task:
     source: dict  # provenance, JSON-ready: files and sha256, hub id, split rule, counts, caps, labels
     kind: str | None = None  # one of KINDS; None: "regression" when num_labels == 1, else "classification"
     label_words: tuple[str, ...] = ()  # completion tasks of a classification source, in class-id order
+    # data.validation_size training examples held out to choose the best evaluation on (never trained on)
+    validation: tuple[Example, ...] | tuple[CompletionExample, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind is None:

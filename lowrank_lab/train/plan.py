@@ -24,7 +24,8 @@ with a per layer and token (Korthikanti et al. 2022, §4.1, without dropout; fro
                             gather of the unpadded path): H heads, w the longest sequence
 
 Under activation checkpointing (``train.gradient_checkpointing``) each layer keeps only its input
-(d per token) and one layer's activations exist at a time: e·T·(L·d + a). The estimate leaves out the
+(d per token) and one layer's activations exist at a time: e·T·(L·d + 2·a), against e·T·(L + 1)·a
+without it (in both, one layer's gradients beside the activations during its backward pass). The estimate leaves out the
 allocator's slack, the CUDA context (~0.5 GiB, not in torch's peak) and the interpreter's own memory
 on the CPU; benchmarks/bench_peft_cells.py sets it against the measured peaks.
 """
@@ -219,7 +220,9 @@ def activation_bytes(shape: Shape, tokens: Tokens, element: int, lora_ranks: int
                      attention_matrix: bool) -> int:
     """One cell's activations at its largest batch, with the LM head's logits for decoders."""
     a = layer_elements(shape, lora_ranks, tokens.width, attention_matrix)
-    kept = shape.layers * shape.d + a if checkpointing else shape.layers * a
+    # + a: the backward pass of one layer holds its activations' gradients beside them; checkpointed,
+    # that layer's activations are recomputed first, so two layers' worth exist at the peak
+    kept = shape.layers * shape.d + 2 * a if checkpointing else (shape.layers + 1) * a
     head = tokens.completion * shape.vocab * (element + 12) if shape.decoder else 0
     return element * tokens.tokens * (kept + shape.d) + head  # + d: the embeddings' output
 

@@ -72,6 +72,7 @@ class Inputs:
     decoder: bool = False
     provenance: dict | None = None
     fitted: dict | None = None
+    validation: object = None  # data.validation_size: the held-out split the best evaluation is chosen on
 
 
 def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.device | None = None) -> Inputs:
@@ -101,9 +102,11 @@ def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.d
                   "truncated_dev_prompts": dev.truncated, "dropped_train": dropped}
         return Inputs(task, train, dev, encoder, tokenizer, "none", True, loaded.provenance, fitted)
     regression = task.num_labels == 1
+    validation = encode(tokenizer, task.validation, spec.model.max_length, regression) if task.validation else None
     return Inputs(task, encode(tokenizer, task.train, spec.model.max_length, regression),
                   encode(tokenizer, task.dev, spec.model.max_length, regression), encoder, tokenizer,
-                  spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance)
+                  spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance,
+                  validation=validation)
 
 
 def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
@@ -113,8 +116,7 @@ def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
     unfinished = [c for c in cells if layout.cell_entry(sweep, c.name).status != "done"]
     data_parallel = spec.sweep.data_parallel and world.size > 1
     if unfinished:  # the plan before the model loads: a user sees at once whether it fits
-        for line in sweep_plan(spec, unfinished, config_model(spec.model), device, world, data_parallel)[1].lines():
-            echo(line)
+        _echo_plan(spec, unfinished, device, world, data_parallel, echo)
     inputs = load_inputs(spec, unfinished, device) if unfinished else None
     if world.is_main:
         model = {"model": inputs.provenance} if inputs is not None and inputs.provenance else {}
@@ -149,6 +151,18 @@ def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
         for name in manifest.names("failed"):
             echo(f"FAILED {name}: {manifest.cells[name].error}")
     return sweep
+
+
+def _echo_plan(spec: ExperimentSpec, todo: list[CellSpec], device: torch.device, world: World, data_parallel: bool,
+               echo) -> None:
+    """The memory plan from the model's config (built on the meta device, no weight read); a config
+    that cannot be read is left to the model's loading, whose message names it."""
+    try:
+        base = config_model(spec.model)
+    except (OSError, ValueError):
+        return
+    for line in sweep_plan(spec, todo, base, device, world, data_parallel)[1].lines():
+        echo(line)
 
 
 def _my_packs(spec: ExperimentSpec, todo: list[CellSpec], inputs: Inputs | None, device: torch.device, world: World,
@@ -292,7 +306,7 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
                             start_step=run.start_step, resume=run.resume, states=run.states,
                             on_eval=on_eval if writer else None, on_log=on_log if writer else None, on_checkpoint=on_checkpoint if writer else None,
                             stop=stop, progress=bar, shard=(world.rank, world.size) if data_parallel else (0, 1),
-                            meter=meter)
+                            meter=meter, validation=inputs.validation)
     finally:
         reporters.close()
         if bar is not None:
