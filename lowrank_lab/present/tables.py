@@ -48,8 +48,9 @@ def in_percent(results: pd.DataFrame) -> pd.DataFrame:
     fractions = [c for c in results.columns if c.startswith("dev_") and c.removeprefix("dev_") in FRACTIONS]
     out = results.assign(**{c: results[c] * 100 for c in fractions})
     main = results["metric"].isin(FRACTIONS) if "metric" in results else pd.Series(True, index=results.index)
-    if "value" in out:
-        out["value"] = out["value"].where(~main, out["value"] * 100)
+    for column in ("value", "final_value", "val_value"):  # the best evaluation's, the last's, the held-out split's
+        if column in out:
+            out[column] = out[column].where(~main, out[column] * 100)
     if "metric" in out:
         out["metric"] = out["metric"].astype(str).where(~main, out["metric"].astype(str) + " (%)")
     return out.rename(columns={c: f"{c} (%)" for c in fractions})
@@ -205,7 +206,9 @@ def method_table(results: pd.DataFrame, lora: list[tuple[str, int]] | None = Non
     in `lora`, e.g. [("q,v", 8)] as the paper), trainable parameters (with the classifier head;
     without it too when the results have the column, the paper's count; for the adapter baselines
     also by the paper's formula, which equals the count), then the main metric per task (median ±
-    half-range over seeds). `results` may hold several sweeps, one task each."""
+    half-range over seeds). `results` may hold several sweeps, one task each. When the best
+    evaluations were chosen on a held-out split (`selected_on`), each task's last evaluation is
+    given beside its best-on-held-out one ("<task>, last evaluation")."""
     if lora is not None:
         keep = results["method"] != "lora"
         for targets, r in lora:
@@ -225,7 +228,13 @@ def method_table(results: pd.DataFrame, lora: list[tuple[str, int]] | None = Non
     params = rows.groupby("method_name", sort=False)[list(columns)].first().rename(columns=columns)
     values = rows.groupby(["method_name", "task"], sort=False)["value"].apply(
         _median_spread, digits=_digits(results)).unstack("task")
-    table = pd.concat([params, values[list(dict.fromkeys(rows["task"]))]], axis=1)
+    tasks = list(dict.fromkeys(rows["task"]))
+    table = pd.concat([params, values[tasks]], axis=1)
+    if "selected_on" in rows and (rows["selected_on"] == "validation").any():
+        # chosen on held-out data: the last evaluation beside it, neither chosen on the reported set
+        finals = rows.groupby(["method_name", "task"], sort=False)["final_value"].apply(
+            _median_spread, digits=_digits(results)).unstack("task")
+        table = pd.concat([table, finals[tasks].rename(columns=lambda t: f"{t}, last evaluation")], axis=1)
     return table.rename_axis("method")
 
 

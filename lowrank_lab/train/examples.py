@@ -103,6 +103,19 @@ def lowest_ranked(keys: list[str], n: int | None) -> list[int]:
     return sorted(ranked[:n])
 
 
+def hold_out(examples: tuple, keys: list[str], size: int | None, where: str) -> tuple[tuple, tuple]:
+    """(train, validation): `size` of the examples, chosen by sha256("validation:" + key), held
+    out, both in source order; validation empty when `size` is None."""
+    if not size:
+        return tuple(examples), ()
+    if size >= len(examples):
+        raise DataError(f"{where}: data.validation_size={size} leaves no training examples "
+                        f"(the training split has {len(examples)})")
+    held = set(lowest_ranked([f"validation:{k}" for k in keys], size))
+    return (tuple(e for i, e in enumerate(examples) if i not in held),
+            tuple(e for i, e in enumerate(examples) if i in held))
+
+
 DEV_FRACTION = 0.2
 SPLIT_RULE = f"dev = the {DEV_FRACTION:.0%} of rows with the smallest sha256(key), train = the rest"
 
