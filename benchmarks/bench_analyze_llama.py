@@ -1,6 +1,6 @@
 """Benchmark: analyse a Llama-7B-shaped PEFT adapter (32 layers, d = 4096, r = 64 on q, k, v, o)
 against a synthetic sharded base, on the CPU, through the library path that `lowrank-lab analyze`
-and `compare` take (lowrank_lab.external): loading, spectra, φ(W0, ΔW) and amplification with a
+and `compare` take (lowrank_lab.analysis.external): loading, spectra, φ(W0, ΔW) and amplification with a
 randomized top-r SVD of each W0 read once, φ and ΔW distances between two adapters, writing the
 tables with their sidecars. One W0 also goes through the dense route, for accuracy and cost.
 
@@ -125,7 +125,7 @@ def main() -> None:
         label, u = next(iter(a.updates.items()))
         W0_first = a.W0(u)
         dense = timed(rows, "amplification, dense SVD of W0 ×1 (reference)", lambda: linalg.amplification(
-            W0_first, u.A, u.B, u.scaling, generator=torch.Generator().manual_seed(0)))
+            W0_first, u, generator=torch.Generator().manual_seed(0)))
         t_dense_one = rows[-1][1]
     finally:
         shutil.rmtree(root, ignore_errors=True)

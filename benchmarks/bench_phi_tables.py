@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import torch
 
 from lowrank_lab.analysis import sweep as sa
-from lowrank_lab.analysis import tables as an
+from lowrank_lab.analysis.base import W0Source
 from lowrank_lab.maths.update import LowRankUpdate
 
 SHAPES = {"q": (576, 576), "k": (192, 576), "v": (192, 576), "o": (576, 576),  # (d, k) of SmolLM2-135M
@@ -39,27 +39,17 @@ def synthetic_runs(layers: int) -> list[SimpleNamespace]:
     return runs
 
 
-class RandomBase:
-    """A W0 getter like analysis.sweep.BaseWeights, over random matrices, its SVDs cached."""
-
-    def __init__(self, labels):
-        self.W0 = {lab: torch.randn(*SHAPES[lab.split(".")[1]], dtype=torch.float64) for lab in labels}
-        self._svds = {}
-
-    def __call__(self, update: LowRankUpdate) -> torch.Tensor:
-        return self.W0[update.label]
-
-    def svd(self, update: LowRankUpdate):
-        if update.label not in self._svds:
-            self._svds[update.label] = an.w0_svd(self.W0[update.label])
-        return self._svds[update.label]
+def random_base(updates) -> W0Source:
+    """W0 of random matrices, by module path, as the analyses take it (its SVDs cached)."""
+    W0 = {u.path: torch.randn(*SHAPES[lab.split(".")[1]], dtype=torch.float64) for lab, u in updates.items()}
+    return W0Source(W0.__getitem__, "random")
 
 
 def main() -> None:
     layers = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     torch.manual_seed(0)
     runs = synthetic_runs(layers)
-    base = RandomBase(runs[-1].updates)
+    base = random_base(runs[-1].updates)
     for update in runs[-1].updates.values():  # W0's SVDs first, as map_runs does: not timed below
         base.svd(update)
     t = time.perf_counter()

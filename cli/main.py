@@ -78,36 +78,13 @@ def rank_sweep(spec: Path | None, overrides: tuple[str, ...], device: str | None
     """Train LoRA at every rank × seed × target set of SPEC (default: the embedded model and data).
 
     Ctrl-C (or SIGTERM) checkpoints the pack in progress; rerun the same command to resume."""
-    import os
-
     from lowrank_lab.spec import load_spec
-    from lowrank_lab.store.files import DiskFull
-    from lowrank_lab.store.layout import claim_sweep
-    from lowrank_lab.train.interrupt import Interrupted
+    from lowrank_lab.workflow.train import rank_sweep as train
 
     extra = (f"train.device={device}",) if device else ()
-    resolved = load_spec(spec, overrides + extra)
-    try:
-        # the spec, the paths and the lock before torch, data and model load (seconds): a refused run
-        # says so at once. Under torchrun rank 0 alone holds the lock.
-        with claim_sweep(resolved, lock=os.environ.get("RANK", "0") == "0") as sweep:
-            from lowrank_lab.train.sweep import failed_cells, run_sweep
-            from lowrank_lab.workflow.report import sweep_summary
-
-            run_sweep(resolved, echo=click.echo, claimed=True)
-    except Interrupted as err:
-        click.echo(str(err), err=True)
-        raise SystemExit(err.exit_code) from None
-    except KeyboardInterrupt:
-        click.echo("interrupted; rerun to resume (finished cells are kept)", err=True)
-        raise SystemExit(130) from None
-    except DiskFull as err:
-        click.echo(str(err), err=True)
-        raise SystemExit(err.exit_code) from None
-    click.echo(sweep_summary(sweep))
-    click.echo(f"results: {sweep}")
-    if failed_cells(sweep):
-        raise SystemExit(1)
+    status = train(load_spec(spec, overrides + extra), echo=click.echo, warn=lambda m: click.echo(m, err=True))
+    if status:
+        raise SystemExit(status)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +206,7 @@ def compare(adapters: tuple[Path, ...], base: str | None, out: Path | None) -> N
 @user_errors
 def sample_data(kind: str, out: Path) -> None:
     """Write a chat- or instruction-format sample built from VADER (offline) for data.task=KIND."""
-    from lowrank_lab.store.samples import write_sample
+    from lowrank_lab.workflow.data import sample_data as write
 
-    path, rows = write_sample(kind, out)
+    path, rows = write(kind, out)
     click.echo(f"{path}: {rows} rows of {kind} data from the VADER movie reviews")

@@ -450,6 +450,15 @@ def tasks_where(column_of: dict, test) -> str:
 MAIN = {t: f"{t} {m}" for t, c, m in COLUMNS if c == "value"}
 
 
+def crossing_one(task: str) -> str:
+    """Between which ranks the median amplification factor (ΔWq of q,v, middle layer) falls below 1."""
+    amp = data(task, "amplification")
+    at = amp[(amp.targets == "q,v") & (amp.module == "q") & (amp.layer == middle(task))]
+    med = at.groupby("r").amplification.median()
+    pairs = [(a, b) for a, b in zip(med.index, med.index[1:]) if med[a] >= 1 > med[b]]
+    return " and ".join(f"between r = {a} and r = {b}" for a, b in pairs) or "nowhere in the grid"
+
+
 def rank90_gap() -> str:
     """Full fine-tuning's rank_90 over LoRA q,v r = 64's, per task (the spectra claims): "40–68"."""
     return span([f(num(claim("spectra", t, "full fine-tuning")) / num(claim("spectra", t, "LoRA q,v r = 64")), ".0f")
@@ -467,7 +476,7 @@ def namespace() -> dict:
             "decoder_geo": decoder_geo, "decoder_rank90": decoder_rank90, "cells": cells, "TASKS": list(TASKS),
             "selection": selection, "made_dirty": made_dirty,
             "old_selection": old_selection, "t6": t6,
-            "within_spread": within_spread, "tasks_where": tasks_where, "MAIN": MAIN, "rank90_gap": rank90_gap, "MADE_BEFORE_THE_CHECK": list(MADE_BEFORE_THE_CHECK)}
+            "within_spread": within_spread, "tasks_where": tasks_where, "MAIN": MAIN, "rank90_gap": rank90_gap, "crossing_one": crossing_one, "MADE_BEFORE_THE_CHECK": list(MADE_BEFORE_THE_CHECK)}
 
 
 def selection(folder: str) -> str:

@@ -1,15 +1,12 @@
-"""Figure 4 (Hu et al. 2021, §7.2): φ(A_r, A'_r, i, j) between two seeds at the sweep's largest
-rank (the paper's r = 64), middle layer, for ΔWq, ΔWv and two random Gaussian matrices of the same
-shape. Reads analysis/phi.csv (`lowrank-lab subspace SWEEP`).
-"""
+"""Figure 4: φ between two seeds at the largest rank (`--help` shows the registry's caption)."""
 
 from lowrank_lab.workflow.report import run_script
 
-NAME = "fig4_phi_seeds"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
+NAME = "fig4_phi_seeds"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn, its caption
 
 
 def main(argv=None) -> None:
-    run_script(NAME, __doc__, argv)
+    run_script(NAME, argv)
 
 
 if __name__ == "__main__":

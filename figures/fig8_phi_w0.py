@@ -1,15 +1,12 @@
-"""Figure 8 (Hu et al. 2021, App. H.3): φ(Wq, A_r, i, j) between W0's top-i singular directions and
-the adapter's top-j, for the sweep's largest ranks and a random basis, middle layer.
-Reads analysis/phi_w0.csv (`lowrank-lab subspace SWEEP`).
-"""
+"""Figure 8: φ between W0's and ΔW's directions (`--help` shows the registry's caption)."""
 
 from lowrank_lab.workflow.report import run_script
 
-NAME = "fig8_phi_w0"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
+NAME = "fig8_phi_w0"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn, its caption
 
 
 def main(argv=None) -> None:
-    run_script(NAME, __doc__, argv)
+    run_script(NAME, argv)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,12 @@
-"""Training loss against step at each cell group's best learning rate (LoRA Without Regret, Fig. 1).
-Reads analysis/learning_curves.csv and results.csv (`lowrank-lab tables SWEEP`).
-"""
+"""LoRA Without Regret (2025), Fig. 1: learning curves at the best learning rate (`--help` shows the registry's caption)."""
 
 from lowrank_lab.workflow.report import run_script
 
-NAME = "fig_learning_curves"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
+NAME = "fig_learning_curves"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn, its caption
 
 
 def main(argv=None) -> None:
-    run_script(NAME, __doc__, argv)
+    run_script(NAME, argv)
 
 
 if __name__ == "__main__":

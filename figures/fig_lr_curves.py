@@ -1,14 +1,12 @@
-"""Dev metric and loss against learning rate, one curve per rank, full fine-tuning beside (LoRA Without Regret, Fig. 2).
-Reads analysis/results.csv (`lowrank-lab tables SWEEP`).
-"""
+"""LoRA Without Regret (2025), Fig. 2: dev metric and loss against learning rate (`--help` shows the registry's caption)."""
 
 from lowrank_lab.workflow.report import run_script
 
-NAME = "fig_lr_curves"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
+NAME = "fig_lr_curves"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn, its caption
 
 
 def main(argv=None) -> None:
-    run_script(NAME, __doc__, argv)
+    run_script(NAME, argv)
 
 
 if __name__ == "__main__":

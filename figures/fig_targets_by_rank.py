@@ -1,14 +1,12 @@
-"""Attention-only against more matrices at equal rank, at the best learning rate (LoRA Without Regret, Fig. 3).
-Reads analysis/results.csv (`lowrank-lab tables SWEEP`).
-"""
+"""LoRA Without Regret (2025), Fig. 3: attention-only against more matrices (`--help` shows the registry's caption)."""
 
 from lowrank_lab.workflow.report import run_script
 
-NAME = "fig_targets_by_rank"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
+NAME = "fig_targets_by_rank"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn, its caption
 
 
 def main(argv=None) -> None:
-    run_script(NAME, __doc__, argv)
+    run_script(NAME, argv)
 
 
 if __name__ == "__main__":

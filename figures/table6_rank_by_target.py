@@ -1,14 +1,12 @@
-"""Table 6 (Hu et al. 2021, §7.2): the main metric by target set (rows) and r (columns),
-median ± half-range over seeds. Reads analysis/results.csv.
-"""
+"""Table 6: main metric by target set and r (`--help` shows the registry's caption)."""
 
 from lowrank_lab.workflow.report import run_script
 
-NAME = "table6_rank_by_target"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn
+NAME = "table6_rank_by_target"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn, its caption
 
 
 def main(argv=None) -> None:
-    run_script(NAME, __doc__, argv)
+    run_script(NAME, argv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from lowrank_lab.analysis import external as ax
 from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.store import files
 from lowrank_lab.store import tables as st
-from lowrank_lab.store.adapters import ExternalAdapter
+from lowrank_lab.store.external_adapter import ExternalAdapter
 from lowrank_lab.workflow import external as wx
 from lowrank_lab.workflow import sweep as ws
 

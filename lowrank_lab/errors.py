@@ -7,7 +7,6 @@ importing the others (the model loader imports torch) would cost seconds before 
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 # (module, class) of every user error
@@ -18,9 +17,3 @@ HOMES = (("lowrank_lab.spec.sections", "SpecError"), ("lowrank_lab.store.dataset
 def is_user_error(err: BaseException) -> bool:
     """Whether `err` is one of the user errors (looking only at the homes already imported)."""
     return any(isinstance(err, getattr(sys.modules[module], name)) for module, name in HOMES if module in sys.modules)
-
-
-def __getattr__(name: str):
-    if name == "USER_ERRORS":  # the classes themselves (imports every home: torch included)
-        return tuple(getattr(importlib.import_module(module), cls) for module, cls in HOMES)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,11 +9,10 @@ two ranks: Fig. 3, 4) and the distances between the two ΔW (Frobenius, spectral
 angles). ``workflow.external`` reads the folders, writes the tables with their sidecars and
 draws the figures; nothing here opens a file.
 
-What is analysed per kind of update (``LowRankUpdate.kind``):
-- "lora", "lora-minus-init": ΔW = scaling·B·A from the factors, never d×k.
-- "dora": the effective ΔW = W' − W0 is dense. Spectra are of the dense ΔW; φ, amplification and
-  distances use its best rank-r approximation U_r·diag(S_r)·Vh_r (r = the adapter's rank), and
-  norm_delta_w is the dense ‖ΔW‖_F.
+Each update answers for itself (``maths.update``): a ``LowRankUpdate`` ("lora",
+"lora-minus-init") from its factors, never d×k; a ``DenseUpdate`` (DoRA's effective ΔW = W' − W0)
+with its whole spectrum for spectra and norms and its top-r directions (r = the adapter's rank)
+for φ and Table 7; distances between two updates are exact for both kinds.
 W0 with min(d, k) > ``AnalysisOptions.dense_max`` (a 7B model's 4096²) gets a randomized top-n SVD
 (``linalg.top_r_svd_randomized``), read once per matrix and shared by φ and amplification; its
 intruders, which need all of W0's singular vectors, are skipped with a note.
@@ -30,11 +29,12 @@ import torch
 from torch import Tensor
 
 from lowrank_lab.analysis import tables as an
-from lowrank_lab.store import tables as st
-from lowrank_lab.maths import linalg
+from lowrank_lab.analysis.base import W0Source
+from lowrank_lab.maths import distances, linalg
+from lowrank_lab.maths.update import Update
 from lowrank_lab.store import files
-from lowrank_lab.store.adapters import ExternalAdapter
-from lowrank_lab.maths.update import LowRankUpdate
+from lowrank_lab.store import tables as st
+from lowrank_lab.store.external_adapter import ExternalAdapter
 
 DISTANCES = "distances"  # one row per shared label: φ(r1, r2), principal angles, ‖ΔWa − ΔWb‖
 COMPARE_PHI = "phi"  # φ grids between two adapters, per label
@@ -42,8 +42,8 @@ ANALYZE_TABLES = (st.SPECTRUM, st.SPECTRUM_METRICS, st.PHI_W0, st.AMPLIFICATION,
 
 CONVENTIONS = {
     **an.CONVENTIONS,
-    "dora": "DoRA's effective ΔW = W' − W0 is dense: spectra of the dense ΔW; φ, amplification and "
-            "distances from its best rank-r approximation; norm_delta_w of the dense ΔW",
+    "dora": "DoRA's effective ΔW = W' − W0 is dense: spectra, norm_delta_w and distances of the dense "
+            "ΔW; φ and the projections of Table 7 from its top-r singular directions",
     "lora-minus-init": "PiSSA / OLoRA / ... against the original W0: ΔW = s·B·A − (W0 − W_res), rank 2r",
     "w0_svd": "W0 with min(d, k) > dense_max: randomized top-n SVD (Halko et al. 2011), n = max(n_w0, r), "
               "amplification in float32 (relative error ~1e-6); its intruders are skipped (they need "
@@ -59,7 +59,7 @@ class AnalysisOptions:
     """How ``analyze_adapter`` and ``compare_adapters`` run; saved in every sidecar."""
 
     side: str = "A"
-    """Singular basis for φ and principal angles: A, B, dW_right or dW_left (``analysis.SIDES``)."""
+    """Singular basis for φ and principal angles: A, B, dW_right or dW_left (``maths.update.SIDES``)."""
     n_w0: int | None = None
     """W0 directions in φ(W0, ΔW); None: ``analysis.default_n_w0`` for a dense SVD, r for a randomized one."""
     dense_max: int = 1024
@@ -88,52 +88,35 @@ def _top_svd(M: Tensor, n: int, opts: AnalysisOptions, gen: torch.Generator) -> 
     return linalg.top_r_svd_randomized(M, n, n_iter=opts.n_iter, generator=gen)
 
 
-def _factors(U: Tensor, S: Tensor, Vh: Tensor, like: LowRankUpdate) -> LowRankUpdate:
-    """U·diag(S)·Vh as a LowRankUpdate with `like`'s scaling s (PEFT's α/r): A = diag(√S)·Vh,
-    B = U·diag(√S)/s, so s·B·A = U·diag(S)·Vh. Its A's right and B's left singular vectors are Vh's
-    rows and U's columns in the order of S, so ``analysis.basis`` returns them for every side."""
-    root = S.double().clamp(min=0).sqrt()
-    return LowRankUpdate(like.label, like.path, root[:, None] * Vh.double(), U.double() * root / like.scaling,
-                         like.scaling, like.fan_in_fan_out, like.kind)
-
-
-def effective_updates(ext: ExternalAdapter, opts: AnalysisOptions = AnalysisOptions()) -> dict[str, LowRankUpdate]:
-    """The updates analysed: PEFT's factors, and for DoRA the best rank-r approximation of the dense ΔW."""
-    gen = torch.Generator().manual_seed(opts.seed)
-    out = {}
-    for label, u in ext.updates.items():
-        out[label] = (_factors(*_top_svd(ext.dense_delta[label], u.r, opts, gen), u) if u.kind == "dora" else u)
-    return out
+def _n_top(update: Update, opts: AnalysisOptions) -> tuple[int, int, bool]:
+    """(n_w0, how many of W0's directions to compute, whether W0 gets a dense SVD)."""
+    d, k = update.shape
+    dense = min(d, k) <= opts.dense_max
+    n_w0 = opts.n_w0 or (an.default_n_w0(d, k) if dense else update.r)
+    return n_w0, min(max(n_w0, update.r), d, k), dense
 
 
 def analyze_adapter(ext: ExternalAdapter, opts: AnalysisOptions = AnalysisOptions()) -> dict[str, pd.DataFrame]:
     """{spectrum, spectrum_metrics, phi_w0, amplification, intruders} of one adapter, the columns of
-    ``analysis``'s tables plus kind (and r where missing). Each W0 is read once and dropped."""
+    ``analysis``'s tables plus kind (and r where missing). Each W0's SVD is computed once."""
     gen = torch.Generator().manual_seed(opts.seed)
-    updates = effective_updates(ext, opts)
-    spectra = {lab: (torch.linalg.svdvals(ext.dense_delta[lab].double()) if u.kind == "dora"
-                     and min(u.B.shape[0], u.A.shape[1]) <= opts.dense_max
-                     else linalg.factored_svd(u.A, u.B, u.scaling, dtype=torch.float64)[1])
-               for lab, u in updates.items()}
+    updates = ext.updates
+    current: dict[str, Tensor] = {}  # the W0 of the label being analysed: read once, then dropped
+    W0 = W0Source(current.__getitem__, str(ext.base), svd_of=lambda W, u: _top_svd(W, _n_top(u, opts)[1], opts, gen))
     phi, amp, intr = [], [], []
     for label, u in updates.items():
-        W0 = ext.W0(ext.updates[label])
-        d, k = W0.shape
-        dense = min(d, k) <= opts.dense_max
-        n_w0 = opts.n_w0 or (an.default_n_w0(d, k) if dense else u.r)
-        U0, S0, Vh0 = _top_svd(W0, min(max(n_w0, u.r), d, k), opts, gen)
-        phi.append(an.phi_w0_table({label: u}, {label: W0}, opts.side, n_w0, gen, svd0=lambda _: (U0, S0, Vh0)))
-        row = linalg.amplification(W0, u.A, u.B, u.scaling, gen, w0_top=(U0, S0, Vh0),
-                                   dtype=torch.float64 if dense else torch.float32)
-        if u.kind == "dora":  # ‖ΔW‖_F of the dense update, not of its rank-r part
-            row["norm_delta_w"] = float(torch.linalg.matrix_norm(ext.dense_delta[label].double()))
-            row["amplification"] = row["norm_delta_w"] / row["proj_delta_w"]
+        current.clear()
+        current[u.path] = ext.W0(u)
+        n_w0, _, dense = _n_top(u, opts)
+        phi.append(an.phi_w0_table({label: u}, W0, opts.side, n_w0, gen))
+        row = linalg.amplification(W0(u), u, gen, w0_top=W0.svd(u), dtype=torch.float64 if dense else torch.float32)
+        d, k = u.shape
         amp.append({**an.label_columns(label), "kind": u.kind, "r": u.r, "d": d, "k": k,
                     "scaling": u.scaling, "w0_svd": "dense" if dense else "randomized", **row})
         if dense:
-            D = (ext.dense_delta[label] if u.kind == "dora" else linalg.delta_w(u.A, u.B, u.scaling)).double()
-            intr += an.intruder_rows(label, W0.double(), W0.double() + D)
-        del W0
+            intr += an.intruder_rows(label, W0(u).double(), W0(u).double() + u.delta_w(torch.float64))
+    current.clear()
+    spectra = an.spectra(updates)
     kinds = pd.DataFrame([{"label": lab, "kind": u.kind, "r": u.r} for lab, u in updates.items()])
     tables = {st.SPECTRUM: an.spectrum_table(spectra), st.SPECTRUM_METRICS: an.spectrum_metrics_table(spectra),
               st.PHI_W0: pd.concat(phi, ignore_index=True), st.AMPLIFICATION: pd.DataFrame(amp),
@@ -148,48 +131,29 @@ def analyze_adapter(ext: ExternalAdapter, opts: AnalysisOptions = AnalysisOption
 # Two adapters
 
 
-def compare_adapters(a: ExternalAdapter, b: ExternalAdapter, opts: AnalysisOptions = AnalysisOptions(),
-                     effective: tuple[dict[str, LowRankUpdate], dict[str, LowRankUpdate]] | None = None
+def compare_adapters(a: ExternalAdapter, b: ExternalAdapter, opts: AnalysisOptions = AnalysisOptions()
                      ) -> dict[str, pd.DataFrame]:
     """{phi, distances} between the updates of `a` and `b` at every label both adapt (same d×k).
 
     phi: ``analysis.phi_table`` rows, i ≤ r1 over a's directions, j ≤ r2 over b's.
     distances: one row per label: phi = φ(r1, r2), principal angles between the two `side`
-    subspaces, and ‖ΔWa − ΔWb‖ from ``linalg.delta_distance`` (for DoRA: the dense ΔW when
-    min(d, k) ≤ dense_max, else the rank-r approximations). `effective`: both adapters'
-    ``effective_updates`` when the caller has them (comparing many pairs)."""
-    ua, ub = effective or (effective_updates(a, opts), effective_updates(b, opts))
+    subspaces, and ‖ΔWa − ΔWb‖ from ``distances.delta_distance`` (exact, dense updates included)."""
+    ua, ub = a.updates, b.updates
     shared = shared_labels(ua, ub)
-    bases = {id(u): an.basis(u, opts.side) for lab in shared for u in (ua[lab], ub[lab])}
-    phi = an.phi_table({lab: ua[lab] for lab in shared}, ub, opts.side, lambda u, _: bases[id(u)])
+    phi = an.phi_table({lab: ua[lab] for lab in shared}, ub, opts.side)
     rows = []
     for label in shared:
         u1, u2 = ua[label], ub[label]
-        V1, V2 = bases[id(u1)], bases[id(u2)]
+        V1, V2 = u1.basis(opts.side), u2.basis(opts.side)
         theta = linalg.principal_angles(V1, V2)
-        if "dora" in (u1.kind, u2.kind) and min(u1.B.shape[0], u1.A.shape[1]) <= opts.dense_max:
-            dist = _dense_distance(*(ext.dense_delta[label] if u.kind == "dora" else
-                                     linalg.delta_w(u.A.double(), u.B.double(), u.scaling)
-                                     for ext, u in ((a, u1), (b, u2))))
-        else:
-            dist = linalg.delta_distance(u1.A, u1.B, u1.scaling, u2.A, u2.B, u2.scaling)
+        d, k = u1.shape
         rows.append({**an.label_columns(label), "kind1": u1.kind, "kind2": u2.kind, "r1": u1.r, "r2": u2.r,
-                     "d": u1.B.shape[0], "k": u1.A.shape[1],
+                     "d": d, "k": k,
                      "phi": float(linalg.phi_grid(V1, V2)[-1, -1]), "phi_random": max(u1.r, u2.r) / V1.shape[0],
                      "angle_max": float(theta.max()), "angle_mean": float(theta.mean()),
                      "grassmann": float(torch.linalg.vector_norm(theta)),
-                     "projection": float(linalg.projection_distance(V1, V2)), **dist})
+                     "projection": float(linalg.projection_distance(V1, V2)), **distances.delta_distance(u1, u2)})
     return {COMPARE_PHI: phi, DISTANCES: pd.DataFrame(rows)}
-
-
-def _dense_distance(D1: Tensor, D2: Tensor) -> dict[str, float]:
-    """What ``linalg.delta_distance`` returns, for dense d×k updates (DoRA)."""
-    D1, D2 = D1.double(), D2.double()
-    n1, n2, diff = D1.norm(), D2.norm(), D1 - D2
-    fro = float(diff.norm())
-    return {"frobenius": fro, "spectral": float(torch.linalg.matrix_norm(diff, ord=2)),
-            "relative_frobenius": fro / float(n1) if n1 > 0 else float("inf"),
-            "cosine": float((D1 * D2).sum() / (n1 * n2)) if n1 > 0 and n2 > 0 else 0.0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,10 +170,9 @@ def analyze_many(adapters: Sequence[tuple[str, ExternalAdapter]], opts: Analysis
     return joined, per
 
 
-def shared_labels(ua: dict[str, LowRankUpdate], ub: dict[str, LowRankUpdate]) -> list[str]:
+def shared_labels(ua: dict[str, Update], ub: dict[str, Update]) -> list[str]:
     """Labels both adapt with the same d×k, in `ua`'s order."""
-    return [lab for lab in ua if lab in ub and ua[lab].B.shape[0] == ub[lab].B.shape[0]
-            and ua[lab].A.shape[1] == ub[lab].A.shape[1]]
+    return [lab for lab in ua if lab in ub and tuple(ua[lab].shape) == tuple(ub[lab].shape)]
 
 
 def compare_many(adapters: Sequence[tuple[str, ExternalAdapter]], opts: AnalysisOptions = AnalysisOptions()
@@ -217,15 +180,14 @@ def compare_many(adapters: Sequence[tuple[str, ExternalAdapter]], opts: Analysis
     """``compare_adapters`` over every pair of (name, adapter): ({phi: [frame per pair], distances:
     [...]}, notes), columns adapter1, adapter2, side first. Adapters are told apart by position, so
     two with the same name are still two. RunError when no pair adapts a matrix in common."""
-    effective = [effective_updates(ext, opts) for _, ext in adapters]  # once per adapter, not per pair
     frames: dict[str, list[pd.DataFrame]] = {COMPARE_PHI: [], DISTANCES: []}
     notes = []
     for i, j in itertools.combinations(range(len(adapters)), 2):
         (n1, e1), (n2, e2) = adapters[i], adapters[j]
-        if not shared_labels(effective[i], effective[j]):
+        if not shared_labels(e1.updates, e2.updates):
             notes.append(f"{n1} vs {n2}: no matrix adapted in both (with the same shape)")
             continue
-        for key, frame in compare_adapters(e1, e2, opts, (effective[i], effective[j])).items():
+        for key, frame in compare_adapters(e1, e2, opts).items():
             frames[key].append(an.lead_columns(frame, adapter1=n1, adapter2=n2, side=opts.side))
     if not frames[DISTANCES]:
         raise files.RunError(f"{', '.join(n for n, _ in adapters)}: no matrix is adapted in both "

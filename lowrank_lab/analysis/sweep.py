@@ -1,12 +1,11 @@
-"""A sweep's runs in, tidy tables out: which runs to compare, W0 from the base model, the spec keys
-as columns. The maths is in ``analysis.tables`` (per set of updates) and, below it, ``linalg``;
-``workflow.sweep`` reads the runs and writes the tables (one CSV per table and side, with a
-sidecar saying how it was made). Nothing here opens a file.
+"""A sweep's runs in, tidy tables out: which runs to compare, the spec keys as columns. The maths is
+in ``analysis.tables`` (per set of updates) and, below it, ``linalg``; W0 comes in as a
+``analysis.base.W0Source`` the workflow builds, and ``workflow.sweep`` reads the runs once and
+writes the tables. Nothing here opens a file or loads a model.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,11 +15,10 @@ import torch
 from torch import Tensor
 
 from lowrank_lab.analysis import tables as an
-from lowrank_lab.store import tables as st
-from lowrank_lab.maths.update import LowRankUpdate
+from lowrank_lab.analysis.base import W0Source
+from lowrank_lab.maths.update import DenseUpdate
 from lowrank_lab.model.base import classify_module, kind_order, module_label, parse_label
-from lowrank_lab.model.lora import Conv1D, weight_as_W0
-from lowrank_lab.store.models import load_model
+from lowrank_lab.store import tables as st
 from lowrank_lab.store.runs import Run
 
 RANDOM_SEED = 0  # every random baseline of a table comes from one generator seeded with this
@@ -37,70 +35,29 @@ def run_columns(run: Run) -> dict:
             "init": lora.init, "seed": run.spec.train.seed}
 
 
-class BaseWeights:
-    """W0 of a sweep's base model, loaded once on first use; ``self(update)`` is a W0 getter.
-    The model is the one the adapters' paths are relative to: AutoModel for an encoder, the
-    AutoModelForCausalLM for a decoder (``model.kind``; "auto" reads its config)."""
-
-    def __init__(self, name: str, revision: str | None = None, option: str = "model.name", kind: str = "auto"):
-        self.name, self.revision, self.option, self.kind = name, revision, option, kind
-        self._svds: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
-
-    @property
-    def encoder(self):
-        return _load_encoder(self.name, self.revision, self.option, self.kind)
-
-    def module(self, path: str):
-        """The module at `path` of the base model (paths as its own named_modules gives them)."""
-        return self.encoder.get_submodule(path)
-
-    def __call__(self, update: LowRankUpdate) -> Tensor:
-        return weight_as_W0(self.module(update.path)).detach()  # paths are the base model's own (store)
-
-    def svd(self, update: LowRankUpdate) -> tuple[Tensor, Tensor, Tensor]:
-        """W0's thin float64 SVD, computed once per matrix for every run and table of the sweep."""
-        if update.path not in self._svds:
-            self._svds[update.path] = an.w0_svd(self(update))
-        return self._svds[update.path]
-
-
-@functools.lru_cache(maxsize=2)
-def _load_encoder(name: str, revision: str | None, option: str, kind: str = "auto"):
-    # One load per process: subspace, amplify and spectrum all need the same W0s.
-    return load_model(name, revision, kind=kind, option=option).module
-
-
-def base_weights(sweep_runs: list[Run], base: str | None = None) -> BaseWeights:
-    """The base model named by the runs' spec, or `base` (a folder or hub id) instead, e.g. when
-    the sweep was trained on another machine."""
-    model = sweep_runs[0].spec.model
-    if base:
-        return BaseWeights(str(base), None, option="--base", kind=model.kind)
-    return BaseWeights(model.name, model.revision, kind=model.kind)
-
-
-def full_deltas(weights: Mapping[str, Tensor], base: BaseWeights) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """({label: ΔW_full = W_ft − W0}, {label: W0}), d×k float64, for every attention and MLP matrix
-    among the trained `weights` of a full fine-tuning cell, in layer order."""
-    deltas, w0s = {}, {}
+def full_updates(weights: Mapping[str, Tensor], base: W0Source, as_W0: Callable[[str, Tensor], Tensor]
+                 ) -> dict[str, DenseUpdate]:
+    """{label: ΔW_full = W_ft − W0} as dense float64 updates (r = min(d, k)) for every attention
+    and MLP matrix among the trained `weights` of a full fine-tuning cell, in layer order;
+    `as_W0(path, W)` puts a trained weight in W0's d×k layout (GPT-2's Conv1D stores k×d)."""
+    found = {}
     for key, W in weights.items():
         hit = classify_module(key.removesuffix(".weight"), mlp=True) if key.endswith(".weight") else None
         if hit is None:
             continue
-        module = base.module(key.removesuffix(".weight"))
-        W_ft = W.mT if Conv1D and isinstance(module, Conv1D) else W
-        label = module_label(*hit)
-        w0s[label] = weight_as_W0(module).detach().double()
-        deltas[label] = W_ft.double() - w0s[label]
-    order = sorted(deltas, key=lambda lab: (an.label_columns(lab)["layer"], kind_order(parse_label(lab)[1])))
-    return {lab: deltas[lab] for lab in order}, w0s
+        path, label = key.removesuffix(".weight"), module_label(*hit)
+        W0 = base.read(path).detach().double()
+        D = as_W0(path, W).double() - W0
+        found[label] = DenseUpdate(label, path, D, min(D.shape), kind="full")
+    order = sorted(found, key=lambda lab: (an.label_columns(lab)["layer"], kind_order(parse_label(lab)[1])))
+    return {lab: found[lab] for lab in order}
 
 
 def lora_runs(sweep_runs: Iterable[Run]) -> list[Run]:
     return [r for r in sweep_runs if r.spec.lora.method == "lora" and r.updates]
 
 
-def map_runs(fn: Callable[[Run], pd.DataFrame], runs: Sequence[Run], base: BaseWeights) -> list[pd.DataFrame]:
+def map_runs(fn: Callable[[Run], pd.DataFrame], runs: Sequence[Run], base: W0Source) -> list[pd.DataFrame]:
     """[fn(run) for run in runs], the runs side by side in threads, each on one core: a decoder's
     cells need thousands of dense SVDs (intruders), and torch releases the GIL inside them. W0 and
     its SVDs are loaded first, so that the threads share them; results keep the runs' order."""
@@ -139,28 +96,21 @@ def _groups(lora: list[Run]) -> dict[tuple, dict[tuple[int, int], Run]]:
 def _group_phi(cells: dict[tuple[int, int], Run], keys: dict, side: str) -> tuple[list[pd.DataFrame], set]:
     """"ranks" (each r1 < r2 at one seed) and "seeds" (each s1 < s2 at one r) frames of one group,
     and the (r, dim) shapes of its seed comparisons (for their random counterparts)."""
-    bases: dict[int, Tensor] = {}  # each run's bases serve all its pairs in the group
-
-    def basis_of(u: LowRankUpdate, side: str) -> Tensor:
-        if id(u) not in bases:
-            bases[id(u)] = an.basis(u, side)
-        return bases[id(u)]
-
     frames, shapes = [], set()
     seeds, ranks = sorted({s for s, _ in cells}), sorted({r for _, r in cells})
     for seed in seeds:
         for r1, r2 in itertools.combinations([r for r in ranks if (seed, r) in cells], 2):
-            t = an.phi_table(cells[seed, r1].updates, cells[seed, r2].updates, side, basis_of)
+            t = an.phi_table(cells[seed, r1].updates, cells[seed, r2].updates, side)
             frames.append(an.lead_columns(t, comparison="ranks", side=side, **keys, seed1=seed, seed2=seed))
     for r in ranks:
         for s1, s2 in itertools.combinations([s for s in seeds if (s, r) in cells], 2):
-            t = an.phi_table(cells[s1, r].updates, cells[s2, r].updates, side, basis_of)
+            t = an.phi_table(cells[s1, r].updates, cells[s2, r].updates, side)
             frames.append(an.lead_columns(t, comparison="seeds", side=side, **keys, seed1=s1, seed2=s2))
             shapes |= {(r, int(d)) for d in t["dim"].unique()}
     return frames, shapes
 
 
-def phi_tables(sweep_runs: list[Run], side: str, base: BaseWeights) -> tuple[pd.DataFrame, pd.DataFrame]:
+def phi_tables(sweep_runs: list[Run], side: str, base: W0Source) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(phi, phi_w0) of one `side`. phi: comparison "ranks" (Fig. 3/6), "seeds" (Fig. 4/7) and
     "random" (a Haar pair of each seed comparison's shape); phi_w0: every LoRA run against W0 plus
     a random basis (Fig. 8). The random baselines come from one generator seeded per side."""
@@ -178,7 +128,7 @@ def phi_tables(sweep_runs: list[Run], side: str, base: BaseWeights) -> tuple[pd.
     w0_frames = []
     for run in lora:
         c = run_columns(run)
-        t = an.phi_w0_table(run.updates, base, side, generator=gen, svd0=base.svd)
+        t = an.phi_w0_table(run.updates, base, side, generator=gen)
         w0_frames.append(an.lead_columns(t, side=side, **{k: c[k] for k in [*GROUP_KEYS, "seed"]}))
     return _concat(frames), _concat(w0_frames)
 
@@ -187,7 +137,7 @@ def phi_tables(sweep_runs: list[Run], side: str, base: BaseWeights) -> tuple[pd.
 # ΔW against W0 (Table 7) and spectra
 
 
-def amplification_frame(sweep_runs: list[Run], base: BaseWeights) -> pd.DataFrame:
+def amplification_frame(sweep_runs: list[Run], base: W0Source) -> pd.DataFrame:
     """Table 7's rows of every LoRA run; run i's random baseline from a generator seeded
     RANDOM_SEED + i, so that the table does not depend on the order the threads finish in."""
     lora = lora_runs(sweep_runs)
@@ -195,49 +145,45 @@ def amplification_frame(sweep_runs: list[Run], base: BaseWeights) -> pd.DataFram
 
     def one(run: Run) -> pd.DataFrame:
         gen = torch.Generator().manual_seed(seeds[run.path.name])
-        table = an.amplification_table(run.updates, base, gen, svd0=base.svd).drop(columns="r")
+        table = an.amplification_table(run.updates, base, gen).drop(columns="r")
         return an.lead_columns(table, **run_columns(run))
 
     return _concat(map_runs(one, lora, base))
 
 
-def _full_frames(run: Run, weights: Mapping[str, Tensor], lora: list[Run], base: BaseWeights) -> dict[str, pd.DataFrame]:
-    """Spectrum, metrics, intruders and Eckart–Young of one full fine-tuning cell; the LoRA cells
-    of the same seed beside its Eckart–Young curve."""
+def _full_frames(run: Run, full: Mapping[str, DenseUpdate], lora: list[Run], base: W0Source) -> dict[str, pd.DataFrame]:
+    """Spectrum, metrics, intruders and Eckart–Young of one full fine-tuning cell (its dense
+    updates `full`); the LoRA cells of the same seed beside its Eckart–Young curve."""
     cols = run_columns(run)
-    deltas, w0s = full_deltas(weights, base)
-    spectra = an.dense_spectra(deltas)
-    rows = []
-    for label, D in deltas.items():
-        rows += an.intruder_rows(label, w0s[label], w0s[label] + D)
+    spectra = an.spectra(full)
     same_seed = [r for r in lora if r.spec.train.seed == run.spec.train.seed]
-    ey = an.eckart_young_table(deltas, {r.path.name: r.updates for r in same_seed})
+    ey = an.eckart_young_table(full, {r.path.name: r.updates for r in same_seed})
     meta = pd.DataFrame([{"source": r.path.name, "lora_targets": r.spec.lora.targets} for r in same_seed],
                         columns=["source", "lora_targets"])
     ey = ey.merge(meta, on="source", how="left").fillna({"lora_targets": ""})
     return {st.SPECTRUM: an.lead_columns(an.spectrum_table(spectra), **cols),
             st.SPECTRUM_METRICS: an.lead_columns(an.spectrum_metrics_table(spectra), **cols),
-            st.INTRUDERS: an.lead_columns(pd.DataFrame(rows), **cols),
+            st.INTRUDERS: an.lead_columns(an.intruder_table(full, base), **cols),
             st.ECKART_YOUNG: an.lead_columns(ey, **{k: cols[k] for k in ("task", "cell", "seed")})}
 
 
-def spectrum_frames(sweep_runs: list[Run], base: BaseWeights,
-                    full_weights: Mapping[str, Mapping[str, Tensor]]) -> dict[str, pd.DataFrame]:
+def spectrum_frames(sweep_runs: list[Run], base: W0Source,
+                    full: Mapping[str, Mapping[str, DenseUpdate]]) -> dict[str, pd.DataFrame]:
     """spectrum, spectrum_metrics, intruders (LoRA and full fine-tuning) and eckart_young (each
-    full fine-tuning cell, with the LoRA cells of the same seed beside it). `full_weights`: the
-    trained weights of the full fine-tuning cells that kept them, by cell name."""
+    full fine-tuning cell, with the LoRA cells of the same seed beside it). `full`: the dense
+    updates (``full_updates``) of the full fine-tuning cells that kept their weights, by cell name."""
     out: dict[str, list[pd.DataFrame]] = {st.SPECTRUM: [], st.SPECTRUM_METRICS: [], st.INTRUDERS: [],
                                           st.ECKART_YOUNG: []}
     lora = lora_runs(sweep_runs)
     for run in lora:
         cols = run_columns(run)
-        spectra = an.lowrank_spectra(run.updates)
+        spectra = an.spectra(run.updates)
         out[st.SPECTRUM].append(an.lead_columns(an.spectrum_table(spectra), **cols))
         out[st.SPECTRUM_METRICS].append(an.lead_columns(an.spectrum_metrics_table(spectra), **cols))
-    out[st.INTRUDERS] += map_runs(lambda run: an.lead_columns(an.intruder_table(run.updates, base, svd0=base.svd),
+    out[st.INTRUDERS] += map_runs(lambda run: an.lead_columns(an.intruder_table(run.updates, base),
                                                               **run_columns(run)), lora, base)
     for run in sweep_runs:
-        if run.spec.lora.method == "full" and run.path.name in full_weights:
-            for name, frame in _full_frames(run, full_weights[run.path.name], lora, base).items():
+        if run.spec.lora.method == "full" and run.path.name in full:
+            for name, frame in _full_frames(run, full[run.path.name], lora, base).items():
                 out[name].append(frame)
     return {name: _concat(frames) for name, frames in out.items()}

@@ -1,11 +1,12 @@
 """Low-rank updates in, tidy pandas tables out (long format, one number per row).
 
-The functions here take ``updates: Mapping[label, LowRankUpdate]`` (ΔW = scaling·B·A, A r×k,
-B d×r) and, where W0 matters, ``W0``: a callable ``W0(update) → d×k tensor`` or a mapping
-label → d×k tensor. They know nothing of sweeps, so the same functions serve adapters trained
-here and external PEFT adapters (``store.adapters``). ``analysis.sweep`` iterates the runs of a
-sweep and adds the spec keys as columns; ``workflow.sweep`` caches the tables through
-``store.tables``, whose ``read_table`` reads them back. Nothing here opens a file.
+The functions here take ``updates: Mapping[label, Update]`` (``maths.update``: a
+``LowRankUpdate`` ΔW = scaling·B·A with A r×k, B d×r, or a ``DenseUpdate``; each answers for its
+own SVD, bases and norms) and, where W0 matters, ``W0``: a ``analysis.base.W0Source`` (W0 and its
+thin SVD per update, read once) or a mapping label → d×k tensor. They know nothing of sweeps, so
+the same functions serve adapters trained here and external PEFT adapters. ``analysis.sweep``
+iterates the runs of a sweep and adds the spec keys as columns; ``workflow.sweep`` caches the
+tables through ``store.tables``. Nothing here opens a file or loads a model.
 
 Conventions (stated again in every table's sidecar JSON, ``CONVENTIONS``):
 - ΔW includes its scaling α/r (or α/√r): norms, spectra and amplification are of the update the
@@ -28,12 +29,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from lowrank_lab.maths import linalg, spectrum
-from lowrank_lab.maths.update import LowRankUpdate
+from lowrank_lab.maths import distances, linalg, spectrum
+from lowrank_lab.maths.update import INPUT_SIDES, Update
 from lowrank_lab.model.base import parse_label
 from lowrank_lab.spec import CellSpec
 from lowrank_lab.store.records import CellSummary
-from lowrank_lab.store.tables import SIDES
 
 EPSILONS = tuple(round(0.1 * n, 1) for n in range(1, 10))  # Shuttleworth et al. 2024 sweep ε
 INTRUDER_TOP_K = 10  # their find_intruder_dimensions.py default
@@ -61,20 +61,23 @@ CONVENTIONS = {
               "of 96), and to first / ⅓ / ⅔ / last for per-layer figures",
 }
 
-W0Source = Callable[[LowRankUpdate], Tensor] | Mapping[str, Tensor]
+W0Source = Callable[[Update], Tensor] | Mapping[str, Tensor]
+SVD = tuple[Tensor, Tensor, Tensor]
 
 
-def _w0(W0: W0Source, update: LowRankUpdate) -> Tensor:
+def _w0(W0: W0Source, update: Update) -> Tensor:
     W = W0[update.label] if isinstance(W0, Mapping) else W0(update)
     return W.detach().to(torch.float64)
 
 
-# W0's thin SVD per update, (U, S, Vh) in float64: φ(W0, ΔW), amplification and intruders all use
-# it, so a caller that analyses many runs on one base passes a cached one (``w0_svd`` computes it).
-W0SVD = Callable[[LowRankUpdate], tuple[Tensor, Tensor, Tensor]]
+def _w0_svd(W0: W0Source, update: Update) -> SVD:
+    """W0's thin float64 SVD: the source's cached one when it keeps one (``analysis.base``), else
+    computed here."""
+    cached = getattr(W0, "svd", None)
+    return cached(update) if callable(cached) else w0_svd(_w0(W0, update))
 
 
-def w0_svd(W: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def w0_svd(W: Tensor) -> SVD:
     """Thin SVD of W0 (d×k) in float64: U (d×p), S (p,), Vh (p×k), p = min(d, k)."""
     return torch.linalg.svd(W.detach().to(torch.float64), full_matrices=False)
 
@@ -122,27 +125,13 @@ def _frame(blocks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
 # Subspace similarity φ (Sec. 7.2, Fig. 3, 4, 6, 7; App. H.3, Fig. 8)
 
 
-def basis(update: LowRankUpdate, side: str = "A") -> Tensor:
-    """Orthonormal columns (dim × r, by descending σ) of the adapter's singular basis on `side`:
-    A → right of A (k×r); B → left of B (d×r); dW_right / dW_left → ΔW's Vh.mT (k×r) / U (d×r)."""
-    if side == "A":
-        return linalg.top_right_basis(update.A, dtype=torch.float64)
-    if side == "B":
-        return linalg.top_left_basis(update.B, dtype=torch.float64)
-    if side in ("dW_right", "dW_left"):
-        U, _, Vh = linalg.factored_svd(update.A, update.B, update.scaling, dtype=torch.float64)
-        return Vh.mT if side == "dW_right" else U
-    raise ValueError(f"side={side!r}: use one of {', '.join(SIDES)}")
-
-
-def phi_table(first: Mapping[str, LowRankUpdate], second: Mapping[str, LowRankUpdate],
-              side: str = "A", basis_of: Callable[[LowRankUpdate, str], Tensor] = basis) -> pd.DataFrame:
+def phi_table(first: Mapping[str, Update], second: Mapping[str, Update], side: str = "A") -> pd.DataFrame:
     """φ grid of every label present in both: rows (label, layer, module, r1, r2, i, j, phi,
-    phi_random, dim), i ≤ r1 over `first`'s directions, j ≤ r2 over `second`'s. `basis_of` lets a
-    caller that compares one run with many pass a cached ``basis``."""
+    phi_random, dim), i ≤ r1 over `first`'s directions, j ≤ r2 over `second`'s, on the singular
+    basis `side` of each (``Update.basis``, cached by the update)."""
     blocks = []
     for label in [lab for lab in first if lab in second]:
-        V1, V2 = basis_of(first[label], side), basis_of(second[label], side)
+        V1, V2 = first[label].basis(side), second[label].basis(side)
         blocks.append(_grid_block(linalg.phi_grid(V1, V2), V1.shape[0], **label_columns(label),
                                   r1=V1.shape[1], r2=V2.shape[1]))
     return _frame(blocks)
@@ -155,32 +144,24 @@ def random_phi_table(r1: int, r2: int, dim: int, generator: torch.Generator) -> 
     return _frame([_grid_block(grid, dim, label="random", layer=None, module="random", r1=r1, r2=r2)])
 
 
-def w0_basis(W0: Tensor, side: str, n: int) -> Tensor:
-    """W0's top-n singular directions in the space `side` lives in: right (k×n) for A and
-    dW_right, left (d×n) for B and dW_left."""
-    if side in ("A", "dW_right"):
-        return linalg.top_right_basis(W0, n, dtype=torch.float64)
-    return linalg.top_left_basis(W0, n, dtype=torch.float64)
+def w0_basis(svd0: SVD, side: str, n: int) -> Tensor:
+    """W0's top-n singular directions in the space `side` lives in, from its SVD (U, S, Vh):
+    right (k×n) for A and dW_right, left (d×n) for B and dW_left."""
+    U0, _, Vh0 = svd0
+    return Vh0[:n].mT if side in INPUT_SIDES else U0[:, :n]
 
 
-def phi_w0_table(updates: Mapping[str, LowRankUpdate], W0: W0Source, side: str = "A",
-                 n_w0: int | None = None, generator: torch.Generator | None = None,
-                 svd0: W0SVD | None = None) -> pd.DataFrame:
+def phi_w0_table(updates: Mapping[str, Update], W0: W0Source, side: str = "A",
+                 n_w0: int | None = None, generator: torch.Generator | None = None) -> pd.DataFrame:
     """φ(W0, ΔW, i, j) per label: i ≤ n_w0 over W0's top directions, j ≤ r over the adapter's
     (App. H.3, Fig. 8). With a generator, also a "random" row block per label: the same W0
     against a Haar-random r-dimensional basis (Fig. 8's A_rand). Columns as ``phi_table`` plus
     source ("adapter" | "random"), r1 = n_w0, r2 = r."""
     blocks = []
     for label, u in updates.items():
-        if svd0 is None:
-            W = _w0(W0, u)
-            n = n_w0 or default_n_w0(*W.shape)
-            V0 = w0_basis(W, side, n)
-        else:
-            U0, _, Vh0 = svd0(u)
-            n = n_w0 or default_n_w0(U0.shape[0], Vh0.shape[1])
-            V0 = Vh0[:n].mT if side in ("A", "dW_right") else U0[:, :n]
-        V = basis(u, side)
+        svd0 = _w0_svd(W0, u)
+        n = n_w0 or default_n_w0(svd0[0].shape[0], svd0[2].shape[1])
+        V0, V = w0_basis(svd0, side, n), u.basis(side)
         cols = label_columns(label)
         blocks.append(_grid_block(linalg.phi_grid(V0, V), V.shape[0], **cols, source="adapter",
                                   r1=n, r2=V.shape[1]))
@@ -195,17 +176,16 @@ def phi_w0_table(updates: Mapping[str, LowRankUpdate], W0: W0Source, side: str =
 # ΔW against W0 (Sec. 7.3, Table 7, App. H.4)
 
 
-def amplification_table(updates: Mapping[str, LowRankUpdate], W0: W0Source,
-                        generator: torch.Generator | None = None, svd0: W0SVD | None = None) -> pd.DataFrame:
+def amplification_table(updates: Mapping[str, Update], W0: W0Source,
+                        generator: torch.Generator | None = None) -> pd.DataFrame:
     """Table 7 per label: proj_delta_w, proj_w0, proj_random (‖Uᵀ W0 Vhᵀ‖_F), norm_w0,
     norm_delta_w (scaling included), amplification = norm_delta_w / proj_delta_w; r, d, k, scaling."""
     rows = []
     for label, u in updates.items():
         W = _w0(W0, u)
-        values = linalg.amplification(W, u.A, u.B, u.scaling, generator,
-                                      w0_top=None if svd0 is None else svd0(u))
+        values = linalg.amplification(W, u, generator, w0_top=_w0_svd(W0, u))
         rows.append({**label_columns(label), "r": u.r, "d": W.shape[0], "k": W.shape[1],
-                     "scaling": u.scaling, **values})
+                     "scaling": getattr(u, "scaling", 1.0), **values})
     return pd.DataFrame(rows)
 
 
@@ -213,16 +193,10 @@ def amplification_table(updates: Mapping[str, LowRankUpdate], W0: W0Source,
 # Spectra (Sec. 7.2 "intrinsic rank"; Biderman et al. 2024) and intruders (Shuttleworth et al. 2024)
 
 
-def lowrank_spectra(updates: Mapping[str, LowRankUpdate]) -> dict[str, Tensor]:
-    """Singular values (r,) of each ΔW = scaling·B·A, from the factors (never d×k)."""
-    return {label: linalg.factored_svd(u.A, u.B, u.scaling, dtype=torch.float64)[1]
-            for label, u in updates.items()}
-
-
-def dense_spectra(deltas: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Singular values (min(d, k),) of dense updates (full fine-tuning, DoRA), in float64.
-    torch.linalg.svdvals directly: a dense ΔW has no factors for linalg.factored_svd to use."""
-    return {label: torch.linalg.svdvals(D.detach().to(torch.float64)) for label, D in deltas.items()}
+def spectra(updates: Mapping[str, Update]) -> dict[str, Tensor]:
+    """The singular values of each ΔW in float64: r of them from the factors for a LoRA update
+    (never d×k), all min(d, k) for a dense one (full fine-tuning, DoRA)."""
+    return {label: u.singular_values() for label, u in updates.items()}
 
 
 def spectrum_table(spectra: Mapping[str, Tensor]) -> pd.DataFrame:
@@ -254,14 +228,13 @@ def intruder_rows(label: str, W0: Tensor, W_tuned: Tensor, epsilons=EPSILONS,
             for eps, c in zip(epsilons, counts.tolist(), strict=True)]
 
 
-def intruder_table(updates: Mapping[str, LowRankUpdate], W0: W0Source, epsilons=EPSILONS,
-                   top_k: int = INTRUDER_TOP_K, svd0: W0SVD | None = None) -> pd.DataFrame:
+def intruder_table(updates: Mapping[str, Update], W0: W0Source, epsilons=EPSILONS,
+                   top_k: int = INTRUDER_TOP_K) -> pd.DataFrame:
     """Intruder counts of W0 + ΔW against W0 per label and ε (ΔW dense here: W0 is dense anyway)."""
     rows = []
     for label, u in updates.items():
         W = _w0(W0, u)
-        rows += intruder_rows(label, W, W + linalg.delta_w(u.A.double(), u.B.double(), u.scaling),
-                              epsilons, top_k, None if svd0 is None else svd0(u)[0])
+        rows += intruder_rows(label, W, W + u.delta_w(torch.float64), epsilons, top_k, _w0_svd(W0, u)[0])
     return pd.DataFrame(rows)
 
 
@@ -269,16 +242,17 @@ def intruder_table(updates: Mapping[str, LowRankUpdate], W0: W0Source, epsilons=
 # Eckart–Young: how far full fine-tuning's ΔW is from rank k, and where LoRA lands
 
 
-def eckart_young_table(deltas: Mapping[str, Tensor],
-                       lora: Mapping[str, Mapping[str, LowRankUpdate]] | None = None) -> pd.DataFrame:
-    """Rows (label, source, k, rel_error). source "best_rank_k": ‖ΔW − ΔW_k‖_F / ‖ΔW‖_F for
-    k = 0..min(d, k) (Eckart & Young 1936). For each entry `name` of `lora` ({name: updates}),
-    source = name, k = r: ‖ΔW − scaling·B·A‖_F / ‖ΔW‖_F, from ‖ΔW‖² − 2s⟨BᵀΔW, A⟩ + Σσ_lora²
-    without forming B·A. A LoRA point above the curve is worse than the best rank-r update."""
+def eckart_young_table(full: Mapping[str, Update],
+                       lora: Mapping[str, Mapping[str, Update]] | None = None) -> pd.DataFrame:
+    """Rows (label, source, k, rel_error) for each dense update ΔW of `full` (full fine-tuning).
+    source "best_rank_k": ‖ΔW − ΔW_k‖_F / ‖ΔW‖_F for k = 0..min(d, k) (Eckart & Young 1936). For
+    each entry `name` of `lora` ({name: updates}), source = name, k = r: ‖ΔW − ΔW_lora‖_F / ‖ΔW‖_F,
+    from ‖ΔW‖² − 2⟨ΔW_lora, ΔW⟩ + ‖ΔW_lora‖² without forming ΔW_lora (``distances.inner_with_dense``).
+    A LoRA point above the curve is worse than the best rank-r update."""
     frames = []
-    for label, D in deltas.items():
-        D = D.detach().to(torch.float64)
-        curve = spectrum.eckart_young_curve(torch.linalg.svdvals(D))
+    for label, update in full.items():
+        D = update.delta_w(torch.float64)
+        curve = spectrum.eckart_young_curve(update.singular_values())
         frames.append(pd.DataFrame({"source": "best_rank_k", "k": np.arange(len(curve)),
                                     "rel_error": curve.numpy()}).assign(**label_columns(label)))
         norm2 = float(D.square().sum())
@@ -286,9 +260,8 @@ def eckart_young_table(deltas: Mapping[str, Tensor],
             if label not in updates or norm2 == 0:
                 continue
             u = updates[label]
-            A, B = u.A.double(), u.B.double()
-            lora2 = linalg.frobenius_inner(A, B, u.scaling, A, B, u.scaling)  # ‖s·B·A‖², r×r products only
-            err2 = norm2 - 2 * u.scaling * float(((B.mT @ D) * A).sum()) + lora2
+            lora2 = distances.frobenius_inner(u, u)  # ‖ΔW_lora‖², r×r products only
+            err2 = norm2 - 2 * distances.inner_with_dense(u, D) + lora2
             frames.append(pd.DataFrame([{"source": name, "k": u.r, "rel_error": math.sqrt(max(err2, 0.0) / norm2),
                                          **label_columns(label)}]))
     cols = ["label", "layer", "module", "source", "k", "rel_error"]

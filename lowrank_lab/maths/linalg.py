@@ -2,7 +2,7 @@
 
 Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models", arXiv:2106.09685.
 
-Conventions (style guide principle 7):
+Conventions:
 - W0 is the frozen weight, d×k, stored (out, in) as nn.Linear stores it.
 - A is r×k, B is d×r, scaling = α/r (or α/√r), delta_w = scaling·B·A.
 - SVD outputs are U, S, Vh exactly as torch.linalg.svd returns them: M = U·diag(S)·Vh with S
@@ -14,11 +14,26 @@ tests and tables). ΔW is never materialised here except by `delta_w`, on explic
 Only torch is imported: no I/O, printing, plotting or nn.Module.
 """
 
+from __future__ import annotations
+
 import functools
 import math
+from typing import Protocol
 
 import torch
 from torch import Tensor
+
+
+class Update(Protocol):
+    """What the maths of one or two updates reads of ``maths.update``'s value objects (which are
+    built on this module, so it names them only by what they answer)."""
+
+    r: int
+    shape: tuple[int, int]
+
+    def svd(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]: ...
+    def norm(self, dtype: torch.dtype | None = torch.float64) -> Tensor: ...
+    def factors(self) -> tuple[Tensor, Tensor, float]: ...
 
 _SCALING_RULES = {
     "alpha/r": lambda alpha, r: alpha / r,  # Hu et al. 2021, Sec. 4.1
@@ -79,7 +94,7 @@ def factored_svd(
     p = min(r, d, k) (= r for LoRA). S is descending and non-negative; if rank(ΔW) < r the trailing
     S are 0 and their U/Vh columns are arbitrary orthonormal directions.
     Cost O((d+k)·r²) instead of O(d·k·min(d, k)).
-    Hu et al. 2021, Sec. 7 (every ΔW analysis); style guide principle 3.
+    Hu et al. 2021, Sec. 7 (every ΔW analysis).
     The r-dimensional column and row spaces of ΔW are known from B and A, so only an r×r matrix
     needs a real SVD. Computed in `dtype` (default: input dtype, at least float32).
     """
@@ -263,22 +278,23 @@ def projection_norm(W0: Tensor, U: Tensor, Vh: Tensor) -> Tensor:
 
 
 def amplification(
-    W0: Tensor, A: Tensor, B: Tensor, scaling: float, generator: torch.Generator | None = None,
+    W0: Tensor, update: Update, generator: torch.Generator | None = None,
     *, w0_svd: str = "dense", w0_top: tuple[Tensor, Tensor, Tensor] | None = None, n_iter: int = 2,
     dtype: torch.dtype = torch.float64,
 ) -> dict[str, float]:
-    """Table 7 quantities for one weight at r = A.shape[-2], computed in `dtype` (default float64).
+    """Table 7 quantities for one weight at r = update.r, computed in `dtype` (default float64).
 
-    proj_delta_w = ‖Uᵀ·W0·Vhᵀ‖_F with U, Vh the top-r singular vectors of ΔW (from `factored_svd`)
+    proj_delta_w = ‖Uᵀ·W0·Vhᵀ‖_F with U, Vh the top-r singular vectors of ΔW (``update.svd``)
     proj_w0      = same with W0's own top-r U0, Vh0: ‖U0ᵀ·W0·Vh0ᵀ‖_F = ‖diag(S0[:r])‖ = sqrt(Σ_{i≤r} σ_i(W0)²),
                    the largest possible value
     proj_random  = same with Haar-random U (d×r), Vh (r×k) (singular vectors of a Gaussian matrix)
-    norm_w0      = ‖W0‖_F;  norm_delta_w = ‖ΔW‖_F = sqrt(Σσ²) of ΔW = scaling·B·A, scaling INCLUDED
+    norm_w0      = ‖W0‖_F;  norm_delta_w = ‖ΔW‖_F (``update.norm``), the scaling α/r INCLUDED
     amplification = norm_delta_w / proj_delta_w                 (Hu et al. 2021, Sec. 7.3, App. H.4)
-    Shapes: W0 d×k, A r×k, B d×r. ΔW amplifies by this factor directions that W0 barely uses.
+    Shapes: W0 d×k, ΔW d×k. ΔW amplifies by this factor directions that W0 barely uses.
     U, Vh are the top r even if rank(ΔW) < r (as in the paper, microsoft/LoRA#70); the extra
     directions are then arbitrary. ΔW = 0 gives amplification 0. The paper does not say whether its
-    ΔW includes α/r; here it does, so the factor scales linearly with `scaling`.
+    ΔW includes α/r; here it does, so the factor scales linearly with the scaling. For a dense
+    update (DoRA) U, Vh are its top r and norm_delta_w is the norm of the whole dense ΔW.
 
     W0's top r (only proj_w0 uses them): w0_top = (U0 d×p, S0 (p,), Vh0 p×k) with p ≥ r, an SVD the
     caller already has; else w0_svd = "dense" (torch.linalg.svd, O(d·k·min(d, k))) or "randomized"
@@ -286,11 +302,11 @@ def amplification(
     `generator` before the random baseline does). Every other quantity is exact either way.
     dtype=float32 halves the cost of the d×k products for a large W0 (relative error ~1e-6).
     """
-    W0, A, B = upcast(W0, A, B, dtype=dtype)
-    r = A.shape[-2]
+    (W0,) = upcast(W0, dtype=dtype)
+    r = update.r
     d, k = W0.shape
-    if B.shape[-2] != d or A.shape[-1] != k:
-        raise ValueError(f"W0 is {d}×{k} but B·A is {B.shape[-2]}×{A.shape[-1]}")
+    if tuple(update.shape) != (d, k):
+        raise ValueError(f"W0 is {d}×{k} but ΔW is {update.shape[0]}×{update.shape[1]}")
     if w0_top is None and w0_svd == "dense":
         w0_top = torch.linalg.svd(W0, full_matrices=False)
     elif w0_top is None and w0_svd == "randomized":
@@ -300,11 +316,11 @@ def amplification(
     S0 = w0_top[1]
     if S0.shape[-1] < r:
         raise ValueError(f"w0_top holds {S0.shape[-1]} singular values of W0, need r={r}")
-    U, S, Vh = factored_svd(A, B, scaling)
+    U, S, Vh = update.svd(dtype)
     U_rand = random_orthonormal(d, r, generator).to(dtype)
     Vh_rand = random_orthonormal(k, r, generator).mT.to(dtype)
     proj_delta_w = projection_norm(W0, U[:, :r], Vh[:r])
-    norm_delta_w = torch.linalg.vector_norm(S)
+    norm_delta_w = update.norm(dtype)
     return {
         "proj_delta_w": float(proj_delta_w),
         "proj_w0": float(torch.linalg.vector_norm(S0[:r].double())),
@@ -339,39 +355,3 @@ def top_r_svd_randomized(M: Tensor, r: int, n_oversample: int = 10, n_iter: int 
         Q, _ = torch.linalg.qr(M @ Z)
     Uc, S, Vh = torch.linalg.svd(Q.mT @ M, full_matrices=False)
     return (Q @ Uc)[:, :r], S[:r], Vh[:r]
-
-
-# --- two updates -------------------------------------------------------------------------------
-
-
-def frobenius_inner(A1: Tensor, B1: Tensor, s1: float, A2: Tensor, B2: Tensor, s2: float) -> float:
-    """⟨ΔW1, ΔW2⟩_F = s1·s2·tr(A1ᵀB1ᵀB2A2) = s1·s2·Σ (B1ᵀB2) ∘ (A1A2ᵀ), in float64.
-
-    A_i (r_i×k), B_i (d×r_i), ΔW_i = s_i·B_i·A_i; only r1×r2 products are formed, O((d+k)·r1·r2).
-    The cosine ⟨ΔW1, ΔW2⟩/(‖ΔW1‖‖ΔW2‖) says whether two updates push W0 the same way
-    (Hu et al. 2021, Sec. 7 compares updates only through their subspaces; this adds the sign).
-    """
-    A1, B1, A2, B2 = upcast(A1, B1, A2, B2, dtype=torch.float64)
-    return float(s1 * s2 * ((B1.mT @ B2) * (A1 @ A2.mT)).sum())
-
-
-def delta_distance(A1: Tensor, B1: Tensor, s1: float, A2: Tensor, B2: Tensor, s2: float) -> dict[str, float]:
-    """‖ΔW1 − ΔW2‖_F, ‖ΔW1 − ΔW2‖_2 and the cosine of ΔW1 = s1·B1·A1, ΔW2 = s2·B2·A2 (d×k each).
-
-    ΔW1 − ΔW2 = [s1·B1, −s2·B2]·[A1; A2] has rank ≤ r1 + r2, so its singular values come from
-    `factored_svd` of the stacked factors, O((d+k)(r1+r2)²), never d×k. Through QR, not through
-    ‖ΔW1‖² + ‖ΔW2‖² − 2⟨ΔW1, ΔW2⟩, which cancels catastrophically when ΔW1 ≈ ΔW2.
-    A_i (r_i×k), B_i (d×r_i). Returns frobenius, spectral, relative_frobenius (÷ ‖ΔW1‖_F, inf when
-    ΔW1 = 0) and cosine (0 when either is 0). Hu et al. 2021, Sec. 7.2 (two seeds, two ranks).
-    """
-    if A1.shape[-1] != A2.shape[-1] or B1.shape[-2] != B2.shape[-2]:
-        raise ValueError(f"ΔW1 is {B1.shape[-2]}×{A1.shape[-1]} but ΔW2 is {B2.shape[-2]}×{A2.shape[-1]}")
-    A1, B1, A2, B2 = upcast(A1, B1, A2, B2, dtype=torch.float64)
-    _, S, _ = factored_svd(torch.cat([A1, A2]), torch.cat([s1 * B1, -s2 * B2], dim=1))
-    n1 = math.sqrt(max(frobenius_inner(A1, B1, s1, A1, B1, s1), 0.0))
-    n2 = math.sqrt(max(frobenius_inner(A2, B2, s2, A2, B2, s2), 0.0))
-    inner = frobenius_inner(A1, B1, s1, A2, B2, s2)
-    fro = float(torch.linalg.vector_norm(S))
-    return {"frobenius": fro, "spectral": float(S[0]),
-            "relative_frobenius": fro / n1 if n1 > 0 else math.inf,
-            "cosine": inner / (n1 * n2) if n1 > 0 and n2 > 0 else 0.0}

@@ -15,10 +15,7 @@ from torch import Tensor, nn
 
 from lowrank_lab.spec.sections import ALL_LINEAR, MATRIX_KINDS, kind_order
 
-try:  # GPT-2's Conv1D (stored in×out) is a linear map too
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover
-    Conv1D = ()  # type: ignore[assignment]
+from transformers.pytorch_utils import Conv1D  # GPT-2's Conv1D (stored in×out) is a linear map too
 
 # Module-path patterns of the attention projections, by architecture family. Each matches the
 # end of a module path, so it finds the matrix in a bare encoder, a task model or a PEFT wrapper.

@@ -57,7 +57,7 @@ def base_shape(base: nn.Module) -> tuple[int, int]:
     """(d, k) = (out_features, in_features) of an nn.Linear or a GPT-2 Conv1D."""
     if isinstance(base, nn.Linear):
         return base.out_features, base.in_features
-    if Conv1D and isinstance(base, Conv1D):
+    if isinstance(base, Conv1D):
         return base.weight.shape[1], base.weight.shape[0]
     raise TypeError(f"LoRA wraps nn.Linear or GPT-2 Conv1D, not {type(base).__name__}")
 
@@ -65,7 +65,7 @@ def base_shape(base: nn.Module) -> tuple[int, int]:
 def weight_as_W0(base: nn.Module) -> Tensor:
     """The frozen weight in the paper's d×k (out×in) layout, whatever the module stores."""
     W = base.weight
-    return W.mT if Conv1D and isinstance(base, Conv1D) else W
+    return W.mT if isinstance(base, Conv1D) else W
 
 
 class LoRALinear(nn.Module):

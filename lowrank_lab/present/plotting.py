@@ -117,7 +117,8 @@ def _layers_with(t: pd.DataFrame, layers: Sequence[int] | None, modules: Sequenc
 
 
 def rank_pair(t: pd.DataFrame, r_pair: tuple[int, int] | None = None) -> tuple[int, int]:
-    """(r_small, r_large): the paper's (8, 64) when present, else (largest r < max, max)."""
+    """(r1, r2): r2 the largest rank, r1 = 8 (the paper's pair when r2 = 64) when the sweep has it, else
+    the largest rank below r2."""
     pairs = set(zip(t["r1"], t["r2"], strict=True))
     if r_pair is not None:
         if tuple(r_pair) not in pairs:

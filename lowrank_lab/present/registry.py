@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from lowrank_lab.analysis import learning_rate as lr
+from lowrank_lab.maths.nlg_metrics import E2E_METRICS, caption as nlg_caption
 from lowrank_lab.present import curves, lr_figures, plotting, tables
 from lowrank_lab.present.select import MissingData, spread_layers
 from lowrank_lab.store.tables import (AMPLIFICATION, ECKART_YOUNG, INTRUDERS, LEARNING_CURVES, PHI, PHI_W0, RESULTS,
@@ -40,7 +41,7 @@ class View:
     side: str = "A"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Entry:
     """One figure or table. `name` is its file stem (fig3_phi_ranks.png, table6_rank_by_target.md)."""
 
@@ -124,151 +125,251 @@ LR_NOTE = ("add a learning-rate axis, e.g. sweep.lr = [1e-4, 3e-4, 1e-3, 3e-3] (
            "fine-tuning's own grid), then rerun `lowrank-lab rank-sweep`")
 
 FIGURES: tuple[Entry, ...] = (
-    Entry("fig3_phi_ranks", "Figure 3", "φ between two ranks, middle layer", "figure", (PHI,),
-          lambda f, v: plotting.phi_ranks_figure(f[PHI], _layers(v.layer), side=v.side),
-          "φ(A_r1, A_r2, i, j) between the adapters of the largest rank r2 and of r1 = 8 (else the largest below "
-          "r2) of one seed (the smallest), targets q,v when present, at the middle layer (layers[(n − 1) // 2]), for ΔWq "
-          f"and ΔWv; left: the full r1×r2 grid, right: the r1×r1 corner with j > i blank; {PHI_SIDE}.",
-          RANKS_NOTE, "Paper (GPT-3, layer 48, r = 8 vs 64): the top direction is shared, φ > 0.5 at i = j = 1."),
-    Entry("fig4_phi_seeds", "Figure 4", "φ between two seeds at the largest rank", "figure", (PHI,),
-          lambda f, v: plotting.phi_seeds_figure(f[PHI], _layers(v.layer), side=v.side,
-                                                          random_panel=True),
-          "φ(A_r, A'_r, i, j) between the two smallest seeds at the sweep's largest rank, middle layer, ΔWq "
-          f"and ΔWv, and two random Gaussian matrices of the same shape; colour scale to the 99th percentile; "
-          f"{PHI_SIDE}.", SEEDS_NOTE,
-          "Paper (r = 64): ΔWq shares more directions across seeds than ΔWv; random Gaussian pairs share none."),
-    Entry("fig6_phi_ranks_layers", "Figure 6", "φ between ranks, across layers", "figure", (PHI,),
-          lambda f, v: plotting.phi_ranks_figure(f[PHI], spread_layers(f[PHI]["layer"].dropna()),
-                                                          side=v.side),
-          "As Figure 3, one row per layer: every layer of a model of up to 6, else the first, ⅓, ⅔ and last "
-          f"(the paper's 1, 32, 64, 96 of 96); one seed; {PHI_SIDE}.",
-          RANKS_NOTE, "Paper: the conclusion of Figure 3 holds in layers 1, 32, 64 and 96."),
-    Entry("fig7_phi_seeds_layers", "Figure 7", "φ between seeds, across layers", "figure", (PHI,),
-          lambda f, v: plotting.phi_seeds_figure(f[PHI], spread_layers(f[PHI]["layer"].dropna()),
-                                                          side=v.side, random_panel=False),
-          "As Figure 4 without the random panel: a row per matrix (ΔWq, ΔWv), a column per layer (as Figure 6); "
-          f"{PHI_SIDE}.", SEEDS_NOTE, "Paper: as Figure 4, in layers 1, 32, 64 and 96."),
-    Entry("fig8_phi_w0", "Figure 8", "φ between W0's and ΔW's directions", "figure", (PHI_W0,),
-          lambda f, v: plotting.phi_w0_figure(f[PHI_W0], v.layer, side=v.side),
-          "φ(Wq, A_r, i, j): i over the top singular directions of the frozen Wq (right ones for sides A and "
-          "dW_right, left ones for B and dW_left; up to ~10% of them), "
-          "j over the adapter's, for ranks 4, 8, 64 when present (else the three largest) and a random basis "
-          f"of the largest rank; middle layer, one seed (the smallest), targets q,v when present; {PHI_SIDE}.",
-          "needs the base model's weights W0: run `lowrank-lab subspace SWEEP --base MODEL` when the model "
-          "named in the spec is not available here, " + RERUN,
-          "Paper: the top 4 directions of ΔWq and the top 10% of Wq's barely exceed φ = 0.2; larger r picks up "
-          "more of W's directions."),
-    Entry("figH4_amplification", "App. H.4", "Amplification factor against r", "figure", (AMPLIFICATION,),
-          lambda f, v: curves.amplification_figure(f[AMPLIFICATION]),
-          "‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F (U, V: ΔW's top-r singular vectors; ΔW includes α/r) against r, one panel per "
-          "target set, one line per matrix: the median over every layer and seed, the shaded band the "
-          "interquartile range over them; stars: the paper's two GPT-3 values.",
-          "run `lowrank-lab amplify SWEEP` (needs the base model's W0)",
-          "Paper (GPT-3 ΔWq, layer 48): 21.5 at r = 4 (\"as large as 20\"), about 1.9 at r = 64 (3.57/1.90)."),
-    Entry("fig_spectrum", "§7.2 (intrinsic rank)", "Spectrum of ΔW, energy and rank", "figure",
-          (SPECTRUM, SPECTRUM_METRICS),
-          lambda f, v: curves.spectrum_figure(f[SPECTRUM], f[SPECTRUM_METRICS], v.layer),
-          "(a) singular values of ΔWq (ΔW includes α/r) at the middle layer, one seed (the smallest), one line "
-          "per r, full fine-tuning's in black; (b) their cumulative energy; (c) rank_90, stable and effective "
-          "rank against r, the median over every layer and seed.",
-          "run `lowrank-lab spectrum SWEEP`; for the black full fine-tuning line add sweep.baselines = [\"full\"]",
-          "Biderman et al. 2024: full fine-tuning's ΔW needs 10–100× the rank of typical LoRA for 90% energy."),
-    Entry("fig_intruders", "Shuttleworth et al. 2024, Fig. 1", "Intruder dimensions against ε", "figure",
-          (INTRUDERS,), lambda f, v: curves.intruders_figure(f[INTRUDERS]),
-          "Among the top 10 singular vectors of W0 + ΔW, those whose largest |cos| with every singular vector "
-          "of W0 is below ε, summed over the adapted matrices (targets q,v when present) and averaged over "
-          "seeds, one line per r; full fine-tuning over the same matrices dashed.",
-          "run `lowrank-lab spectrum SWEEP`; for the full fine-tuning line add sweep.baselines = [\"full\"]",
-          "Shuttleworth et al. 2024: LoRA creates high-ranking intruder dimensions; full fine-tuning few."),
-    Entry("fig_eckart_young", "Eckart–Young (not in the paper)", "Best rank-k error of full fine-tuning's ΔW",
-          "figure", (ECKART_YOUNG,), lambda f, v: curves.eckart_young_figure(f[ECKART_YOUNG]),
-          "‖ΔW_full − best rank-k‖_F / ‖ΔW_full‖_F against k, one grey line per layer and their median in "
-          "black, one seed (the smallest); red: each LoRA ΔW's distance from ΔW_full at k = r, the median over "
-          "layers; dotted: the sweep's ranks.",
-          "add sweep.baselines = [\"full\"], " + RERUN),
-    Entry("fig_lr_curves", "LoRA Without Regret (2025), Fig. 2", "Dev metric and loss against learning rate",
-          "figure", (RESULTS,), lambda f, v: lr_figures.lr_curves_figure(f[RESULTS]),
-          "The main dev metric and the dev loss at the last evaluation against the learning rate, one line per "
-          "method, target set and r: the median over seeds, the band min–max over seeds; full fine-tuning "
-          "black and dashed (its own learning-rate grid, sweep.full_lr).", LR_NOTE,
-          "Schulman et al. 2025: under 1/r scaling the best LoRA learning rate is nearly the same for every r, "
-          "about 10× full fine-tuning's."),
-    Entry("fig_learning_curves", "LoRA Without Regret (2025), Fig. 1", "Learning curves at the best learning rate",
-          "figure", (LEARNING_CURVES, RESULTS),
-          lambda f, v: lr_figures.learning_curves_figure(f[LEARNING_CURVES], f[RESULTS]),
-          "The training loss (mean over the last train.log_every steps) against step, log–log, for each method, "
-          "target set and r at its best learning rate (by the seed-median of the best evaluation's main "
-          "metric; the only one without a learning-rate axis): the median over seeds.",
-          "set train.log_every > 0 (default 10) and rerun `lowrank-lab rank-sweep`",
-          "Schulman et al. 2025: high-rank LoRA follows full fine-tuning's curve; low ranks fall behind once "
-          "their capacity is used."),
-    Entry("fig_targets_by_rank", "LoRA Without Regret (2025), Fig. 3", "Attention-only against more matrices",
-          "figure", (RESULTS,), lambda f, v: lr_figures.targets_by_rank_figure(f[RESULTS]),
-          "The main dev metric (best evaluation) against r for each LoRA target set, e.g. q,v against q,k,v,o "
-          "(against all-linear on decoders): the median over seeds, band min–max, each group at its best "
-          "learning rate when the sweep varies it; full fine-tuning dashed.",
-          "add a second target set, e.g. sweep.targets = [\"q,v\", \"q,k,v,o\"], then rerun `lowrank-lab rank-sweep`",
-          "Schulman et al. 2025: attention-only LoRA is clearly worse than LoRA that includes the MLP."),
+    Entry(name="fig3_phi_ranks",
+          paper="Figure 3",
+          title="φ between two ranks, middle layer",
+          kind="figure",
+          needs=(PHI,),
+          draw=lambda f, v: plotting.phi_ranks_figure(f[PHI], _layers(v.layer), side=v.side),
+          caption="φ(A_r1, A_r2, i, j) between the adapters of the largest rank r2 and of r1 = 8 (else the largest below "
+                  "r2) of one seed (the smallest), targets q,v when present, at the middle layer (layers[(n − 1) // 2]), for ΔWq "
+                  f"and ΔWv; left: the full r1×r2 grid, right: the r1×r1 corner with j > i blank; {PHI_SIDE}.",
+          skip_note=RANKS_NOTE,
+          paper_note="Paper (GPT-3, layer 48, r = 8 vs 64): the top direction is shared, φ > 0.5 at i = j = 1."),
+    Entry(name="fig4_phi_seeds",
+          paper="Figure 4",
+          title="φ between two seeds at the largest rank",
+          kind="figure",
+          needs=(PHI,),
+          draw=lambda f, v: plotting.phi_seeds_figure(f[PHI], _layers(v.layer), side=v.side,
+               random_panel=True),
+          caption="φ(A_r, A'_r, i, j) between the two smallest seeds at the sweep's largest rank, middle layer, ΔWq "
+                  f"and ΔWv, and two random Gaussian matrices of the same shape; colour scale to the 99th percentile; "
+                  f"{PHI_SIDE}.",
+          skip_note=SEEDS_NOTE,
+          paper_note="Paper (r = 64): ΔWq shares more directions across seeds than ΔWv; random Gaussian pairs share none."),
+    Entry(name="fig6_phi_ranks_layers",
+          paper="Figure 6",
+          title="φ between ranks, across layers",
+          kind="figure",
+          needs=(PHI,),
+          draw=lambda f, v: plotting.phi_ranks_figure(f[PHI], spread_layers(f[PHI]["layer"].dropna()),
+               side=v.side),
+          caption="As Figure 3, one row per layer: every layer of a model of up to 6, else the first, ⅓, ⅔ and last "
+                  f"(the paper's 1, 32, 64, 96 of 96); one seed; {PHI_SIDE}.",
+          skip_note=RANKS_NOTE,
+          paper_note="Paper: the conclusion of Figure 3 holds in layers 1, 32, 64 and 96."),
+    Entry(name="fig7_phi_seeds_layers",
+          paper="Figure 7",
+          title="φ between seeds, across layers",
+          kind="figure",
+          needs=(PHI,),
+          draw=lambda f, v: plotting.phi_seeds_figure(f[PHI], spread_layers(f[PHI]["layer"].dropna()),
+               side=v.side, random_panel=False),
+          caption="As Figure 4 without the random panel: a row per matrix (ΔWq, ΔWv), a column per layer (as Figure 6); "
+                  f"{PHI_SIDE}.",
+          skip_note=SEEDS_NOTE,
+          paper_note="Paper: as Figure 4, in layers 1, 32, 64 and 96."),
+    Entry(name="fig8_phi_w0",
+          paper="Figure 8",
+          title="φ between W0's and ΔW's directions",
+          kind="figure",
+          needs=(PHI_W0,),
+          draw=lambda f, v: plotting.phi_w0_figure(f[PHI_W0], v.layer, side=v.side),
+          caption="φ(Wq, A_r, i, j): i over the top singular directions of the frozen Wq (right ones for sides A and "
+                  "dW_right, left ones for B and dW_left; up to ~10% of them), "
+                  "j over the adapter's, for ranks 4, 8, 64 when present (else the three largest) and a random basis "
+                  f"of the largest rank; middle layer, one seed (the smallest), targets q,v when present; {PHI_SIDE}.",
+          skip_note="needs the base model's weights W0: run `lowrank-lab subspace SWEEP --base MODEL` when the model "
+                    "named in the spec is not available here, " + RERUN,
+          paper_note="Paper: the top 4 directions of ΔWq and the top 10% of Wq's barely exceed φ = 0.2; larger r picks up "
+                     "more of W's directions."),
+    Entry(name="figH4_amplification",
+          paper="App. H.4",
+          title="Amplification factor against r",
+          kind="figure",
+          needs=(AMPLIFICATION,),
+          draw=lambda f, v: curves.amplification_figure(f[AMPLIFICATION]),
+          caption="‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F (U, V: ΔW's top-r singular vectors; ΔW includes α/r) against r, one panel per "
+                  "target set, one line per matrix: the median over every layer and seed, the shaded band the "
+                  "interquartile range over them; stars: the paper's two GPT-3 values.",
+          skip_note="run `lowrank-lab amplify SWEEP` (needs the base model's W0)",
+          paper_note="Paper (GPT-3 ΔWq, layer 48): 21.5 at r = 4 (\"as large as 20\"), about 1.9 at r = 64 (3.57/1.90)."),
+    Entry(name="fig_spectrum",
+          paper="§7.2 (intrinsic rank)",
+          title="Spectrum of ΔW, energy and rank",
+          kind="figure",
+          needs=(SPECTRUM, SPECTRUM_METRICS),
+          draw=lambda f, v: curves.spectrum_figure(f[SPECTRUM], f[SPECTRUM_METRICS], v.layer),
+          caption="(a) singular values of ΔWq (ΔW includes α/r) at the middle layer, one seed (the smallest), one line "
+                  "per r, full fine-tuning's in black; (b) their cumulative energy; (c) rank_90, stable and effective "
+                  "rank against r, the median over every layer and seed.",
+          skip_note="run `lowrank-lab spectrum SWEEP`; for the black full fine-tuning line add sweep.baselines = [\"full\"]",
+          paper_note="Biderman et al. 2024: full fine-tuning's ΔW needs 10–100× the rank of typical LoRA for 90% energy."),
+    Entry(name="fig_intruders",
+          paper="Shuttleworth et al. 2024, Fig. 1",
+          title="Intruder dimensions against ε",
+          kind="figure",
+          needs=(INTRUDERS,),
+          draw=lambda f, v: curves.intruders_figure(f[INTRUDERS]),
+          caption="Among the top 10 singular vectors of W0 + ΔW, those whose largest |cos| with every singular vector "
+                  "of W0 is below ε, summed over the adapted matrices (targets q,v when present) and averaged over "
+                  "seeds, one line per r; full fine-tuning over the same matrices dashed.",
+          skip_note="run `lowrank-lab spectrum SWEEP`; for the full fine-tuning line add sweep.baselines = [\"full\"]",
+          paper_note="Shuttleworth et al. 2024: LoRA creates high-ranking intruder dimensions; full fine-tuning few."),
+    Entry(name="fig_eckart_young",
+          paper="Eckart–Young (not in the paper)",
+          title="Best rank-k error of full fine-tuning's ΔW",
+          kind="figure",
+          needs=(ECKART_YOUNG,),
+          draw=lambda f, v: curves.eckart_young_figure(f[ECKART_YOUNG]),
+          caption="‖ΔW_full − best rank-k‖_F / ‖ΔW_full‖_F against k, one grey line per layer and their median in "
+                  "black, one seed (the smallest); red: each LoRA ΔW's distance from ΔW_full at k = r, the median over "
+                  "layers; dotted: the sweep's ranks.",
+          skip_note="add sweep.baselines = [\"full\"], " + RERUN),
+    Entry(name="fig_lr_curves",
+          paper="LoRA Without Regret (2025), Fig. 2",
+          title="Dev metric and loss against learning rate",
+          kind="figure",
+          needs=(RESULTS,),
+          draw=lambda f, v: lr_figures.lr_curves_figure(f[RESULTS]),
+          caption="The main dev metric and the dev loss at the last evaluation against the learning rate, one line per "
+                  "method, target set and r: the median over seeds, the band min–max over seeds; full fine-tuning "
+                  "black and dashed (its own learning-rate grid, sweep.full_lr).",
+          skip_note=LR_NOTE,
+          paper_note="Schulman et al. 2025: under 1/r scaling the best LoRA learning rate is nearly the same for every r, "
+                     "about 10× full fine-tuning's."),
+    Entry(name="fig_learning_curves",
+          paper="LoRA Without Regret (2025), Fig. 1",
+          title="Learning curves at the best learning rate",
+          kind="figure",
+          needs=(LEARNING_CURVES, RESULTS),
+          draw=lambda f, v: lr_figures.learning_curves_figure(f[LEARNING_CURVES], f[RESULTS]),
+          caption="The training loss (mean over the last train.log_every steps) against step, log–log, for each method, "
+                  "target set and r at its best learning rate (by the seed-median of the best evaluation's main "
+                  "metric; the only one without a learning-rate axis): the median over seeds.",
+          skip_note="set train.log_every > 0 (default 10) and rerun `lowrank-lab rank-sweep`",
+          paper_note="Schulman et al. 2025: high-rank LoRA follows full fine-tuning's curve; low ranks fall behind once "
+                     "their capacity is used."),
+    Entry(name="fig_targets_by_rank",
+          paper="LoRA Without Regret (2025), Fig. 3",
+          title="Attention-only against more matrices",
+          kind="figure",
+          needs=(RESULTS,),
+          draw=lambda f, v: lr_figures.targets_by_rank_figure(f[RESULTS]),
+          caption="The main dev metric (best evaluation) against r for each LoRA target set, e.g. q,v against q,k,v,o "
+                  "(against all-linear on decoders): the median over seeds, band min–max, each group at its best "
+                  "learning rate when the sweep varies it; full fine-tuning dashed.",
+          skip_note="add a second target set, e.g. sweep.targets = [\"q,v\", \"q,k,v,o\"], then rerun `lowrank-lab rank-sweep`",
+          paper_note="Schulman et al. 2025: attention-only LoRA is clearly worse than LoRA that includes the MLP."),
 )
 
 TABLES: tuple[Entry, ...] = (
-    Entry("table2_methods", "Table 2", "Methods: full fine-tuning, BitFit, head only, adapters, prefix tuning, LoRA",
-          "table", (RESULTS,), _table2,
-          f"Trainable parameters and {PCT}; LoRA on q,v at r = 8 (the paper's row) when present, else every LoRA "
-          "cell. Adapter^H: bottleneck adapters after attention and after the MLP (Houlsby et al. 2019), Adapter^P: "
-          "after the MLP only (Pfeiffer et al. 2021), LayerNorms frozen; prefix: Li & Liang's key/value prefix as "
-          "PEFT's. Their trainable parameters are counted from their tensors and equal the formula beside them "
-          "(Hu et al. 2021, §5.1: L̂_Adpt·(2·d_model·m + m + d_model) with L̂_LN = 0; the prefix's 2·L·l_p·d_kv, "
-          "where the paper's prefix-layer count is L·d_model·l_p).",
-          "add sweep.baselines = [\"full\", \"bitfit\", \"head\", \"houlsby\", \"pfeiffer\", \"prefix\"] for the "
-          "baseline rows, then rerun `lowrank-lab rank-sweep`", "Paper (RoBERTa and DeBERTa on GLUE): LoRA on q,v at "
-          "r = 8 matches full fine-tuning with a fraction of its trainable parameters; at 0.8M parameters it beats "
-          "Adapter^H and Adapter^P on RoBERTa-large.", TABLE2_PAPER),
-    Entry("table5_budget", "Table 5", "Which matrices to adapt at a fixed budget", "table", (RESULTS,),
-          lambda f, v: tables.budget_table(tables.in_percent(_tuned(f))),
-          f"One rank per target set with r × (number of matrix kinds) fixed: the budget shared by the most "
-          f"target sets; {PCT}.", "set sweep.budget_rank (e.g. 8) to train every target set at the same "
-          "budget, then rerun `lowrank-lab rank-sweep`", "Paper (GPT-3, 18M parameters): adapting Wq and Wv "
-          "at r = 4 beats Wq alone at r = 8.",
-          tables.one_decimal(pd.DataFrame({"weight type": ["Wq", "Wk", "Wv", "Wo", "Wq,Wk", "Wq,Wv", "Wq,Wk,Wv,Wo"],
-                        "r": [8, 8, 8, 8, 4, 4, 2], "WikiSQL (%)": [70.4, 70.0, 73.0, 73.2, 71.4, 73.7, 73.7],
-                        "MultiNLI (%)": [91.0, 90.8, 91.0, 91.3, 91.3, 91.3, 91.7]}).set_index("weight type"))),
-    Entry("table6_rank_by_target", "Table 6", "Main metric by target set and r", "table", (RESULTS,),
-          lambda f, v: tables.rank_target_table(tables.in_percent(_tuned(f))).rename(columns=lambda r: f"r={r}"),
-          f"Rows: target set (the paper's order), columns: r; {PCT} (scaling rules and inits are pooled when "
-          "the sweep has several).", "set sweep.r and sweep.targets, then rerun `lowrank-lab rank-sweep`",
-          "Paper (§7.2): LoRA is competitive at a very small r, more so for Wq,Wv than for Wq alone.",
-          tables.one_decimal(pd.DataFrame({"dataset": ["WikiSQL"] * 3 + ["MultiNLI"] * 3, "weight type": ["Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"] * 2,
-                        "r=1": [68.8, 73.4, 74.1, 90.7, 91.3, 91.2], "r=2": [69.6, 73.3, 73.7, 90.9, 91.4, 91.7],
-                        "r=4": [70.5, 73.7, 74.0, 91.1, 91.3, 91.7], "r=8": [70.4, 73.8, 74.0, 90.7, 91.6, 91.5],
-                        "r=64": [70.0, 73.5, 73.9, 90.7, 91.4, 91.4]}).set_index(["dataset", "weight type"]))),
-    Entry("table7_projections", "Table 7", "Projections of W0 onto ΔW's subspace", "table", (AMPLIFICATION,),
-          lambda f, v: tables.table7(f[AMPLIFICATION], v.layer),
-          "‖UᵀW0Vᵀ‖_F with U, V the top-r singular vectors of ΔW, of W0 or random; ‖W0‖_F, ‖ΔW‖_F (α/r included) "
-          "and the amplification factor, per r; middle layer, Wq, targets q,v when present, the median over seeds.",
-          "run `lowrank-lab amplify SWEEP` (needs the base model's W0)",
-          "Paper (GPT-3 175B, layer 48, Wq); the same quantities, ΔW's scaling unstated there.",
-          pd.DataFrame({"GPT-3 L48 Wq": ["‖UᵀW0Vᵀ‖_F, U,V of ΔW", "‖UᵀW0Vᵀ‖_F, U,V of W0", "‖UᵀW0Vᵀ‖_F, random U,V",
-                                         "‖W0‖_F", "‖ΔW‖_F", "amplification ‖ΔW‖_F/‖UᵀW0Vᵀ‖_F"],
-                        "r=4": [0.32, 21.67, 0.02, 61.95, 6.91, 21.5],
-                        "r=64": [1.90, 37.71, 0.33, 61.95, 3.57, 1.88]}).set_index("GPT-3 L48 Wq")),
-    Entry("table18_metric_vs_rank", "Table 18", "Every dev metric against r", "table", (RESULTS,),
-          lambda f, v: tables.one_decimal(tables.metric_vs_rank_table(tables.in_percent(_tuned(f)))),
-          "Every dev metric (×100 but the loss) against r for one target set (q,v when present), the median "
-          "over seeds; with a learning-rate axis, each r at its best learning rate.", "set sweep.r to several ranks, then rerun `lowrank-lab rank-sweep`",
-          "Paper (GPT-2 medium on E2E NLG): the same metrics against r from 1 to 1,024."),
-    Entry("table_storage", "§4.1 (storage)", "Parameters per adapted matrix", "table", (AMPLIFICATION,),
-          lambda f, v: tables.storage_table(f[AMPLIFICATION], f[AMPLIFICATION]["r"].unique()),
-          "Dense ΔW (d·k) against LoRA's r(d + k) and the reduction 1 − r(d + k)/(dk), per matrix kind and r.",
-          "run `lowrank-lab amplify SWEEP` (it records each matrix's d and k)",
-          "Paper (§4.1): on GPT-3 175B, r = 4 on q,v cuts the checkpoint from 350 GB to 35 MB (10,000×)."),
-    Entry("table_best_lr", "LoRA Without Regret (2025), §3", "The best learning rate per rank and method", "table",
-          (RESULTS,), lambda f, v: lr_figures.best_lr_table(f[RESULTS]),
-          "Per method, target set and r: the learning rate whose seed-median main dev metric (best evaluation) "
-          "is highest, and the one whose seed-median dev loss at the last evaluation is lowest, each with the "
-          "range of the per-seed best learning rates; the metric ×100 there; its ratio to full fine-tuning's "
-          "best learning rate (by the metric).", LR_NOTE,
-          "Schulman et al. 2025: the LoRA / full fine-tuning ratio of best learning rates is about 10."),
+    Entry(name="table2_methods",
+          paper="Table 2",
+          title="Methods: full fine-tuning, BitFit, head only, adapters, prefix tuning, LoRA",
+          kind="table",
+          needs=(RESULTS,),
+          draw=_table2,
+          caption=f"Trainable parameters and {PCT}; LoRA on q,v at r = 8 (the paper's row) when present, else every LoRA "
+                  "cell. Adapter^H: bottleneck adapters after attention and after the MLP (Houlsby et al. 2019), Adapter^P: "
+                  "after the MLP only (Pfeiffer et al. 2021), LayerNorms frozen; prefix: Li & Liang's key/value prefix as "
+                  "PEFT's. Their trainable parameters are counted from their tensors and equal the formula beside them "
+                  "(Hu et al. 2021, §5.1: L̂_Adpt·(2·d_model·m + m + d_model) with L̂_LN = 0; the prefix's 2·L·l_p·d_kv, "
+                  "where the paper's prefix-layer count is L·d_model·l_p).",
+          skip_note="add sweep.baselines = [\"full\", \"bitfit\", \"head\", \"houlsby\", \"pfeiffer\", \"prefix\"] for the "
+                    "baseline rows, then rerun `lowrank-lab rank-sweep`",
+          paper_note="Paper (RoBERTa and DeBERTa on GLUE): LoRA on q,v at "
+                     "r = 8 matches full fine-tuning with a fraction of its trainable parameters; at 0.8M parameters it beats "
+                     "Adapter^H and Adapter^P on RoBERTa-large.",
+          paper_table=TABLE2_PAPER),
+    Entry(name="table5_budget",
+          paper="Table 5",
+          title="Which matrices to adapt at a fixed budget",
+          kind="table",
+          needs=(RESULTS,),
+          draw=lambda f, v: tables.budget_table(tables.in_percent(_tuned(f))),
+          caption=f"One rank per target set with r × (number of matrix kinds) fixed: the budget shared by the most "
+                  f"target sets; {PCT}.",
+          skip_note="set sweep.budget_rank (e.g. 8) to train every target set at the same "
+                    "budget, then rerun `lowrank-lab rank-sweep`",
+          paper_note="Paper (GPT-3, 18M parameters): adapting Wq and Wv "
+                     "at r = 4 beats Wq alone at r = 8.",
+          paper_table=tables.one_decimal(pd.DataFrame({"weight type": ["Wq", "Wk", "Wv", "Wo", "Wq,Wk", "Wq,Wv", "Wq,Wk,Wv,Wo"],
+                      "r": [8, 8, 8, 8, 4, 4, 2], "WikiSQL (%)": [70.4, 70.0, 73.0, 73.2, 71.4, 73.7, 73.7],
+                      "MultiNLI (%)": [91.0, 90.8, 91.0, 91.3, 91.3, 91.3, 91.7]}).set_index("weight type"))),
+    Entry(name="table6_rank_by_target",
+          paper="Table 6",
+          title="Main metric by target set and r",
+          kind="table",
+          needs=(RESULTS,),
+          draw=lambda f, v: tables.rank_target_table(tables.in_percent(_tuned(f))).rename(columns=lambda r: f"r={r}"),
+          caption=f"Rows: target set (the paper's order), columns: r; {PCT} (scaling rules and inits are pooled when "
+                  "the sweep has several).",
+          skip_note="set sweep.r and sweep.targets, then rerun `lowrank-lab rank-sweep`",
+          paper_note="Paper (§7.2): LoRA is competitive at a very small r, more so for Wq,Wv than for Wq alone.",
+          paper_table=tables.one_decimal(pd.DataFrame({"dataset": ["WikiSQL"] * 3 + ["MultiNLI"] * 3, "weight type": ["Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"] * 2,
+                      "r=1": [68.8, 73.4, 74.1, 90.7, 91.3, 91.2], "r=2": [69.6, 73.3, 73.7, 90.9, 91.4, 91.7],
+                      "r=4": [70.5, 73.7, 74.0, 91.1, 91.3, 91.7], "r=8": [70.4, 73.8, 74.0, 90.7, 91.6, 91.5],
+                      "r=64": [70.0, 73.5, 73.9, 90.7, 91.4, 91.4]}).set_index(["dataset", "weight type"]))),
+    Entry(name="table7_projections",
+          paper="Table 7",
+          title="Projections of W0 onto ΔW's subspace",
+          kind="table",
+          needs=(AMPLIFICATION,),
+          draw=lambda f, v: tables.table7(f[AMPLIFICATION], v.layer),
+          caption="‖UᵀW0Vᵀ‖_F with U, V the top-r singular vectors of ΔW, of W0 or random; ‖W0‖_F, ‖ΔW‖_F (α/r included) "
+                  "and the amplification factor, per r; middle layer, Wq, targets q,v when present, the median over seeds.",
+          skip_note="run `lowrank-lab amplify SWEEP` (needs the base model's W0)",
+          paper_note="Paper (GPT-3 175B, layer 48, Wq); the same quantities, ΔW's scaling unstated there.",
+          paper_table=pd.DataFrame({"GPT-3 L48 Wq": ["‖UᵀW0Vᵀ‖_F, U,V of ΔW", "‖UᵀW0Vᵀ‖_F, U,V of W0", "‖UᵀW0Vᵀ‖_F, random U,V",
+                      "‖W0‖_F", "‖ΔW‖_F", "amplification ‖ΔW‖_F/‖UᵀW0Vᵀ‖_F"],
+                      "r=4": [0.32, 21.67, 0.02, 61.95, 6.91, 21.5],
+                      "r=64": [1.90, 37.71, 0.33, 61.95, 3.57, 1.88]}).set_index("GPT-3 L48 Wq")),
+    Entry(name="table18_metric_vs_rank",
+          paper="Table 18",
+          title="Every dev metric against r",
+          kind="table",
+          needs=(RESULTS,),
+          draw=lambda f, v: tables.one_decimal(tables.metric_vs_rank_table(tables.in_percent(_tuned(f)))),
+          caption="Every dev metric (×100 but the loss) against r for one target set (q,v when present), the median "
+                  "over seeds; with a learning-rate axis, each r at its best learning rate.",
+          skip_note="set sweep.r to several ranks, then rerun `lowrank-lab rank-sweep`",
+          paper_note="Paper (GPT-2 medium on E2E NLG): the same metrics against r from 1 to 1,024."),
+    Entry(name="table3_nlg",
+          paper="Table 3",
+          title="E2E NLG: BLEU, NIST, METEOR, ROUGE-L, CIDEr",
+          kind="table",
+          needs=(RESULTS,),
+          draw=lambda f, v: tables.nlg_table(_tuned(f)),
+          caption="The E2E NLG challenge's metrics of greedy decoding on the dev meaning representations, against all "
+                  "their references, at each cell's best evaluation (by BLEU), median ± half the range over seeds. "
+                  + nlg_caption(E2E_METRICS),
+          skip_note="train a decoder on data.task = \"e2e\" (its dev metrics are these five), then rerun `lowrank-lab report`",
+          paper_note="Paper (GPT-2 medium, LoRA 0.35M parameters): BLEU 70.4, NIST 8.85, METEOR 46.8, ROUGE-L 71.8, "
+                     "CIDEr 2.53; the official script's numbers, not comparable digit for digit with these "
+                     "implementations."),
+    Entry(name="table_storage",
+          paper="§4.1 (storage)",
+          title="Parameters per adapted matrix",
+          kind="table",
+          needs=(AMPLIFICATION,),
+          draw=lambda f, v: tables.storage_table(f[AMPLIFICATION], f[AMPLIFICATION]["r"].unique()),
+          caption="Dense ΔW (d·k) against LoRA's r(d + k) and the reduction 1 − r(d + k)/(dk), per matrix kind and r.",
+          skip_note="run `lowrank-lab amplify SWEEP` (it records each matrix's d and k)",
+          paper_note="Paper (§4.1): on GPT-3 175B, r = 4 on q,v cuts the checkpoint from 350 GB to 35 MB (10,000×)."),
+    Entry(name="table_best_lr",
+          paper="LoRA Without Regret (2025), §3",
+          title="The best learning rate per rank and method",
+          kind="table",
+          needs=(RESULTS,),
+          draw=lambda f, v: lr_figures.best_lr_table(f[RESULTS]),
+          caption="Per method, target set and r: the learning rate whose seed-median main dev metric (best evaluation) "
+                  "is highest, and the one whose seed-median dev loss at the last evaluation is lowest, each with the "
+                  "range of the per-seed best learning rates; the metric ×100 there; its ratio to full fine-tuning's "
+                  "best learning rate (by the metric).",
+          skip_note=LR_NOTE,
+          paper_note="Schulman et al. 2025: the LoRA / full fine-tuning ratio of best learning rates is about 10."),
 )
 
 ENTRIES: tuple[Entry, ...] = FIGURES + TABLES

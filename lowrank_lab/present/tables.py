@@ -16,7 +16,7 @@ import io
 import pandas as pd
 
 from lowrank_lab.maths.metrics import FRACTIONS
-from lowrank_lab.maths.text_metrics import POINTS
+from lowrank_lab.maths.nlg_metrics import E2E_METRICS, NAMES, POINTS
 from lowrank_lab.present.select import pick_targets
 from lowrank_lab.spec import ALL_LINEAR, kind_order
 
@@ -173,6 +173,21 @@ def metric_vs_rank_table(results: pd.DataFrame, targets: str | None = None) -> p
     metrics = [c for c in lora.columns if c.startswith("dev_")]
     table = lora[lora["targets"] == targets].groupby("r")[metrics].median()
     return table.rename(columns=lambda c: c.removeprefix("dev_")).rename_axis(f"r ({targets})")
+
+
+def nlg_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Table 3 (E2E NLG): BLEU, NIST, METEOR, ROUGE-L and CIDEr of each method, target set and r (rows),
+    median ± half-range over seeds, BLEU, METEOR and ROUGE-L with one decimal, NIST and CIDEr with two
+    (the paper's digits); only the metrics the sweep computed (``maths.nlg_metrics``)."""
+    metrics = [m for m in E2E_METRICS if f"dev_{m}" in results and results[f"dev_{m}"].notna().any()]
+    if not metrics:
+        return pd.DataFrame()
+    rows = results.assign(row=[_method_name(m, t, r, s) for m, t, r, s in
+                               zip(results["method"], results["targets"], results["r"],
+                                   results["size"] if "size" in results else [0] * len(results))])
+    table = pd.DataFrame({NAMES[m]: rows.groupby("row", sort=False)[f"dev_{m}"].apply(
+        _median_spread, digits=1 if m in POINTS else 2) for m in metrics})
+    return table.rename_axis("method")
 
 
 # Table 2's row names and order: the paper's (FT, BitFit, adapters, LoRA), head only and prefix tuning beside.

@@ -13,8 +13,8 @@ there only W0, stored in×out, is transposed on reading.
 W0 comes lazily from the base model's safetensors (one file or sharded), one tensor at a time,
 so a 7B base is never loaded whole. Two cases where ΔW ≠ scaling·B·A:
 - DoRA: W' = m ⊙ (W0 + s·B·A) / ‖W0 + s·B·A‖_row (norm of each output row, over the k inputs,
-  as peft/tuners/lora/dora.py computes it), so ΔW = W' − W0 is dense, not low-rank.
-  ``ExternalAdapter.dense_delta[label]`` computes it on demand; ``kind[label] == "dora"``.
+  as peft/tuners/lora/dora.py computes it), so ΔW = W' − W0 is dense, not low-rank: its update
+  is a ``DenseUpdate`` (kind "dora") that computes ΔW from W0 when asked.
 - base-mutating inits (PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA) save a base W_res = W0 − s·B0·A0.
   Given the original base, ΔW = W_res + s·B·A − W0 = s·B·A − D0 with D0 = W0 − W_res, and D0 is
   factored to rank r, so the update is stored as a rank-2r LowRankUpdate (what PEFT's
@@ -22,23 +22,23 @@ so a 7B base is never loaded whole. Two cases where ΔW ≠ scaling·B·A:
 
 Labels come from ``models.label_for`` (attention q/k/v/o/qkv, MLP up/down/gate/gate_up, else
 ``L{layer}.<rest of path>``); per-module r and α from ``peft_format.rank_and_alpha`` (PEFT's pattern rule).
-The analyses of these adapters are in ``lowrank_lab.external``.
+The analyses of these adapters are in ``analysis.external``.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from lowrank_lab.maths.linalg import delta_w, top_r_svd_randomized
-from lowrank_lab.maths.update import LowRankUpdate
+from lowrank_lab.maths.linalg import top_r_svd_randomized
+from lowrank_lab.maths.update import DenseUpdate, LowRankUpdate, Update
 from lowrank_lab.model.base import label_for
 from lowrank_lab.store import models
+from lowrank_lab.store.external_adapter import ExternalAdapter
 from lowrank_lab.store.files import RunError, read_json
 from lowrank_lab.store.tensors import read_tensors
 from lowrank_lab.store.peft_format import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, check_adapter_config,
@@ -147,52 +147,15 @@ class LazyWeights:
 # The adapter
 
 
-@dataclass(frozen=True)
-class ExternalAdapter:
-    """A PEFT LoRA adapter read from disk.
+def _dora_delta(u: LowRankUpdate, m: Tensor, W_given: Callable, W0: Callable) -> Callable[[], Tensor]:
+    """ΔW = m ⊙ (W + s·B·A)/‖W + s·B·A‖_row − W0 (d×k float32), computed when called."""
 
-    updates      {label: LowRankUpdate}: A (r×k), B (d×r), scaling; ΔW = scaling·B·A, d×k, and
-                 its kind: "lora", "lora-minus-init" or "dora" (then ΔW is dense_delta[label])
-    W0           W0(update) → float32 d×k frozen weight of that update's module, read lazily
-    dense_delta  {label: effective ΔW = W' − W0}, d×k float32, computed on access (DoRA only)
-    notes        what the numbers mean and what was skipped, for the report"""
+    def compute() -> Tensor:
+        V = W_given(u).double() + u.delta_w(torch.float64)
+        W_new = (m.double() / torch.linalg.vector_norm(V, dim=1))[:, None] * V
+        return (W_new - W0(u).double()).float()
 
-    path: Path
-    config: dict
-    updates: dict[str, LowRankUpdate]
-    W0: Callable[[LowRankUpdate], Tensor]
-    notes: list[str] = field(default_factory=list)
-    dense_delta: Mapping[str, Tensor] = field(default_factory=dict)
-    base: Path | None = None
-
-    @property
-    def kind(self) -> dict[str, str]:
-        """{label: update.kind}."""
-        return {label: u.kind for label, u in self.updates.items()}
-
-
-class _DoraDelta(Mapping):
-    """ΔW = m ⊙ (W + s·B·A)/‖W + s·B·A‖_row − W0 per label, computed when asked for."""
-
-    def __init__(self, updates, magnitudes, W_given, W0):
-        self._updates, self._m, self._W_given, self._W0 = updates, magnitudes, W_given, W0
-        self._last: tuple[str, Tensor] | None = None  # analyses ask for one label several times in a row
-
-    def __getitem__(self, label: str) -> Tensor:
-        if self._last is not None and self._last[0] == label:
-            return self._last[1]
-        u = self._updates[label]
-        V = self._W_given(u).double() + delta_w(u.A.double(), u.B.double(), u.scaling)
-        W_new = (self._m[label].double() / torch.linalg.vector_norm(V, dim=1))[:, None] * V
-        delta = (W_new - self._W0(u).double()).float()
-        self._last = (label, delta)  # one d×k matrix kept, not one per module
-        return delta
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._m)
-
-    def __len__(self) -> int:
-        return len(self._m)
+    return compute
 
 
 def find_adapters(folder: str | Path) -> list[Path]:
@@ -271,8 +234,8 @@ def _read_updates(config: dict, tensors: dict[str, Tensor], weights_file: Path, 
         m_key = f"{PEFT_PREFIX}{path}.lora_magnitude_vector"
         m = tensors.get(m_key, tensors.get(f"{m_key}.weight"))
         if m is not None:
-            if m.shape != (u.B.shape[0],) or not torch.isfinite(m).all():
-                raise RunError(f"{weights_file}: {m_key} must be {u.B.shape[0]} finite numbers, got {tuple(m.shape)}")
+            if m.shape != (u.shape[0],) or not torch.isfinite(m).all():
+                raise RunError(f"{weights_file}: {m_key} must be {u.shape[0]} finite numbers, got {tuple(m.shape)}")
             magnitudes[path] = m.float()
     skipped = sorted({k.removeprefix(PEFT_PREFIX).split(".lora_embedding_")[0] for k in tensors if ".lora_embedding_" in k})
     if skipped:
@@ -291,7 +254,7 @@ def _check_base(given: LazyWeights, by_path: dict[str, LowRankUpdate], weights_f
     """Fail now, from the headers alone, on a module the base lacks or has in another shape."""
     for u in by_path.values():
         key = given.key_for(u.path)
-        shape, d, k = given.shape(key), u.B.shape[0], u.A.shape[1]
+        shape, (d, k) = given.shape(key), u.shape
         if shape not in ((d, k), (k, d)):
             raise RunError(f"{given.files[key]}: {key} has shape {shape}, but {weights_file.name}'s "
                            f"B·A for {u.path} is {d}×{k}")
@@ -340,20 +303,20 @@ def load_external(adapter: str | Path, base: str | Path | None = None,
     original = LazyWeights(original_base) if original_base is not None else given
 
     def read(weights: LazyWeights) -> Callable[[LowRankUpdate], Tensor]:
-        return lambda u: weights.W0(u.path, u.B.shape[0], u.A.shape[1], transposed=u.fan_in_fan_out)
+        return lambda u: weights.W0(u.path, *u.shape, transposed=getattr(u, "fan_in_fan_out", False))
 
     W_given, W0 = read(given), read(original)
     _check_base(given, by_path, weights_file)
     kinds = {p: ("dora" if p in magnitudes else "lora") for p in by_path}
     _minus_inits(config, by_path, kinds, W_given, W0, original_base, base_dir, notes)
     if magnitudes:
-        notes.append("DoRA: ΔW = m ⊙ (W + s·B·A)/‖W + s·B·A‖_row − W0 is dense, not low-rank: use "
-                     f"dense_delta for the {len(magnitudes)} modules of kind 'dora'; their updates "
-                     "hold only the directional factors s·B·A")
-    updates = {labels[p]: LowRankUpdate(labels[p], p, u.A, u.B, u.scaling, u.fan_in_fan_out, kinds[p])
+        notes.append("DoRA: ΔW = m ⊙ (W + s·B·A)/‖W + s·B·A‖_row − W0 is dense, not low-rank: the "
+                     f"{len(magnitudes)} modules of kind 'dora' are analysed as dense updates")
+    updates = {labels[p]: (DenseUpdate(labels[p], p, _dora_delta(u, magnitudes[p], W_given, W0), u.r, "dora", u.scaling)
+                           if p in magnitudes else
+                           LowRankUpdate(labels[p], p, u.A, u.B, u.scaling, u.fan_in_fan_out, kinds[p]))
                for p, u in by_path.items()}
-    dense = _DoraDelta(updates, {labels[p]: m for p, m in magnitudes.items()}, W_given, W0)
-    return ExternalAdapter(folder, config, updates, W0, notes, dense, base_dir)
+    return ExternalAdapter(folder, config, updates, W0, notes, base_dir)
 
 
 def _minus_init(u: LowRankUpdate, D0: Tensor) -> tuple[LowRankUpdate, float]:
@@ -365,11 +328,3 @@ def _minus_init(u: LowRankUpdate, D0: Tensor) -> tuple[LowRankUpdate, float]:
     A = torch.cat([u.A.double(), Vh0]).float()
     B = torch.cat([u.B.double(), -(U0 * S0) / u.scaling], dim=1).float()
     return LowRankUpdate(u.label, u.path, A, B, u.scaling, u.fan_in_fan_out), residual
-
-
-def match_updates(a: ExternalAdapter | Mapping[str, LowRankUpdate],
-                  b: ExternalAdapter | Mapping[str, LowRankUpdate]) -> list[tuple[str, LowRankUpdate, LowRankUpdate]]:
-    """(label, update in a, update in b) for every label both adapt, in a's order."""
-    ua = a.updates if isinstance(a, ExternalAdapter) else a
-    ub = b.updates if isinstance(b, ExternalAdapter) else b
-    return [(label, u, ub[label]) for label, u in ua.items() if label in ub]

@@ -24,10 +24,6 @@ def save_checkpoint(folder: Path, tensors: dict[str, Tensor], state: dict) -> No
     write_json(meta, state)
 
 
-def has_checkpoint(folder: Path) -> bool:
-    return _files(folder)[1].exists()
-
-
 def load_checkpoint(folder: Path) -> tuple[dict[str, Tensor], dict] | None:
     weights, meta = _files(folder)
     if not meta.exists():

@@ -59,11 +59,6 @@ def write_outputs(out_dir: str | Path, contents: dict[str, bytes | str]) -> list
     return paths
 
 
-def save_figure(fig, name: str, out_dir: str | Path) -> list[Path]:
-    """Write a matplotlib Figure as <out_dir>/<name>.png (150 dpi) and .pdf; close it; the paths."""
-    return write_outputs(out_dir, {figure_file(name, fmt): data for fmt, data in figure_bytes(fig).items()})
-
-
 def table_files(texts: dict[str, str], name: str) -> dict[str, str]:
     """{<name>.<fmt>: text} for each {fmt: text} (``present.tables.render`` makes the text)."""
     for fmt in texts:

@@ -215,10 +215,13 @@ def _at(values: Any, dotted: str) -> Any:
 
 
 @contextlib.contextmanager
-def claim_sweep(spec: ExperimentSpec, lock: bool = True) -> Iterator[Path]:
+def claim_sweep(spec: ExperimentSpec, lock: bool | None = None) -> Iterator[Path]:
     """Check the sweep's paths and, for a rerun, its spec; then hold the sweep lock (with `lock`:
-    the one process that writes). A claim that fails, or is left before anything is written,
-    leaves no trace: the folders it made are removed again."""
+    the one process that writes; by default the process of rank 0, ``RANK`` under torchrun). A
+    claim that fails, or is left before anything is written, leaves no trace: the folders it made
+    are removed again."""
+    if lock is None:
+        lock = os.environ.get("RANK", "0") == "0"
     sweep = check_paths(spec)
     check_same_spec(sweep, spec)
     if not lock:

@@ -1,7 +1,7 @@
 """A sweep's finished cells as objects: spec, evaluations, summary and low-rank updates.
 
-Paths and JSON records are ``store.layout`` (torch-free); the names below are re-exported here
-for the callers that read runs."""
+Paths and JSON records are ``store.layout``'s (torch-free); the adapters are read through
+``store.peft_format``, once per run."""
 
 from __future__ import annotations
 

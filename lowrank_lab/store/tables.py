@@ -46,6 +46,8 @@ COMMAND_OF = {PHI: "subspace", PHI_W0: "subspace", AMPLIFICATION: "amplify", SPE
               SPECTRUM_METRICS: "spectrum", INTRUDERS: "spectrum", ECKART_YOUNG: "spectrum", RESULTS: "tables",
               LEARNING_CURVES: "tables", **AFTER_PAPER}
 
+COMMAND_TABLES = {command: tuple(t for t in TABLES if COMMAND_OF[t] == command) for command in dict.fromkeys(COMMAND_OF.values())}
+
 FORMAT = {"name": "csv", "version": 2,
           "floats": "shortest decimal that round-trips float64 (repr); read back bit-identical"}
 _INTEGER_COLUMNS = ("layer", "seed", "seed1", "seed2")  # nullable: random panels have no layer, no seed

@@ -24,14 +24,13 @@ from typing import Any
 
 import pandas as pd
 
+from lowrank_lab.maths.nlg_metrics import E2E_METRICS
 from lowrank_lab.store.datasets import DataError
 
 KINDS = ("classification", "regression", "completion", "generation")
 # Metrics of decoder tasks where a smaller value is better (every other metric: larger is better).
 LOWER_IS_BETTER = frozenset({"completion_loss", "perplexity"})
 COMPLETION_METRICS = ("completion_loss", "perplexity")
-# E2E (paper §5.4, Table 3): the five metrics of the E2E NLG challenge, then the loss.
-E2E_METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
 GENERATION_METRICS = (*E2E_METRICS, *COMPLETION_METRICS)
 
 

@@ -59,14 +59,14 @@ class Pack:
         return frozenset(map(id, params + adapters + self.heads))
 
 
-def build_pack(cells: Sequence[CellSpec], encoder: nn.Module, num_labels: int, pooling: str,
+def build_pack(cells: Sequence[CellSpec], base: nn.Module, num_labels: int, pooling: str,
                decoder: bool = False) -> Pack:
     """Inject K LoRA adapters (or K bottleneck adapters or prefixes, ``model.adapter_set``; or
     unfreeze weights for full fine-tuning / BitFit, K = 1) and heads, and initialise cell n from its
     own seed: A_n from its init scheme (one generator per cell seed, rank and module label:
     ``model.lora.init_generator``), B_n = 0 (W_up = 0, or a prefix from N(0, 1)), head_n as nn.Linear.
 
-    With `decoder`, `encoder` is a causal LM (AutoModelForCausalLM): no head is made (num_labels and
+    With `decoder`, `base` is a causal LM (AutoModelForCausalLM): no head is made (num_labels and
     pooling are unused) and the adapters go on its own module paths."""
     cells = list(cells)
     method = cells[0].lora.method
@@ -74,29 +74,29 @@ def build_pack(cells: Sequence[CellSpec], encoder: nn.Module, num_labels: int, p
         raise ValueError("full fine-tuning and BitFit train one cell at a time")
     if decoder and method == "head":
         raise SpecError("lora.method='head': a decoder has no classification head to train; use lora, full or bitfit")
-    for p in encoder.parameters():
+    for p in base.parameters():
         p.requires_grad_(False)
-    head = None if decoder else PackedLinear(len(cells), encoder.config.hidden_size, num_labels)
-    model = encoder if decoder else Classifier(encoder, head, pooling)
+    head = None if decoder else PackedLinear(len(cells), base.config.hidden_size, num_labels)
+    model = base if decoder else Classifier(base, head, pooling)
     prefix = "" if decoder else "encoder."
     layers: dict[str, LoRALinear] = {}
     labels: dict[str, str] = {}
     if method == "lora":
         kinds = sorted({k for c in cells for k in c.lora.kinds}, key=kind_order)
-        targets = find_targets(encoder, tuple(kinds))
+        targets = find_targets(base, tuple(kinds))
         paths = [f"{prefix}{p}" for p in targets.values()]
         ranks = [[c.lora.r if adapts(parse_label(label)[1], c.lora.kinds) else 0 for c in cells] for label in targets]
         scalings = [scaling_factor(c.lora.alpha, c.lora.r, c.lora.scaling_rule) for c in cells]
         layers = inject(model, paths, ranks, scalings, cells[0].lora.dropout)
         labels = dict(zip(paths, targets, strict=True))
     elif method not in ADAPTER_METHODS:
-        _unfreeze(encoder, method)
+        _unfreeze(base, method)
     for n, cell in enumerate(cells):
         for path, layer in layers.items():  # each module its own stream (``init_generator``)
             layer.reset_adapter(n, cell.lora.init, init_generator(cell.train.seed, layer.ranks[n], labels[path]))
         if head is not None:
             head.reset_head(n, torch.Generator().manual_seed(cell.train.seed))
-    adapters = attach_adapters(encoder, cells) if method in ADAPTER_METHODS else None  # each cell's own generator
+    adapters = attach_adapters(base, cells) if method in ADAPTER_METHODS else None  # each cell's own generator
     trainable = [p for p in model.parameters() if p.requires_grad]
     return Pack(cells, model, layers, labels, trainable, decoder, adapters)
 

@@ -8,7 +8,6 @@ go on. Every path and record is ``store.layout``'s.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
 import time
@@ -37,23 +36,25 @@ from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.train.batches import encode, resolve_device
 from lowrank_lab.train.loop import CellState, StepMeter, StepPlan, train_pack
 from lowrank_lab.train.pack import Pack, build_pack, cell_slices, trainable_parameters
-from lowrank_lab.train.plan import FROZEN_BASE, data_tokens, element_bytes, pack_id, plan_packs, size_text, sweep_plan  # noqa: F401 (plan_packs)
+from lowrank_lab.train.plan import FROZEN_BASE, data_tokens, element_bytes, pack_id, size_text, sweep_plan
 from lowrank_lab.train.progress import cell_progress, step_progress
 
 
-def run_sweep(spec: ExperimentSpec, echo=print, claimed: bool = False) -> Path:
-    """Train every cell of the sweep that is not finished yet; return the sweep directory.
+def run_sweep(spec: ExperimentSpec, echo=print) -> Path:
+    """Claim the sweep directory (``layout.claim_sweep``: paths, a rerun's spec, the lock; before
+    any data or model is loaded) and train every cell of it that is not finished yet
+    (``train_claimed``); return the sweep directory. Under torchrun rank 0 holds the lock."""
+    with layout.claim_sweep(spec) as sweep:
+        return train_claimed(spec, sweep, echo)
 
-    The sweep directory is claimed first (``layout.claim_sweep``: paths, a rerun's spec, the
-    lock), before any data or model is loaded; `claimed` says the caller holds it already (the
-    CLI claims it before importing torch). Under torchrun each process trains its share of the
-    packs (see ``distributed``); rank 0 holds the lock. On SIGINT or SIGTERM the pack in progress
-    is checkpointed and ``Interrupted`` raised."""
+
+def train_claimed(spec: ExperimentSpec, sweep: Path, echo=print) -> Path:
+    """Train every unfinished cell of the sweep directory `sweep`, which the caller has claimed.
+    Under torchrun each process trains its share of the packs (see ``distributed``). On SIGINT or
+    SIGTERM the pack in progress is checkpointed and ``Interrupted`` raised."""
     world = init_world(spec.train.device)
     try:
-        claim = contextlib.nullcontext(layout.sweep_dir(spec)) if claimed else layout.claim_sweep(spec, world.is_main)
-        with claim as sweep:
-            return _run_sweep(spec, sweep, world, echo if world.is_main else (lambda *_: None))
+        return _run_sweep(spec, sweep, world, echo if world.is_main else (lambda *_: None))
     finally:
         close(world)
 
@@ -66,7 +67,7 @@ class Inputs:
     task: object
     train: object
     dev: object
-    encoder: torch.nn.Module
+    base: torch.nn.Module
     tokenizer: object
     pooling: str
     decoder: bool = False
@@ -83,15 +84,15 @@ def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.d
     straight = device is not None and element_bytes(device.type, cells) == 2
     loaded = load_model(spec.model.name, spec.model.revision, kind=spec.model.kind, random_init=spec.model.random_init,
                         dtype=torch.bfloat16 if straight else None, device=device if straight else None)
-    encoder, tokenizer = loaded.module, loaded.tokenizer
+    base, tokenizer = loaded.module, loaded.tokenizer
     task = render_task(load_task(spec.data, causal=loaded.is_decoder), tokenizer)  # chat: by its template
     if "meteor" in task.metrics:
         wordnet_reader()  # METEOR's WordNet, checked before anything is written
     lora_cells = [c for c in cells if c.lora.method == "lora"]
     if lora_cells:
         kinds = tuple(sorted({k for c in lora_cells for k in c.lora.kinds}, key=kind_order))
-        for label, path in find_targets(encoder, kinds).items():
-            d, k = base_shape(encoder.get_submodule(path))
+        for label, path in find_targets(base, kinds).items():
+            d, k = base_shape(base.get_submodule(path))
             too_big = [c.lora.r for c in lora_cells if c.lora.r > min(d, k)]
             if too_big:
                 raise SpecError(f"sweep.r: r={max(too_big)} exceeds min(d, k) = {min(d, k)} of {label}")
@@ -101,11 +102,11 @@ def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.d
         fitted = {"max_length": spec.model.max_length, "truncated_train_prompts": truncated,
                   "truncated_dev_prompts": dev.truncated, "dropped_train": dropped}
         held = causal_dev(tokenizer, replace(task, dev=task.validation), spec.model.max_length) if task.validation else None
-        return Inputs(task, train, dev, encoder, tokenizer, "none", True, loaded.provenance, fitted, validation=held)
+        return Inputs(task, train, dev, base, tokenizer, "none", True, loaded.provenance, fitted, validation=held)
     regression = task.num_labels == 1
     held = encode(tokenizer, task.validation, spec.model.max_length, regression) if task.validation else None
     return Inputs(task, encode(tokenizer, task.train, spec.model.max_length, regression),
-                  encode(tokenizer, task.dev, spec.model.max_length, regression), encoder, tokenizer,
+                  encode(tokenizer, task.dev, spec.model.max_length, regression), base, tokenizer,
                   spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance, validation=held)
 
 
@@ -172,7 +173,7 @@ def _my_packs(spec: ExperimentSpec, todo: list[CellSpec], inputs: Inputs | None,
     if not todo:
         return []
     tokens = data_tokens(inputs.train, spec.train.batch_size, spec.train.unpadded, inputs.decoder)
-    packs, plan = sweep_plan(spec, todo, (inputs.encoder, inputs.decoder), device, world, data_parallel, tokens,
+    packs, plan = sweep_plan(spec, todo, (inputs.base, inputs.decoder), device, world, data_parallel, tokens,
                              max(inputs.task.num_labels, 1))
     why = "sweep.pack" if spec.sweep.pack else ("free GPU memory and processes" if device.type == "cuda" else "processes")
     echo(f"{len(packs)} pack(s) of up to {max(map(len, packs))} cells (from {why}); at the data's largest batch "
@@ -203,11 +204,6 @@ def _run_or_split(sweep: Path, cells: list[CellSpec], splits: int, inputs: Input
     echo(f"pack of {len(cells)} cells ({_listed([c.name for c in cells])}) ran out of memory ({reason}); "
          f"split into packs of {len(halves[0])} and {len(halves[1])}, retried")
     return halves
-
-
-def failed_cells(sweep: Path) -> list[str]:
-    """Names of the cells the manifest marks failed (NaN loss, no finite evaluation)."""
-    return layout.read_manifest(sweep).names("failed")
 
 
 @dataclass
@@ -264,7 +260,7 @@ def _build_pack(cells: list[CellSpec], inputs: Inputs, device: torch.device | No
     """``build_pack`` on a copy of the sweep's shared base (the adapters and prefixes it puts on the
     base change its modules). A frozen base already in the precision it trains in on `device` (float32
     on the CPU, bf16 read onto the GPU) is shared by every pack's copy: its weights are not copied."""
-    base = inputs.encoder
+    base = inputs.base
     wanted = torch.bfloat16 if device is not None and element_bytes(device.type, cells) == 2 else torch.float32
     shared = device is not None and cells[0].lora.method in FROZEN_BASE and next(base.parameters()).dtype == wanted
     memo = {id(t): t for t in (*base.parameters(), *base.buffers())} if shared else {}

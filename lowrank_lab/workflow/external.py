@@ -23,7 +23,8 @@ from lowrank_lab.present.tables import to_markdown
 from lowrank_lab.store import files, layout
 from lowrank_lab.store import figures as store_figures
 from lowrank_lab.store import tables as st
-from lowrank_lab.store.adapters import ExternalAdapter, find_adapters, load_all
+from lowrank_lab.store.adapters import find_adapters, load_all
+from lowrank_lab.store.external_adapter import ExternalAdapter
 
 MARKDOWN_MAX_ROWS = 2000  # longer tables (φ grids, spectra) are CSV only
 

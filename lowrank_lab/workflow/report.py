@@ -50,10 +50,15 @@ def draw(entry: Entry, frames: dict[str, pd.DataFrame], missing: dict[str, str],
 
 
 def entry_files(entry: Entry, drawn) -> dict[str, bytes | str]:
-    """{file name: content}: a figure's PNG and PDF, a table's Markdown, LaTeX and CSV."""
+    """{file name: content}: a figure's PNG and PDF; a table's Markdown, LaTeX and CSV, and the
+    paper's numbers beside it (<name>_paper.*) when the entry has them."""
     if entry.kind == "figure":
         return {out.figure_file(entry.name, fmt): data for fmt, data in out.figure_bytes(drawn).items()}
-    return out.table_files({fmt: tables.render(drawn, fmt) for fmt in out.TABLE_FORMATS}, entry.name)
+    files = out.table_files({fmt: tables.render(drawn, fmt) for fmt in out.TABLE_FORMATS}, entry.name)
+    if entry.paper_table is not None:
+        files.update(out.table_files({fmt: tables.render(entry.paper_table, fmt) for fmt in out.TABLE_FORMATS},
+                                     f"{entry.name}_paper"))
+    return files
 
 
 def _results(sweep: Path) -> None:
@@ -98,12 +103,9 @@ def write_report(sweep: Path, base_model: str | None = None, echo: Callable[[str
     """<analysis>/report/report.md and report.html with every figure (PNG, PDF) beside them, and
     the tables under <analysis>/tables; missing or stale analysis tables are computed first."""
     sweep, view = Path(sweep), View(side=side)
-    from lowrank_lab.workflow.sweep import compute_subspace, ensure_tables
+    from lowrank_lab.workflow.sweep import ensure_tables
 
-    ensure_tables(sweep, base=base_model, echo=echo)
-    if side not in st.sides_computed(sweep):  # `report --side B`: the φ tables of that side first
-        echo(f"computing φ for side {side} …")
-        compute_subspace(sweep, (side,), base_model)
+    ensure_tables(sweep, base=base_model, echo=echo, sides=(side,))  # `--side B`: that side's φ too
     frames, missing = read_frames([sweep], registry.needed_tables(), side)
     shown, figures, table_contents = [], {}, {}
     for entry in registry.ENTRIES:
@@ -138,10 +140,15 @@ def _widths(files: dict[str, bytes]) -> dict[str, int]:
 # The scripts in figures/: one registry entry each
 
 
-def script_args(doc: str | None, argv: Sequence[str] | None = None, several: bool = False) -> argparse.Namespace:
+def script_args(entry: Entry, argv: Sequence[str] | None = None, several: bool = False) -> argparse.Namespace:
     """SWEEP [--out DIR] [--layer N] [--side S]; with `several`, SWEEP [SWEEP …] (one task each,
-    e.g. Table 2's columns) as `sweeps`. `sweeps` is always the list."""
-    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    e.g. Table 2's columns) as `sweeps`. `sweeps` is always the list. --help shows the entry's
+    caption and the tables it reads."""
+    needs = ", ".join(f"analysis/{t}" for t in entry.needs)
+    parser = argparse.ArgumentParser(
+        description=f"{entry.paper}: {entry.title}. {entry.caption_for()}",
+        epilog=f"Reads {needs} of each SWEEP (`lowrank-lab report SWEEP` computes them); writes "
+               f"{entry.name}.{'png and .pdf' if entry.kind == 'figure' else 'md, .tex and .csv'}.")
     parser.add_argument("sweeps", type=Path, nargs="+" if several else 1, metavar="SWEEP",
                         help="sweep directory (with analysis/ computed)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: SWEEP/analysis/figures)")
@@ -152,11 +159,11 @@ def script_args(doc: str | None, argv: Sequence[str] | None = None, several: boo
     return args
 
 
-def run_script(name: str, doc: str | None, argv: Sequence[str] | None = None, several: bool = False) -> list[Path]:
+def run_script(name: str, argv: Sequence[str] | None = None, several: bool = False) -> list[Path]:
     """A figure script's main: read the entry's tables, draw it, save it under --out; a missing
     table or missing cells print one line (what is missing and how to get it) and write nothing."""
-    args = script_args(doc, argv, several)
     entry = registry.entry(name)
+    args = script_args(entry, argv, several)
     frames, missing = read_frames(args.sweeps, entry.needs, args.side)
     drawn, skipped = draw(entry, frames, missing, View(layer=args.layer, side=args.side))
     if skipped:

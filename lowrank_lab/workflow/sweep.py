@@ -1,15 +1,17 @@
-"""The analysis commands of a saved sweep: read its runs (``store.runs``), compute the tables
-(``analysis.sweep``), write them with their sidecars (``store.tables``).
+"""The analysis commands of a saved sweep: read its runs and W0 once (``SweepInputs``), compute the
+tables (``analysis.sweep``), write them with their sidecars (``store.tables``).
 
 ``compute_subspace`` / ``compute_amplification`` / ``compute_spectrum`` / ``compute_results`` are
-what ``lowrank-lab subspace | amplify | spectrum | tables`` call; ``analyze_sweep`` runs them all;
-``ensure_tables`` only those whose tables are missing or stale (what ``report`` needs), and
-``table`` one table, read back when current, else computed and saved first (the notebook API).
-Every command computes all its frames before it writes the first file.
+what ``lowrank-lab subspace | amplify | spectrum | tables`` call; ``ensure_tables`` computes the
+tables that are missing or stale (what ``report`` needs), handing one ``SweepInputs`` to every
+step so that each adapter file and each W0 is read once per command; ``table`` gives one table,
+read back when current, else computed and saved first (the notebook API). Every command computes
+all its frames before it writes the first file.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -18,16 +20,49 @@ import pandas as pd
 from lowrank_lab.analysis import learning_rate as lr
 from lowrank_lab.analysis import sweep as sa
 from lowrank_lab.analysis import tables as an
-from lowrank_lab.store import files, layout, runs, tensors
+from lowrank_lab.analysis.base import W0Source
+from lowrank_lab.store import base_weights, files, layout, runs, tensors
 from lowrank_lab.store import tables as st
 from lowrank_lab.store.runs import Run
 
 
-def _load(sweep: Path) -> list[Run]:
-    sweep_runs = runs.load_sweep(Path(sweep))
-    if not sweep_runs:
-        raise files.RunError(f"{sweep}: no finished cells to analyse")
-    return sweep_runs
+class SweepInputs:
+    """What the analyses of one sweep read, each at most once per command: the finished runs
+    (every adapter file), W0 of the base model (with its SVDs) and the full fine-tuning weights.
+    `base`: a folder or hub id to read W0 from instead of the model the spec names."""
+
+    def __init__(self, sweep: Path, base: str | None = None):
+        self.sweep, self.base = Path(sweep), base
+
+    @functools.cached_property
+    def runs(self) -> list[Run]:
+        found = runs.load_sweep(self.sweep)
+        if not found:
+            raise files.RunError(f"{self.sweep}: no finished cells to analyse")
+        return found
+
+    @functools.cached_property
+    def reader(self) -> base_weights.BaseReader:
+        model = self.runs[0].spec.model
+        if self.base:
+            return base_weights.base_reader(str(self.base), None, model.kind, "--base")
+        return base_weights.base_reader(model.name, model.revision, model.kind)
+
+    @functools.cached_property
+    def W0(self) -> W0Source:
+        return W0Source(self.reader.W0, self.reader.name)
+
+    @functools.cached_property
+    def full(self) -> dict[str, dict]:
+        """{cell: dense updates} of the full fine-tuning cells that kept their weights (transported
+        sweeps may keep them for one seed only)."""
+        return {run.path.name: sa.full_updates(tensors.read_tensors(layout.weights_path(run.path)), self.W0,
+                                               self.reader.as_W0)
+                for run in self.runs if run.spec.lora.method == "full" and layout.weights_path(run.path).exists()}
+
+
+def _inputs(sweep: Path, base: str | None, inputs: SweepInputs | None) -> SweepInputs:
+    return inputs if inputs is not None else SweepInputs(sweep, base)
 
 
 def _write_all(sweep: Path, frames: dict[tuple[str, str | None], pd.DataFrame], options: dict) -> list[Path]:
@@ -43,39 +78,29 @@ def _check_sides(sides: Iterable[str]) -> tuple[str, ...]:
     return sides
 
 
-def compute_subspace(sweep: Path, sides: Iterable[str] = ("A",), base: str | None = None) -> list[Path]:
+def compute_subspace(sweep: Path, sides: Iterable[str] = ("A",), base: str | None = None,
+                     inputs: SweepInputs | None = None) -> list[Path]:
     """Write the φ tables (ranks, seeds, random; W0 vs ΔW) of a sweep, one pair per side
     (phi.csv and phi_w0.csv for side A, phi_B.csv and phi_w0_B.csv for B, …); return their paths."""
-    sides = _check_sides(sides)
-    sweep_runs = _load(sweep)
-    W0 = sa.base_weights(sweep_runs, base)
+    sides, data = _check_sides(sides), _inputs(sweep, base, inputs)
     frames = {}
     for side in sides:
-        frames[st.PHI, side], frames[st.PHI_W0, side] = sa.phi_tables(sweep_runs, side, W0)
-    return _write_all(sweep, frames, {"base_model": W0.name, "random_seed": sa.RANDOM_SEED})
+        frames[st.PHI, side], frames[st.PHI_W0, side] = sa.phi_tables(data.runs, side, data.W0)
+    return _write_all(sweep, frames, {"base_model": data.W0.name, "random_seed": sa.RANDOM_SEED})
 
 
-def compute_amplification(sweep: Path, base: str | None = None) -> list[Path]:
+def compute_amplification(sweep: Path, base: str | None = None, inputs: SweepInputs | None = None) -> list[Path]:
     """Write Table 7's quantities for every LoRA cell, layer and matrix."""
-    sweep_runs = _load(sweep)
-    W0 = sa.base_weights(sweep_runs, base)
-    options = {"base_model": W0.name, "random_seed": sa.RANDOM_SEED, "delta_w_includes_scaling": True}
-    return _write_all(sweep, {(st.AMPLIFICATION, None): sa.amplification_frame(sweep_runs, W0)}, options)
+    data = _inputs(sweep, base, inputs)
+    options = {"base_model": data.W0.name, "random_seed": sa.RANDOM_SEED, "delta_w_includes_scaling": True}
+    return _write_all(sweep, {(st.AMPLIFICATION, None): sa.amplification_frame(data.runs, data.W0)}, options)
 
 
-def full_weights(sweep_runs: list[Run]) -> dict[str, dict]:
-    """{cell: trained weights} of the full fine-tuning cells that kept them (transported sweeps may
-    keep them for one seed only)."""
-    return {run.path.name: tensors.read_tensors(layout.weights_path(run.path)) for run in sweep_runs
-            if run.spec.lora.method == "full" and layout.weights_path(run.path).exists()}
-
-
-def compute_spectrum(sweep: Path, base: str | None = None) -> list[Path]:
+def compute_spectrum(sweep: Path, base: str | None = None, inputs: SweepInputs | None = None) -> list[Path]:
     """Write spectra, spectrum metrics, intruder counts and Eckart–Young curves."""
-    sweep_runs = _load(sweep)
-    W0 = sa.base_weights(sweep_runs, base)
-    frames = sa.spectrum_frames(sweep_runs, W0, full_weights(sweep_runs))
-    options = {"base_model": W0.name, "epsilons": list(an.EPSILONS), "top_k": an.INTRUDER_TOP_K,
+    data = _inputs(sweep, base, inputs)
+    frames = sa.spectrum_frames(data.runs, data.W0, data.full)
+    options = {"base_model": data.W0.name, "epsilons": list(an.EPSILONS), "top_k": an.INTRUDER_TOP_K,
                "delta_w_includes_scaling": True}
     return _write_all(sweep, {(name, None): frame for name, frame in frames.items()}, options)
 
@@ -103,38 +128,26 @@ def compute_results(sweep: Path) -> list[Path]:
     return _write_all(sweep, frames, {})
 
 
-def analyze_sweep(sweep: Path, sides: Iterable[str] = ("A",), base: str | None = None,
-                  echo: Callable[[str], None] = print) -> list[Path]:
-    """Every cached table of a sweep (what ``lowrank-lab report`` needs)."""
-    sides = _check_sides(sides)
-    paths = compute_results(sweep)
-    for step in (lambda: compute_subspace(sweep, sides, base), lambda: compute_amplification(sweep, base),
-                 lambda: compute_spectrum(sweep, base)):
-        written = step()
-        paths += written
-        echo(f"wrote {', '.join(p.name for p in written)} …")
-    return paths
-
-
 # ---------------------------------------------------------------------------------------------
 # Cached: compute what is missing or stale
 
 
-def _compute(sweep: Path, command: str, sides: tuple[str, ...], base: str | None) -> list[Path]:
+def _compute(sweep: Path, command: str, sides: tuple[str, ...], base: str | None,
+             inputs: SweepInputs | None = None) -> list[Path]:
     if command == "subspace":
-        return compute_subspace(sweep, sides, base)
+        return compute_subspace(sweep, sides, base, inputs)
     if command == "amplify":
-        return compute_amplification(sweep, base)
+        return compute_amplification(sweep, base, inputs)
     if command == "spectrum":
-        return compute_spectrum(sweep, base)
+        return compute_spectrum(sweep, base, inputs)
     return compute_results(sweep)
 
 
-def stale(sweep: Path) -> dict[str, tuple[str, ...]]:
-    """{command: sides} of the commands whose tables are missing or out of date (φ: side A and
-    every other side already computed)."""
+def stale(sweep: Path, sides: Iterable[str] = ()) -> dict[str, tuple[str, ...]]:
+    """{command: sides} of the commands whose tables are missing or out of date (φ: side A, every
+    other side already computed, and `sides`)."""
     todo: dict[str, tuple[str, ...]] = {}
-    sides = tuple(dict.fromkeys(["A", *st.sides_computed(sweep, st.PHI)]))
+    sides = tuple(dict.fromkeys(["A", *st.sides_computed(sweep, st.PHI), *sides]))
     for name in st.TABLES:
         for side in (sides if name in st.SIDED else ("A",)):
             if not st.is_current(sweep, name, side):
@@ -143,12 +156,15 @@ def stale(sweep: Path) -> dict[str, tuple[str, ...]]:
     return todo
 
 
-def ensure_tables(sweep: Path, base: str | None = None, echo: Callable[[str], None] = print) -> list[Path]:
-    """Compute every table of the sweep that is missing or stale; return the paths written."""
-    paths = []
-    for command, sides in stale(sweep).items():
-        written = _compute(sweep, command, sides, base)
-        echo(f"wrote {', '.join(p.name for p in written)} …")
+def ensure_tables(sweep: Path, base: str | None = None, echo: Callable[[str], None] = print,
+                  sides: Iterable[str] = ()) -> list[Path]:
+    """Compute every table of the sweep that is missing or stale (and φ for `sides`), reading the
+    runs and W0 once for all of them; return the paths written."""
+    paths, inputs = [], SweepInputs(sweep, base)
+    for command, todo in stale(sweep, _check_sides(sides)).items():
+        echo(f"{command}: computing {', '.join(st.COMMAND_TABLES[command])} …")
+        written = _compute(sweep, command, todo, base, inputs)
+        echo(f"wrote {', '.join(p.name for p in written)}")
         paths += written
     return paths
 

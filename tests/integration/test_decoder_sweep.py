@@ -68,9 +68,9 @@ def test_decoder_cells_load_with_peft_on_the_causal_lm_with_identical_logits(dec
 
 
 def test_decoder_sweep_analysis_tables_label_mlp_matrices(decoder_sweep):
-    from lowrank_lab.workflow.sweep import analyze_sweep
+    from lowrank_lab.workflow.sweep import ensure_tables
 
-    paths = analyze_sweep(decoder_sweep, echo=lambda *_: None)
+    paths = ensure_tables(decoder_sweep, echo=lambda *_: None)
     tables = {p.stem: p for p in paths if p.suffix == ".csv"}
     amplification = pd.read_csv(next(p for name, p in tables.items() if "amplification" in name))
     assert {"up", "down", "qkv"} <= set(amplification["module"])

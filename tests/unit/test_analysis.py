@@ -16,7 +16,7 @@ from lowrank_lab.store import layout, runs, tensors
 from lowrank_lab.store import tables as st
 from lowrank_lab.analysis import sweep as sa
 from lowrank_lab.workflow import sweep as ws
-from lowrank_lab.maths.update import LowRankUpdate
+from lowrank_lab.maths.update import DenseUpdate, LowRankUpdate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,11 +85,11 @@ def test_amplification_table_equals_dense_recomputation_and_accepts_a_w0_callabl
 
 def test_spectrum_table_equals_svdvals_of_dense_delta_w(gen):
     u = _update(gen, 4)
-    table = an.spectrum_table(an.lowrank_spectra({"L0.q": u}))
+    table = an.spectrum_table(an.spectra({"L0.q": u}))
     dense = torch.linalg.svdvals(linalg.delta_w(u.A, u.B, u.scaling))[:4]
     torch.testing.assert_close(torch.tensor(table["sigma"].to_numpy()), dense)
     assert table["energy"].iloc[-1] == pytest.approx(1.0)
-    metrics = an.spectrum_metrics_table(an.lowrank_spectra({"L0.q": u})).iloc[0]
+    metrics = an.spectrum_metrics_table(an.spectra({"L0.q": u})).iloc[0]
     assert metrics["stable_rank"] == pytest.approx(float(dense.square().sum() / dense[0] ** 2))
 
 
@@ -106,7 +106,7 @@ def test_intruder_table_counts_match_a_dense_recount(gen):
 def test_eckart_young_lora_point_equals_dense_relative_error(gen):
     u = _update(gen, 3)
     D = torch.randn(12, 10, generator=gen, dtype=torch.float64)
-    table = an.eckart_young_table({"L0.q": D}, {"cell": {"L0.q": u}})
+    table = an.eckart_young_table({"L0.q": DenseUpdate("L0.q", "x", D, 10, "full")}, {"cell": {"L0.q": u}})
     point = table[table["source"] == "cell"].iloc[0]
     dense = torch.linalg.matrix_norm(D - u.scaling * u.B @ u.A) / torch.linalg.matrix_norm(D)
     assert point["k"] == 3 and point["rel_error"] == pytest.approx(float(dense))
@@ -150,16 +150,20 @@ def test_sweep_amplification_matches_the_run_and_base_weights_directly(analyzed)
 
 
 def test_full_fine_tuning_delta_is_trained_minus_base_weight(analyzed):
-    sweep_runs = runs.load_sweep(analyzed)
-    full = next(r for r in sweep_runs if r.spec.lora.method == "full")
-    base = sa.base_weights(sweep_runs, str(ROOT / "tests/fixtures/sweep/base"))
+    from lowrank_lab.store.models import load_base
+    from lowrank_lab.workflow.sweep import SweepInputs
+
+    inputs = SweepInputs(analyzed, str(ROOT / "tests/fixtures/sweep/base"))
+    full = next(r for r in inputs.runs if r.spec.lora.method == "full")
     weights = tensors.read_tensors(layout.weights_path(full.path))
-    deltas, w0s = sa.full_deltas(weights, base)
+    deltas = {label: u.delta_w() for label, u in inputs.full[full.path.name].items()}
+    encoder, _ = load_base(str(ROOT / "tests/fixtures/sweep/base"))  # W0 from the model itself, not the reader
+    layer = encoder.encoder.layer[1]
     W_ft = weights["encoder.layer.1.attention.output.dense.weight"]
-    torch.testing.assert_close(deltas["L1.o"], W_ft.double() - w0s["L1.o"])
+    torch.testing.assert_close(deltas["L1.o"], W_ft.double() - layer.attention.output.dense.weight.double())
     W_up, W_down = weights["encoder.layer.1.intermediate.dense.weight"], weights["encoder.layer.1.output.dense.weight"]
-    torch.testing.assert_close(deltas["L1.up"], W_up.double() - w0s["L1.up"])  # the MLP's matrices too
-    torch.testing.assert_close(deltas["L1.down"], W_down.double() - w0s["L1.down"])
+    torch.testing.assert_close(deltas["L1.up"], W_up.double() - layer.intermediate.dense.weight.double())  # MLP too
+    torch.testing.assert_close(deltas["L1.down"], W_down.double() - layer.output.dense.weight.double())
     assert list(deltas)[:6] == ["L0.q", "L0.k", "L0.v", "L0.o", "L0.up", "L0.down"]
     spectrum = st.read_table(analyzed, st.SPECTRUM)
     assert {"lora", "full"} <= set(spectrum["method"])
@@ -230,4 +234,4 @@ def test_analysis_tables_does_not_import_the_sweep_module():
 
     source = (ROOT / "lowrank_lab/analysis/tables.py").read_text()
     imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
-    assert "lowrank_lab.analysis.sweep" not in imported and "lowrank_lab.store.tables" in imported
+    assert "lowrank_lab.analysis.sweep" not in imported

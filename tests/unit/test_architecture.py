@@ -5,8 +5,12 @@ Homes, lowest first; a module may import its own home and the homes below it, ne
     spec → maths → model → store → train → analysis → present → workflow → (api, errors, the package)
 
 and the rules that keep each home what it claims to be: no import cycles; only ``store/`` names a
-file (a literal such as "summary.json"); ``analysis/`` and ``present/`` open no file; ``present/``
-never reaches torch, even indirectly; no module over 400 lines, no function over 60.
+file (a literal such as "summary.json"); ``analysis/`` and ``present/`` open no file, and
+``analysis/`` imports neither store's model loading nor its adapter reading (W0 and updates come in
+as objects); ``present/`` never reaches torch, even indirectly; no module over 400 lines, no
+function over 60. On top, cli/ calls only workflow, api and spec (each command one workflow call),
+figures/ only reads (store, present, workflow), and nothing in the package imports cli/, figures/
+or benchmarks/. Imports by ``importlib.import_module("lowrank_lab…")`` count as imports.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "lowrank_lab"
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "lowrank_lab"
+SCRIPTS = {"cli": ROOT / "cli", "figures": ROOT / "figures", "benchmarks": ROOT / "benchmarks"}
 HOMES = ("spec", "maths", "model", "store", "train", "analysis", "present", "workflow")
 TOP = len(HOMES)  # lowrank_lab/__init__.py, api.py, errors.py, __main__.py
 FILE_NAME = re.compile(r"^[\w.\-<>*]*\.(json|jsonl|safetensors|bin|csv|tsv|md|html|png|pdf|parquet|txt|toml|lock|gguf)$")
@@ -44,13 +50,17 @@ def layer(module: str) -> int:
 
 
 def imports(path: Path, known: set[str]) -> set[str]:
-    """Every lowrank_lab module that `path` imports, at module level or inside a function."""
+    """Every lowrank_lab module that `path` imports, at module level or inside a function, by an
+    import statement or by importlib.import_module("lowrank_lab…")."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names = [node.args[0].value]
         else:
             continue
         out |= {n for n in names if n in known and n.startswith("lowrank_lab")}
@@ -162,3 +172,47 @@ def test_modules_and_functions_are_small():
                 if n > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}() {n} lines")
     assert not long, "too long:\n" + "\n".join(long)
+
+
+def script_imports(home: str) -> dict[str, set[str]]:
+    """{file: the lowrank_lab modules it imports} for every Python file under cli/, figures/ or
+    benchmarks/."""
+    known = set(modules())
+    return {str(p.relative_to(ROOT)): imports(p, known) for p in sorted(SCRIPTS[home].rglob("*.py"))}
+
+
+def test_importlib_imports_are_seen(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text('import importlib\nimportlib.import_module("lowrank_lab.store.models")\n')
+    assert imports(probe, set(modules())) == {"lowrank_lab.store.models"}
+
+
+def test_cli_calls_only_workflow_api_and_spec():
+    allowed = ("lowrank_lab.workflow", "lowrank_lab.api", "lowrank_lab.spec", "lowrank_lab.errors")
+    found = script_imports("cli")
+    assert found, "no cli module scanned"
+    bad = [f"{f} → {m}" for f, deps in found.items() for m in deps if not m.startswith(allowed)]
+    assert not bad, "cli/ reaches past workflow:\n" + "\n".join(bad)
+
+
+def test_figure_scripts_only_read():
+    allowed = ("lowrank_lab.store", "lowrank_lab.present", "lowrank_lab.workflow", "lowrank_lab.spec")
+    bad = [f"{f} → {m}" for f, deps in script_imports("figures").items() for m in deps if not m.startswith(allowed)]
+    assert not bad, "figures/ computes instead of reading:\n" + "\n".join(bad)
+
+
+def test_no_package_module_imports_the_scripts():
+    tops = {"lowrank_lab_cli", "cli", "figures", "benchmarks"}
+    bad = [f"{m} → {n}" for m, path in modules().items() for n in third_party(path)
+           if n.split(".")[0] in tops and m != "lowrank_lab.__main__"]  # `python -m lowrank_lab` is the CLI
+    assert not bad, "the package imports its scripts:\n" + "\n".join(bad)
+    assert all(script_imports(home) is not None for home in SCRIPTS)  # every script parses
+
+
+def test_analysis_loads_no_model_and_reads_no_adapter():
+    forbidden = ("lowrank_lab.store.models", "lowrank_lab.store.adapters", "lowrank_lab.store.base_weights",
+                 "lowrank_lab.store.peft_format", "lowrank_lab.store.tensors", "lowrank_lab.store.runs.load_run",
+                 "lowrank_lab.store.runs.load_sweep")
+    bad = [f"{m} → {d}" for m, deps in graph().items() if layer(m) == HOMES.index("analysis")
+           for d in deps if d.startswith(forbidden)]
+    assert not bad, "analysis/ loads models or reads adapters (store and workflow do that):\n" + "\n".join(bad)

@@ -22,7 +22,8 @@ from lowrank_lab.store import tables as st
 from lowrank_lab.analysis import external
 from lowrank_lab.workflow import external as wx
 from lowrank_lab.maths import linalg  # noqa: E402
-from lowrank_lab.store.adapters import ExternalAdapter, load_all, load_external  # noqa: E402
+from lowrank_lab.store.adapters import load_all, load_external  # noqa: E402
+from lowrank_lab.store.external_adapter import ExternalAdapter  # noqa: E402
 from lowrank_lab.maths.update import LowRankUpdate  # noqa: E402
 from tests.unit.test_adapters import _lora_modules, _make  # noqa: E402
 
@@ -98,7 +99,7 @@ def test_compare_distances_and_phi_match_dense(two):
         diff = _dense(ua) - _dense(ub)
         assert row["frobenius"] == pytest.approx(float(diff.norm()), rel=1e-9)
         assert row["spectral"] == pytest.approx(float(torch.linalg.matrix_norm(diff, ord=2)), rel=1e-9)
-        V1, V2 = an.basis(ua), an.basis(ub)
+        V1, V2 = ua.basis(), ub.basis()
         assert row["phi"] == pytest.approx(float((V1.mT @ V2).square().sum() / min(ua.r, ub.r)), abs=1e-9)
         # φ(r1, r2) = 1 − d²/p with d the projection distance (Hu et al. 2021, App. G)
         assert row["phi"] == pytest.approx(1 - row["projection"] ** 2 / min(ua.r, ub.r), abs=1e-9)
@@ -126,7 +127,7 @@ def test_dora_is_analysed_as_its_dense_effective_delta(tmp_path):
     metrics = tables[st.SPECTRUM_METRICS].set_index("label")
     amp = tables[st.AMPLIFICATION].set_index("label")
     for label in ext.updates:
-        D = ext.dense_delta[label].double()
+        D = ext.updates[label].delta_w().double()
         assert metrics.loc[label, "kind"] == "dora"
         assert metrics.loc[label, "n_sigma"] == min(D.shape)  # the dense spectrum, not r values
         assert metrics.loc[label, "frobenius"] == pytest.approx(float(D.norm()), rel=1e-6)

@@ -1,4 +1,4 @@
-"""Closed forms and invariants for lowrank_lab.linalg (style guide principle 9)."""
+"""Closed forms and invariants for lowrank_lab.maths.linalg and the update value objects built on it."""
 
 import math
 
@@ -7,10 +7,8 @@ import torch
 
 from lowrank_lab.maths.linalg import (
     amplification,
-    delta_distance,
     delta_w,
     factored_svd,
-    frobenius_inner,
     grassmann_distance,
     phi_grid,
     principal_angles,
@@ -35,7 +33,14 @@ from lowrank_lab.maths.spectrum import (
     spectrum_metrics,
 )
 
+from lowrank_lab.maths.distances import delta_distance, frobenius_inner, frobenius_inner_factors
+from lowrank_lab.maths.update import LowRankUpdate
+
 F64 = torch.float64
+
+
+def upd(A, B, scaling):
+    return LowRankUpdate("L0.q", "m", A, B, scaling)
 
 
 @pytest.fixture
@@ -258,13 +263,13 @@ def test_amplification_of_rank_one_update_is_sigma_over_abs_c(gen):
     W0 = randn(24, 18, generator=gen)
     sigma, scaling = 3.0, 0.5
     A, B, c = rank_one_update(W0, sigma, scaling, gen)
-    out = amplification(W0, A, B, scaling, generator=gen)
+    out = amplification(W0, upd(A, B, scaling), generator=gen)
     assert out["norm_delta_w"] == pytest.approx(sigma, rel=1e-12)
     assert out["proj_delta_w"] == pytest.approx(abs(c), rel=1e-10)
     assert out["amplification"] == pytest.approx(sigma / abs(c), rel=1e-10)
     assert out["norm_w0"] == pytest.approx(float(torch.linalg.matrix_norm(W0)))
-    flipped = amplification(W0, -A, -B, scaling, generator=gen)  # u → −u, v → −v
-    one_flip = amplification(W0, A, -B, scaling, generator=gen)  # ΔW → −ΔW
+    flipped = amplification(W0, upd(-A, -B, scaling), generator=gen)  # u → −u, v → −v
+    one_flip = amplification(W0, upd(A, -B, scaling), generator=gen)  # ΔW → −ΔW
     assert flipped["amplification"] == pytest.approx(out["amplification"], rel=1e-12)
     assert one_flip["amplification"] == pytest.approx(out["amplification"], rel=1e-12)
 
@@ -272,7 +277,7 @@ def test_amplification_of_rank_one_update_is_sigma_over_abs_c(gen):
 def test_amplification_norm_delta_w_includes_scaling(gen):
     W0 = randn(16, 12, generator=gen)
     A, B = lora_factors(16, 12, 3, gen)
-    one, two = amplification(W0, A, B, 1.0), amplification(W0, A, B, 2.0)
+    one, two = amplification(W0, upd(A, B, 1.0)), amplification(W0, upd(A, B, 2.0))
     assert two["norm_delta_w"] == pytest.approx(2 * one["norm_delta_w"])
     assert two["proj_delta_w"] == pytest.approx(one["proj_delta_w"])
 
@@ -280,7 +285,7 @@ def test_amplification_norm_delta_w_includes_scaling(gen):
 def test_proj_w0_is_top_r_energy_and_bounds_other_projections(gen):
     W0 = randn(30, 20, generator=gen)
     A, B = lora_factors(30, 20, 3, gen)
-    out = amplification(W0, A, B, 1.0, generator=gen)
+    out = amplification(W0, upd(A, B, 1.0), generator=gen)
     S0 = torch.linalg.svdvals(W0)
     assert out["proj_w0"] == pytest.approx(float(S0[:3].square().sum().sqrt()), rel=1e-12)
     assert out["proj_delta_w"] <= out["proj_w0"] and out["proj_random"] <= out["proj_w0"]
@@ -385,18 +390,19 @@ def test_delta_distance_matches_dense(gen):
     A1, B1 = torch.randn(3, k, generator=gen, dtype=torch.float64), torch.randn(d, 3, generator=gen, dtype=torch.float64)
     A2, B2 = torch.randn(5, k, generator=gen, dtype=torch.float64), torch.randn(d, 5, generator=gen, dtype=torch.float64)
     D1, D2 = delta_w(A1, B1, 0.5), delta_w(A2, B2, -2.0)
-    got = delta_distance(A1, B1, 0.5, A2, B2, -2.0)
+    got = delta_distance(upd(A1, B1, 0.5), upd(A2, B2, -2.0))
     assert got["frobenius"] == pytest.approx(float(torch.linalg.matrix_norm(D1 - D2)), rel=1e-12)
     assert got["spectral"] == pytest.approx(float(torch.linalg.matrix_norm(D1 - D2, ord=2)), rel=1e-12)
     assert got["relative_frobenius"] == pytest.approx(float(torch.linalg.matrix_norm(D1 - D2) / torch.linalg.matrix_norm(D1)))
     assert got["cosine"] == pytest.approx(float((D1 * D2).sum() / D1.norm() / D2.norm()), abs=1e-12)
-    assert frobenius_inner(A1, B1, 0.5, A2, B2, -2.0) == pytest.approx(float((D1 * D2).sum()), rel=1e-12)
+    assert frobenius_inner_factors(A1, B1, 0.5, A2, B2, -2.0) == pytest.approx(float((D1 * D2).sum()), rel=1e-12)
+    assert frobenius_inner(upd(A1, B1, 0.5), upd(A2, B2, -2.0)) == frobenius_inner_factors(A1, B1, 0.5, A2, B2, -2.0)
 
 
 def test_delta_distance_of_a_reparametrised_update_is_zero(gen):
     A, B = torch.randn(4, 20, generator=gen, dtype=torch.float64), torch.randn(30, 4, generator=gen, dtype=torch.float64)
     Q, _ = torch.linalg.qr(torch.randn(4, 4, generator=gen, dtype=torch.float64))
-    got = delta_distance(A, B, 1.0, Q.mT @ A * 2, B @ Q, 0.5)  # same ΔW, other factors
+    got = delta_distance(upd(A, B, 1.0), upd(Q.mT @ A * 2, B @ Q, 0.5))  # same ΔW, other factors
     assert got["frobenius"] < 1e-12 * torch.linalg.matrix_norm(B @ A) and got["cosine"] == pytest.approx(1.0)
 
 
@@ -425,9 +431,9 @@ def test_amplification_with_randomized_or_given_w0_svd_matches_dense(gen):
     V, _ = torch.linalg.qr(randn(k, k, generator=gen))
     W0 = (U * 0.8 ** torch.arange(k, dtype=F64)) @ V.mT  # decaying spectrum: randomized is exact
     A, B = lora_factors(d, k, r, gen)
-    dense = amplification(W0, A, B, 0.5, torch.Generator().manual_seed(1))
-    fast = amplification(W0, A, B, 0.5, torch.Generator().manual_seed(1), w0_svd="randomized")
-    given = amplification(W0, A, B, 0.5, torch.Generator().manual_seed(1), w0_top=torch.linalg.svd(W0))
+    dense = amplification(W0, upd(A, B, 0.5), torch.Generator().manual_seed(1))
+    fast = amplification(W0, upd(A, B, 0.5), torch.Generator().manual_seed(1), w0_svd="randomized")
+    given = amplification(W0, upd(A, B, 0.5), torch.Generator().manual_seed(1), w0_top=torch.linalg.svd(W0))
     assert given == pytest.approx(dense, rel=1e-12)
     for key in ("proj_delta_w", "proj_w0", "norm_w0", "norm_delta_w", "amplification"):
         assert fast[key] == pytest.approx(dense[key], rel=1e-8), key
@@ -438,6 +444,6 @@ def test_amplification_rejects_too_few_w0_singular_values_and_unknown_svd(gen):
     W0, (A, B) = randn(20, 10, generator=gen), lora_factors(20, 10, 3, gen)
     U, S, Vh = torch.linalg.svd(W0, full_matrices=False)
     with pytest.raises(ValueError, match="holds 2 singular values of W0, need r=3"):
-        amplification(W0, A, B, 1.0, w0_top=(U[:, :2], S[:2], Vh[:2]))
+        amplification(W0, upd(A, B, 1.0), w0_top=(U[:, :2], S[:2], Vh[:2]))
     with pytest.raises(ValueError, match="w0_svd='qr'"):
-        amplification(W0, A, B, 1.0, w0_svd="qr")
+        amplification(W0, upd(A, B, 1.0), w0_svd="qr")

@@ -5,18 +5,16 @@ import pandas as pd
 import torch
 
 from lowrank_lab.analysis import sweep as sa
-from lowrank_lab.store import runs
-from lowrank_lab.workflow.sweep import full_weights
+from lowrank_lab.workflow.sweep import SweepInputs
 
 
 def _tables(sweep, threads: int) -> dict[str, pd.DataFrame]:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        sweep_runs = runs.load_sweep(sweep)
-        base = sa.base_weights(sweep_runs)
-        tables = sa.spectrum_frames(sweep_runs, base, full_weights(sweep_runs))
-        tables["amplification"] = sa.amplification_frame(sweep_runs, base)
+        inputs = SweepInputs(sweep)
+        tables = sa.spectrum_frames(inputs.runs, inputs.W0, inputs.full)
+        tables["amplification"] = sa.amplification_frame(inputs.runs, inputs.W0)
         return tables
     finally:
         torch.set_num_threads(before)
@@ -30,9 +28,9 @@ def test_threaded_tables_equal_sequential(analyzed):
 
 
 def test_map_runs_keeps_order_and_restores_threads(analyzed):
-    sweep_runs = sa.lora_runs(runs.load_sweep(analyzed))
-    base = sa.base_weights(sweep_runs)
+    inputs = SweepInputs(analyzed)
+    sweep_runs = sa.lora_runs(inputs.runs)
     torch.set_num_threads(3)
-    names = sa.map_runs(lambda run: run.path.name, sweep_runs, base)
+    names = sa.map_runs(lambda run: run.path.name, sweep_runs, inputs.W0)
     assert names == [run.path.name for run in sweep_runs] and len(names) > 1
     assert torch.get_num_threads() == 3

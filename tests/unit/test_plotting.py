@@ -11,7 +11,7 @@ import pytest
 from lowrank_lab.present import curves, plotting
 from lowrank_lab.present import select as sel
 from lowrank_lab.present.select import pooled
-from lowrank_lab.store.figures import save_figure
+from lowrank_lab.store import figures as out
 
 
 @pytest.mark.parametrize("module", ["lowrank_lab.present.plotting", "lowrank_lab.present.curves",
@@ -39,7 +39,7 @@ def test_phi_heatmap_puts_i_1_on_top_and_blanks_the_upper_triangle():
 
 def test_save_figure_writes_png_and_pdf(tmp_path):
     fig, _ = plotting.plt.subplots()
-    paths = save_figure(fig, "x", tmp_path / "out")
+    paths = out.write_outputs(tmp_path / "out", {out.figure_file("x", fmt): data for fmt, data in out.figure_bytes(fig).items()})
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
 
 
