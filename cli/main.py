@@ -136,6 +136,76 @@ def spectrum(sweep: Path, base_model: str | None) -> None:
     _echo_paths(compute_spectrum(sweep, base_model))
 
 
+def _lambdas(ctx: click.Context, param: click.Parameter, text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give comma-separated numbers, e.g. 1,0.5,0", ctx, param) from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values) or 1.0 not in values:
+        raise click.BadParameter(f"{text!r}: each λ in [0, 1], and 1 (the adapter itself) among them", ctx, param)
+    return values
+
+
+EVAL_DEVICE = click.option("--device", default="cpu", show_default=True, help="Device of the evaluation (cpu, cuda, cuda:N).")
+EVAL_BATCH = click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+                          help="Dev examples per cell in one packed forward pass.")
+
+
+@cli.command()
+@SWEEP
+@BASE_MODEL
+@user_errors
+def dynamics(sweep: Path, base_model: str | None) -> None:
+    """How ΔW's subspaces form during training, from the factor snapshots (train.snapshot_every):
+    φ(A_t, A_final), φ between ranks and seeds at each snapshot beside their random baselines,
+    ‖ΔW_t‖_F, stable and effective rank, rank_90 and intruders against the step."""
+    from lowrank_lab.workflow.dynamics import compute_dynamics
+
+    _echo_paths(compute_dynamics(sweep, base_model, echo=click.echo))
+
+
+@cli.command()
+@SWEEP
+@BASE_MODEL
+@EVAL_DEVICE
+@EVAL_BATCH
+@user_errors
+def truncate(sweep: Path, base_model: str | None, device: str, batch_size: int) -> None:
+    """Eckart–Young: each LoRA ΔW truncated to k = 0, 1, 2, 4, … r directions and full fine-tuning's
+    dense ΔW to k = 0 … 256 (and each matrix's rank_90); the dev metric and loss of W0 + ΔW_k, all
+    truncations of a cell in one packed pass; the smallest k within 0.5 points, medians over seeds."""
+    from lowrank_lab.workflow.truncate import compute_truncation
+
+    _echo_paths(compute_truncation(sweep, base_model, device, batch_size, echo=click.echo))
+
+
+@cli.command()
+@SWEEP
+@BASE_MODEL
+@click.option("--general", default=None, metavar="TASK",
+              help="Text never trained on, as a data.task name (default: vader-nyt; vader-amazon after NYT).")
+@click.option("--general-path", default=None, metavar="PATH", help="data.path of the --general task (a file for 'file').")
+@click.option("--max-general", default=400, show_default=True, type=click.IntRange(min=1),
+              help="Sentences of the general text used.")
+@click.option("--lambdas", default="1,0.75,0.5,0.25,0", show_default=True, callback=_lambdas,
+              help="Scales λ of the intruder directions, comma-separated, 1 among them.")
+@click.option("--r", "ranks", multiple=True, type=click.IntRange(min=1),
+              help="Only the LoRA cells of this rank (repeatable; default: every rank).")
+@EVAL_DEVICE
+@EVAL_BATCH
+@user_errors
+def mitigate(sweep: Path, base_model: str | None, general: str | None, general_path: str | None, max_general: int,
+             lambdas: tuple[float, ...], ranks: tuple[int, ...], device: str, batch_size: int) -> None:
+    """Intruder dimensions (of W0 + ΔW, Shuttleworth et al. 2024, and of ΔW alone) scaled by λ: the
+    dev metric and forgetting (a decoder's next-token loss on --general text minus the base's, an
+    encoder's drift of its sentence vectors) for each λ, the trade-off, and Spearman's ρ of intruder
+    count against forgetting across cells."""
+    from lowrank_lab.workflow.mitigate import compute_mitigation
+
+    _echo_paths(compute_mitigation(sweep, base_model, general, general_path, max_general, lambdas, device, batch_size,
+                                   ranks or None, echo=click.echo))
+
+
 @cli.command()
 @SWEEP
 @user_errors

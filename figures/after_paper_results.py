@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lowrank_lab.maths import stats
+from lowrank_lab.workflow import stats
 from lowrank_lab.store import tables as st
 
 ROOT = Path(__file__).resolve().parent

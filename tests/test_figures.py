@@ -69,7 +69,8 @@ NLG_ENTRIES = ("table3_nlg",)  # from a decoder sweep on E2E-format data
 
 @pytest.mark.parametrize("entry", registry.ENTRIES, ids=lambda e: e.name)
 def test_every_entry_renders_through_its_script(entry, request, tmp_path):
-    fixture = "lr_analyzed" if entry.name in LR_ENTRIES else "e2e_analyzed" if entry.name in NLG_ENTRIES else "analyzed"
+    fixture = ("lr_analyzed" if entry.name in LR_ENTRIES else "e2e_analyzed" if entry.name in NLG_ENTRIES
+               else "after_paper_analyzed" if entry in registry.AFTER_PAPER else "analyzed")
     sweep = request.getfixturevalue(fixture)
     module = runpy.run_path(str(ROOT / "figures" / f"{entry.name}.py"))
     module["main"]([str(sweep), "--out", str(tmp_path)])

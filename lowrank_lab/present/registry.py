@@ -10,62 +10,18 @@ cells it needs, and ``skip_note`` says how to get them. No torch, no file.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-
 import pandas as pd
 
 from lowrank_lab.analysis import learning_rate as lr
 from lowrank_lab.maths.nlg_metrics import E2E_METRICS, caption as nlg_caption
-from lowrank_lab.present import curves, lr_figures, plotting, tables
+from lowrank_lab.present import after_paper, curves, lr_figures, plotting, tables
+from lowrank_lab.present.entry import SIDE_TEXT, Entry, Frames, View  # noqa: F401 (the registry's types)
 from lowrank_lab.present.select import MissingData, spread_layers
-from lowrank_lab.store.tables import (AMPLIFICATION, ECKART_YOUNG, INTRUDERS, LEARNING_CURVES, PHI, PHI_W0, RESULTS,
-                                      SPECTRUM, SPECTRUM_METRICS)
+from lowrank_lab.store.tables import (AMPLIFICATION, DYNAMICS_PHI, DYNAMICS_SPECTRUM, ECKART_YOUNG, INTRUDERS,
+                                      LEARNING_CURVES, MITIGATION_CORRELATION, MITIGATION_TRADEOFF, PHI, PHI_W0,
+                                      RESULTS, SPECTRUM, SPECTRUM_METRICS, TRUNCATION, TRUNCATION_MEDIANS)
 
-Frames = Mapping[str, pd.DataFrame]
 RERUN = "then run `lowrank-lab report SWEEP` (it computes the missing tables)"
-
-
-# The φ side each figure can show (store.tables.SIDES), in words for the captions.
-SIDE_TEXT = {"A": "side A: right singular vectors of A, the paper's choice (§7.2)",
-             "B": "side B: left singular vectors of B (the paper's footnote 7)",
-             "dW_right": "side dW_right: right singular vectors of ΔW",
-             "dW_left": "side dW_left: left singular vectors of ΔW"}
-
-
-@dataclass(frozen=True)
-class View:
-    """What to show of a sweep: the layer (None: each entry's default, the middle one) and the φ side."""
-
-    layer: int | None = None
-    side: str = "A"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Entry:
-    """One figure or table. `name` is its file stem (fig3_phi_ranks.png, table6_rank_by_target.md)."""
-
-    name: str
-    paper: str  # its name in the paper: "Figure 3", "Table 7", "App. H.4"; or the source it follows
-    title: str
-    kind: str  # "figure" or "table"
-    needs: tuple[str, ...]  # cached analysis tables (store.tables names) it is drawn from
-    draw: Callable[..., object] = field(repr=False)
-    caption: str  # what is plotted: layer, matrices, side, what is pooled, what a band is
-    skip_note: str  # how to get it when the sweep lacks its cells
-    paper_note: str = ""  # the paper's statement to compare with
-    paper_table: pd.DataFrame | None = field(default=None, repr=False, compare=False)  # same units as ours
-
-    def caption_for(self, view: View = View()) -> str:
-        """The caption, naming the φ side shown."""
-        return self.caption.replace("{side}", SIDE_TEXT.get(view.side, f"side {view.side}"))
-
-    def render(self, frames: Frames, view: View = View()):
-        """The figure or display table; MissingData when there is nothing to show."""
-        out = self.draw(frames, view)
-        if isinstance(out, pd.DataFrame) and out.empty:
-            raise MissingData(f"the sweep has no cells for {self.paper}")
-        return out
 
 
 def _layers(layer: int | None) -> list[int] | None:
@@ -372,7 +328,57 @@ TABLES: tuple[Entry, ...] = (
           paper_note="Schulman et al. 2025: the LoRA / full fine-tuning ratio of best learning rates is about 10."),
 )
 
-ENTRIES: tuple[Entry, ...] = FIGURES + TABLES
+
+DYNAMICS_NOTE = ("set train.snapshot_every (e.g. 10) and rerun `lowrank-lab rank-sweep` into a new sweep.name, "
+                 "then run `lowrank-lab dynamics SWEEP`")
+MEDIAN_CI = "medians over seeds with their percentile bootstrap 95% intervals (n = 1: no interval)"
+
+# After the paper (issue 28): how ΔW forms, how much of its rank the task uses, what intruders cost.
+AFTER_PAPER: tuple[Entry, ...] = (
+    Entry(name="fig_dynamics", paper="After the paper: training dynamics", title="How ΔW's subspaces form during training",
+          kind="figure", needs=(DYNAMICS_PHI, DYNAMICS_SPECTRUM),
+          draw=lambda f, v: after_paper.dynamics_figure(f[DYNAMICS_PHI], f[DYNAMICS_SPECTRUM]),
+          caption="Against the training step, one line per r (the median over every layer, adapted matrix and "
+                  "seed; band: interquartile range): φ(A_t, A_final) over the whole subspaces; φ between each rank "
+                  "and the largest at one seed, and between two seeds at one rank, their random baselines (mean of "
+                  "200 Haar pairs) dashed; ‖ΔW_t‖_F (α/r included), its stable rank, and the intruders among the "
+                  "top 10 singular vectors of W0 + ΔW_t at ε = 0.5; side A (right singular vectors of A).",
+          skip_note=DYNAMICS_NOTE,
+          paper_note="The paper (§7) analyses finished adapters only; at step 0 every φ must sit at its random "
+                     "baseline (independent initial A's)."),
+    Entry(name="fig_truncation", paper="After the paper: Eckart–Young truncation", title="Metric of W0 + ΔW_k against k",
+          kind="figure", needs=(TRUNCATION,), draw=lambda f, v: after_paper.truncation_figure(f[TRUNCATION]),
+          caption="The dev metric of W0 + ΔW_k, ΔW_k the best rank-k approximation of each adapted matrix's ΔW (the "
+                  "same k in every matrix; k = 0 is W0 with the cell's trained head), one line per LoRA rank and "
+                  "for full fine-tuning (its dense ΔW of every attention and MLP matrix; its other trained weights "
+                  "kept), the median over seeds and the band min–max; right: the fraction of Σ‖ΔW‖_F² kept.",
+          skip_note="run `lowrank-lab truncate SWEEP`; for the full fine-tuning line add sweep.baselines = [\"full\"]",
+          paper_note="Eckart–Young: ΔW_k is the closest rank-k update, with relative error sqrt(1 − energy); "
+                     "Biderman et al. 2024: full fine-tuning's ΔW needs 10–100× LoRA's rank for 90% energy."),
+    Entry(name="fig_tradeoff", paper="Shuttleworth et al. 2024, Fig. 8", title="Intruder dimensions scaled by λ: task against forgetting",
+          kind="figure", needs=(MITIGATION_TRADEOFF,), draw=lambda f, v: after_paper.tradeoff_figure(f[MITIGATION_TRADEOFF]),
+          caption="Every intruder direction (top 10 singular vectors, ε = 0.5) of every adapted matrix scaled by λ = 1 "
+                  "… 0: the dev metric against forgetting (decoder: next-token loss on general text minus the base's; "
+                  "encoder: drift of the pooled sentence vectors from the base's), one line per r, left: intruders of "
+                  f"W0 + ΔW (Shuttleworth et al.'s), right: of ΔW alone; {MEDIAN_CI}.",
+          skip_note="run `lowrank-lab mitigate SWEEP` (it needs W0 and text the sweep never trained on: --general)",
+          paper_note="Shuttleworth et al. 2024: scaling intruder dimensions down lowers forgetting at a small cost "
+                     "in task accuracy; more intruders, more forgetting."),
+    Entry(name="table_truncation_k", paper="After the paper: smallest rank k", title="Smallest k within 0.5 points",
+          kind="table", needs=(TRUNCATION_MEDIANS,), draw=lambda f, v: after_paper.truncation_k_table(f[TRUNCATION_MEDIANS]),
+          caption="Per method and rank r: the smallest k (of 0, 1, 2, 4, …) whose truncated ΔW_k keeps the dev metric "
+                  f"within 0.5 points of the untruncated one; {MEDIAN_CI}.",
+          skip_note="run `lowrank-lab truncate SWEEP`"),
+    Entry(name="table_tradeoff", paper="Shuttleworth et al. 2024, trade-off", title="Task metric and forgetting per λ",
+          kind="table", needs=(MITIGATION_TRADEOFF, MITIGATION_CORRELATION),
+          draw=lambda f, v: after_paper.tradeoff_table(f[MITIGATION_TRADEOFF], f[MITIGATION_CORRELATION]),
+          caption="Per intruder definition, r and λ: the median intruder count, metric and forgetting (as in "
+                  f"fig_tradeoff), {MEDIAN_CI}; beside each definition Spearman's ρ of intruder count against "
+                  "forgetting across cells at λ = 1 with its permutation p-value.",
+          skip_note="run `lowrank-lab mitigate SWEEP`"),
+)
+
+ENTRIES: tuple[Entry, ...] = FIGURES + TABLES + AFTER_PAPER
 
 
 def entry(name: str) -> Entry:

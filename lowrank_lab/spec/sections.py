@@ -249,15 +249,13 @@ class TrainSpec:
     data_seed: int | None = None
     # Evaluate this many times per epoch (the best evaluation is kept, as the paper reports).
     evals_per_epoch: int = 1
-    # Log every cell's mean training loss every this many steps in metrics.jsonl (its learning
-    # curve); 0: only at evaluations.
+    # Each cell's mean training loss in metrics.jsonl every this many steps (its learning curve); 0: off.
     log_every: int = 10
     # Write a resume checkpoint every this many steps (and at every evaluation).
     checkpoint_every: int = 200
     # ... and every this many seconds, so a kill or Ctrl-C loses at most this much of a pack's work.
     checkpoint_seconds: float = 60.0
-    # Save every cell's factors A, B (and head) every this many steps, at step 0 and at the last
-    # step, in <cell>/snapshots/ (safetensors; ``lowrank-lab dynamics``); 0: off.
+    # Save each cell's A, B and head at step 0, every this many steps and the last (lowrank-lab dynamics); 0: off.
     snapshot_every: int = 0
     # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
@@ -287,15 +285,12 @@ class TrainSpec:
         for name in ("epochs", "batch_size", "evals_per_epoch", "checkpoint_every", "checkpoint_seconds"):
             if getattr(self, name) <= 0:
                 raise SpecError(f"train.{name}={getattr(self, name)}: must be positive")
-        if self.snapshot_every < 0:
-            raise SpecError(f"train.snapshot_every={self.snapshot_every}: must be 0 (off) or a number of steps")
         bad = [v for v in self.report_to if v not in REPORTERS]
         if bad or len(set(self.report_to)) != len(self.report_to):
             raise SpecError(f"train.report_to={list(self.report_to)}: give distinct values among {', '.join(REPORTERS)}")
-        if self.log_every < 0:
-            raise SpecError(f"train.log_every={self.log_every}: must be 0 (off) or a number of steps")
-        if self.group_by_length < 0:
-            raise SpecError(f"train.group_by_length={self.group_by_length}: must be 0 (off) or a number of batches")
+        for name, unit in (("log_every", "steps"), ("snapshot_every", "steps"), ("group_by_length", "batches")):
+            if getattr(self, name) < 0:
+                raise SpecError(f"train.{name}={getattr(self, name)}: must be 0 (off) or a number of {unit}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise SpecError(f"train.max_steps={self.max_steps}: must be positive or unset")
         if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):

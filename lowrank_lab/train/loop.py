@@ -31,20 +31,9 @@ from lowrank_lab.train.data import LOWER_IS_BETTER, Task
 from lowrank_lab.train.distributed import all_reduce_mean_
 from lowrank_lab.train.activations import checkpoint_layers
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
+from lowrank_lab.train.optim import lr_lambda  # noqa: F401 (the schedule; benchmarks import it from here)
 from lowrank_lab.train.pack import GradBuffers, Pack, clip_per_cell, make_optimizer, set_precision
 from lowrank_lab.maths.metrics import compute_metrics
-
-
-def lr_lambda(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
-    """Linear warm-up over warmup_ratio·total steps, then linear decay to 0."""
-    warmup = int(math.ceil(warmup_ratio * total_steps))
-
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return f
 
 
 def loss_per_cell(logits: Tensor, labels: Tensor, K: int, regression: bool) -> Tensor:
@@ -168,8 +157,7 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
                *, start_step: int = 0, resume: dict | None = None, states: list[CellState] | None = None,
                on_eval: Callable[[int, dict], None] | None = None, on_log: Callable[[int, dict], None] | None = None,
                on_checkpoint: Callable | None = None, on_snapshot: Callable[[int], None] | None = None,
-               stop: StopRequest | None = None,
-               progress=None, shard: tuple[int, int] = (0, 1), meter: StepMeter | None = None,
+               stop: StopRequest | None = None, progress=None, shard: tuple[int, int] = (0, 1), meter: StepMeter | None = None,
                validation: Encoded | None = None) -> list[CellState]:
     """Train every cell of `pack` for the spec's epochs (or max_steps), evaluating
     evals_per_epoch times an epoch. ``on_eval(n, record)`` is called for each cell's evaluation

@@ -11,7 +11,7 @@ AdamW runs. AdamW's moments are elementwise, so slices never interact.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -66,3 +66,14 @@ class CellAdamW(torch.optim.Optimizer):
         denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(group["eps"])
         p.sub_(eta / (1 - beta1 ** t) * m / denom)
 
+
+def lr_lambda(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    """Linear warm-up over warmup_ratio·total steps, then linear decay to 0."""
+    warmup = int(math.ceil(warmup_ratio * total_steps))
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return f

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-from lowrank_lab.store import checkpoints, files, layout, peft_format, snapshots
-from lowrank_lab.store import tensors as tensors_io
+from lowrank_lab.store import checkpoints, files, layout, snapshots
 from lowrank_lab.store.records import CellSummary, PackInfo, TrainableParameters
-from lowrank_lab.spec import (ADAPTER_METHODS, CellSpec, ExperimentSpec, SpecError, expand_sweep, kind_order,
+from lowrank_lab.spec import (CellSpec, ExperimentSpec, SpecError, expand_sweep, kind_order,
                               needs_model_kinds)
 from lowrank_lab.store.wordnet import wordnet_reader
 from lowrank_lab.train.causal import causal_dev, causal_encoded
@@ -30,13 +29,13 @@ from lowrank_lab.train.data import load_task
 from lowrank_lab.train.distributed import World, close, device_for, init_world, share
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
 from lowrank_lab.model.lora import base_shape
-from lowrank_lab.model.base import CLASSIFIER_PREFIX, find_targets
-from lowrank_lab.store.models import config_model, default_pooling, load_model, model_kinds, portable_name
-from lowrank_lab.maths.update import LowRankUpdate
+from lowrank_lab.model.base import find_targets
+from lowrank_lab.store.models import config_model, default_pooling, load_model, model_kinds
 from lowrank_lab.train.batches import encode, resolve_device
 from lowrank_lab.train.loop import CellState, StepMeter, StepPlan, train_pack
-from lowrank_lab.train.pack import Pack, build_pack, cell_slices, trainable_parameters
+from lowrank_lab.train.pack import Pack, build_pack, trainable_parameters
 from lowrank_lab.train.plan import FROZEN_BASE, data_tokens, element_bytes, pack_id, size_text, sweep_plan
+from lowrank_lab.train.saving import save_cell, save_snapshot  # noqa: F401 (save_cell: callers import it from here)
 from lowrank_lab.train.progress import cell_progress, step_progress
 
 
@@ -295,10 +294,7 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
 
     def on_snapshot(step: int) -> None:
         for n, d in enumerate(run.dirs):
-            if cells[n].lora.method == "lora":
-                tensors = _cell_tensors(pack, n)
-                head = {} if pack.decoder else {"weight": tensors["head.weight"], "bias": tensors["head.bias"]}
-                snapshots.write_snapshot(d, step, _lora_updates(pack, n, tensors), head)
+            save_snapshot(d, pack, n, step)
 
     bar = step_progress(run.total, run.start_step, f"pack of {len(cells)}")
     if device.type == "cuda":
@@ -341,46 +337,6 @@ def _write_summaries(run: PackRun, states: list[CellState], meter: StepMeter, se
             examples_per_second=steps * b / seconds if seconds else None,
             pack_examples_per_second=steps * b * K / seconds if seconds else None,
             throughput=asdict(meter), peak_gpu_memory_gib=peak, data=data, provenance=provenance))
-
-
-def save_cell(folder: Path, pack: Pack, n: int, base_model: str) -> None:
-    """Save cell n as it is now: a PEFT adapter (LoRA) with its head beside it, or its trained
-    weights (full, BitFit). The adapter's paths are the plain base model's (our Classifier's
-    ``encoder.`` removed), so PEFT loads it on ``AutoModel.from_pretrained(base_model)``; a decoder's
-    are the causal LM's (task_type CAUSAL_LM, no head), for ``AutoModelForCausalLM``."""
-    cell = pack.cells[n]
-    tensors = _cell_tensors(pack, n)
-    head = {} if pack.decoder else {"weight": tensors.pop("head.weight"), "bias": tensors.pop("head.bias")}
-    if cell.lora.method in ADAPTER_METHODS:  # a PEFT prefix adapter, or bottleneck adapters; the head beside
-        peft_format.save_adapter_set(folder, pack.adapters, n, base_model=portable_name(base_model),
-                                     revision=cell.model.revision, task_type="CAUSAL_LM" if pack.decoder else "FEATURE_EXTRACTION")
-        if not pack.decoder:
-            peft_format.save_head(folder, head["weight"], head["bias"], pooling=pack.model.pooling)
-        return
-    if cell.lora.method != "lora":
-        weights = {k.removeprefix("model."): v for k, v in tensors.items()}
-        tensors_io.write_tensors(layout.weights_path(folder), {**weights, **{f"head.{k}": v for k, v in head.items()}})
-        return
-    lora = cell.lora
-    peft_format.save_adapter(layout.adapter_dir(folder), _lora_updates(pack, n, tensors), base_model=portable_name(base_model),
-                             revision=cell.model.revision, alpha=lora.alpha, scaling_rule=lora.scaling_rule,
-                             init=lora.init, dropout=lora.dropout,
-                             task_type="CAUSAL_LM" if pack.decoder else "FEATURE_EXTRACTION")
-    if not pack.decoder:
-        peft_format.save_head(folder, head["weight"], head["bias"], pooling=pack.model.pooling)
-
-
-def _cell_tensors(pack: Pack, n: int) -> dict[str, torch.Tensor]:
-    """Cell n's trained tensors (``cell_slices``) as float32 copies on the CPU."""
-    return {k: v.detach().float().cpu().clone() for k, v in cell_slices(pack, n).items()}
-
-
-def _lora_updates(pack: Pack, n: int, tensors: dict[str, torch.Tensor]) -> list[LowRankUpdate]:
-    """Cell n's LowRankUpdates from its ``_cell_tensors``, paths relative to the plain base model."""
-    return [LowRankUpdate(pack.labels[path], path if pack.decoder else path.removeprefix(CLASSIFIER_PREFIX),
-                          tensors[f"{path}.lora_A"], tensors[f"{path}.lora_B"], float(layer.scaling[n]),
-                          layer.fan_in_fan_out)
-            for path, layer in pack.layers.items() if layer.ranks[n]]
 
 
 def _checkpoint(folder: Path, pack: Pack, step: int, optimizer, schedule, states: list[CellState]) -> None:

@@ -65,7 +65,7 @@ def open_sweep(sweep: Path, base: str | None = None, device: str = "cpu") -> Ope
     if base:
         spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, name=str(base)))
     inputs = load_inputs(spec, [])
-    return Opened(sweep, spec, sweep_runs, inputs, LoadedWeights(inputs.encoder, spec.model.name), resolve_device(device))
+    return Opened(sweep, spec, sweep_runs, inputs, LoadedWeights(inputs.base, spec.model.name), resolve_device(device))
 
 
 class LoadedWeights:

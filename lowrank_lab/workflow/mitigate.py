@@ -60,9 +60,9 @@ def compute_mitigation(sweep: Path, base: str | None = None, general: str | None
     cells = []
     for i, run in enumerate(lora):
         variants, rows = fg.mitigation_variants(run.updates, W0, lambda u: W0.svd(u)[0], opened.head(run), lambdas)
-        pack = tv.variant_pack(inputs.encoder, variants, run.spec, inputs.pooling, inputs.decoder)
+        pack = tv.variant_pack(inputs.base, variants, run.spec, inputs.pooling, inputs.decoder)
         results = tv.evaluate_variants(pack, inputs.task, inputs.dev, inputs.tokenizer, opened.device, batch_size)
-        scores = tv.general_scores(pack, inputs.encoder, encoded, opened.device, batch_size)
+        scores = tv.general_scores(pack, inputs.base, encoded, opened.device, batch_size)
         cells.append((sa.run_columns(run), rows, results, scores))
         echo(f"[{i + 1}/{len(lora)}] {run.path.name}: {len(variants)} variants, "
              f"{rows[0]['n_intruders']} intruders (W0+dW) in one pass")

@@ -35,8 +35,8 @@ def _full_variants(opened: Opened, run) -> tuple[torch.nn.Module, list[tv.Varian
     """A full fine-tuning cell's base (its trained weights, except the truncated matrices at W0)
     and its truncations."""
     weights = {k.removeprefix("model."): v for k, v in opened.full_weights(run).items() if not k.startswith("head.")}
-    deltas, paths = _full_deltas(weights, opened.inputs.encoder)
-    base = tv.with_weights(opened.inputs.encoder, {k: v for k, v in weights.items()
+    deltas, paths = _full_deltas(weights, opened.inputs.base)
+    base = tv.with_weights(opened.inputs.base, {k: v for k, v in weights.items()
                                                    if k.removesuffix(".weight") not in paths.values()})
     variants, rows = tr.full_truncations(deltas, paths, opened.head(run))
     return base, variants, rows
@@ -66,7 +66,7 @@ def compute_truncation(sweep: Path, base: str | None = None, device: str = "cpu"
     todo = [r for r in opened.runs if r.spec.lora.method in ("lora", "full") and (r.updates or r.spec.lora.method == "full")]
     for i, run in enumerate(todo):
         if run.spec.lora.method == "lora":
-            model = inputs.encoder
+            model = inputs.base
             variants, rows = tr.lora_truncations(run.updates, opened.head(run))
         else:
             model, variants, rows = _full_variants(opened, run)

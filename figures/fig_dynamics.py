@@ -1,0 +1,13 @@
+"""After the paper: how ΔW's subspaces form during training (`--help` shows the registry's caption)."""
+
+from lowrank_lab.workflow.report import run_script
+
+NAME = "fig_dynamics"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn, its caption
+
+
+def main(argv=None) -> None:
+    run_script(NAME, argv)
+
+
+if __name__ == "__main__":
+    main()

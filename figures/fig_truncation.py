@@ -1,0 +1,13 @@
+"""After the paper: the dev metric of W0 + ΔW_k against k, Eckart–Young (`--help` shows the registry's caption)."""
+
+from lowrank_lab.workflow.report import run_script
+
+NAME = "fig_truncation"  # an entry of lowrank_lab.present.registry: what it needs, how it is drawn, its caption
+
+
+def main(argv=None) -> None:
+    run_script(NAME, argv)
+
+
+if __name__ == "__main__":
+    main()
