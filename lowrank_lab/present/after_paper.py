@@ -94,7 +94,7 @@ def truncation_figure(truncation: pd.DataFrame, *, title: str | None = None) -> 
         ax.set_xticks(np.log2(np.array(ks) + 1), [str(k) for k in ks], fontsize=7)
         ax.set_xlabel("k (directions kept; 0 = W0)")
     axes[0].set(ylabel=f"dev {t.metric.iloc[0]}", title="metric of W0 + ΔW_k")
-    axes[1].set(ylabel="energy kept Σ_{i≤k}σ²/Σσ²", title="energy fraction (Eckart–Young)")
+    axes[1].set(ylabel="energy kept (Σ of the top k σ² over Σσ²)", title="energy fraction (Eckart–Young)")
     axes[0].legend(fontsize=7)
     fig.suptitle(title or "ΔW truncated to its best rank k: median over seeds (band: min–max)")
     fig.tight_layout()
