@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from lowrank_lab.maths import linalg, rank_edit, stats
+from lowrank_lab.maths import rank_edit, stats
 from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.train.variants import Variant
 
@@ -40,7 +40,7 @@ def mitigation_variants(updates: Mapping[str, LowRankUpdate], W0: Callable[[LowR
                                                        None if U_w0 is None else U_w0(u))
                     for label, u in updates.items()}
         n = sum(len(t["index"]) for t in triplets.values())
-        norm2 = sum(linalg.frobenius_inner(u.A, u.B, u.scaling, u.A, u.B, u.scaling) for u in updates.values())
+        norm2 = sum(float(u.norm()) ** 2 for u in updates.values())  # ‖ΔW‖_F² from the factors
         energy = sum(float(t["S"].square().sum()) for t in triplets.values())
         for lam in lambdas:
             factors = {}

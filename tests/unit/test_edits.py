@@ -49,7 +49,7 @@ def _base_with_head(sweep, run) -> float:
     head = torch.nn.Linear(weight.shape[1], weight.shape[0])
     with torch.no_grad():
         head.weight.copy_(weight), head.bias.copy_(bias)
-    model = Classifier(opened.inputs.encoder, head, pooling).eval()
+    model = Classifier(opened.inputs.base, head, pooling).eval()
     dev = opened.inputs.dev
     with torch.no_grad():
         inputs, labels = dev.batch(torch.arange(len(dev)))
