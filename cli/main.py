@@ -212,3 +212,15 @@ def compare(adapters: tuple[Path, ...], base: str | None, out: Path | None) -> N
     from lowrank_lab.workflow.external import compare as compare_adapters
 
     _echo_notes(*compare_adapters(adapters, base, out))
+
+
+@cli.command("sample-data")
+@click.argument("kind", type=click.Choice(["chat", "instruction"]))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@user_errors
+def sample_data(kind: str, out: Path) -> None:
+    """Write a chat- or instruction-format sample built from VADER (offline) for data.task=KIND."""
+    from lowrank_lab.workflow.data import sample_data as write
+
+    path, rows = write(kind, out)
+    click.echo(f"{path}: {rows} rows of {kind} data from the VADER movie reviews")

@@ -14,17 +14,28 @@ three cells that differ only in train.seed; "L2" is the middle layer (0-based) o
 
 import argparse
 import sys
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
 
+from lowrank_lab.store import exported
+
 ROOT = Path(__file__).resolve().parent
+REPO_ROOT = ROOT.parent
+sys.path.insert(0, str(ROOT))  # references.py and quoted.py beside this script
+from references import f, num, part, span  # noqa: E402
 TASKS = {"SST-2": "glue-sst2", "RTE": "glue-rte", "MRPC": "glue-mrpc", "CoLA": "glue-cola", "STS-B": "glue-stsb"}
-MIDDLE = 2  # layers[(6 - 1) // 2]
 
 
+@cache  # read once per run; every caller filters into new frames
 def data(task: str, table: str) -> pd.DataFrame:
-    return pd.read_parquet(ROOT / "results" / TASKS[task] / "data" / f"{table}.parquet")
+    return exported.read(ROOT / "results" / TASKS[task], table)
+
+
+def middle(task: str) -> int:
+    """The middle layer of the task's model, from its exported amplification table's sidecar."""
+    return exported.middle_layer(ROOT / "results" / TASKS[task], "amplification")
 
 
 def seed_median(values: pd.Series) -> str:
@@ -66,8 +77,8 @@ def best_lora(task: str) -> list[tuple[str, str]]:
 
 def phi_claims(task: str) -> list[tuple[str, str]]:
     phi = data(task, "phi")
-    mid = phi[(phi.layer == MIDDLE) & (phi.i == 1) & (phi.j == 1)]
-    grid = phi[(phi.comparison == "seeds") & (phi.r1 == 64) & (phi.layer == MIDDLE)]
+    mid = phi[(phi.layer == middle(task)) & (phi.i == 1) & (phi.j == 1)]
+    grid = phi[(phi.comparison == "seeds") & (phi.r1 == 64) & (phi.layer == middle(task))]
     out = []
     for m in ("q", "v"):
         ranks = mid[(mid.comparison == "ranks") & (mid.module == m) & (mid.r1 == 8) & (mid.r2 == 64)]
@@ -85,7 +96,7 @@ def phi_claims(task: str) -> list[tuple[str, str]]:
 def table7(task: str) -> list[tuple[str, str]]:
     amp = data(task, "amplification")
     qv = amp[(amp.targets == "q,v") & (amp.module == "q")]
-    mid = qv[qv.layer == MIDDLE]
+    mid = qv[qv.layer == middle(task)]
     out = []
     for r in (4, 64):
         at = mid[mid.r == r]
@@ -119,8 +130,9 @@ DECODER = {"VADER": "vader-smollm2", "E2E": "e2e-smollm2"}  # SmolLM2-135M on th
 TARGETS = ("q,v", "all-linear")
 
 
+@cache
 def decoder_data(task: str, table: str) -> pd.DataFrame:
-    return pd.read_parquet(ROOT / "results" / DECODER[task] / "data" / f"{table}.parquet")
+    return exported.read(ROOT / "results" / DECODER[task], table)
 
 
 def accuracy_and_loss(cells: pd.DataFrame) -> str:
@@ -286,24 +298,294 @@ def block() -> str:
     return "\n\n".join([BEGIN, *parts, END])
 
 
+# ---------------------------------------------------------------------------------------------
+# What the prose quotes (figures/quoted.py references), beyond the block
+
+
+def t2(column: str, method: str) -> str:
+    """A cell of the block's Table 2 ("SST-2 accuracy", "LoRA q,v r=8")."""
+    task, metric = next((t, m) for t, c, m in [(t, c, m) for t, c, m in COLUMNS] if f"{t} {m}" == column)
+    col = next(c for t, c, m in COLUMNS if f"{t} {m}" == column)
+    res = data(task, "results")
+    mask = res.method == METHODS[method]
+    if METHODS[method] == "lora":
+        mask &= (res.targets == "q,v") & (res.r == 8)
+    return seed_median(res.loc[mask, col])
+
+
+CLAIMS = {"best": best_lora, "phi": phi_claims, "t7": table7, "spectra": spectra, "intruders": intruders,
+          "dec_full": decoder_full, "dec_intruders": decoder_intruders, "dec_phi": decoder_phi,
+          "dec_phi_w0": decoder_phi_w0, "dec_rerun": decoder_rerun}
+
+
+def claim(kind: str, task: str, what: str) -> str:
+    """One number of the block's tables: claim("phi", "SST-2", "ranks ΔWq")."""
+    return dict(CLAIMS[kind](task))[what]
+
+
+def over(kind: str, what: str, tasks=None) -> list[str]:
+    """The same claim on each GLUE task (or the tasks named)."""
+    return [claim(kind, t, what) for t in (tasks or TASKS)]
+
+
+def group_medians(task: str) -> pd.DataFrame:
+    """LoRA's main metric ×100 per (r, target set), median over seeds: the rows of Table 6."""
+    res = data(task, "results")
+    return (res[res.method == "lora"].groupby(["r", "targets"]).value.median() * 100).unstack()
+
+
+def order_breaks(sets: tuple[str, ...] = ("q", "q,v", "q,k,v,o")) -> str:
+    """Where the medians are not strictly increasing along `sets`: "MRPC at r = 2, 4"; "nowhere"."""
+    out = []
+    for task in TASKS:
+        t = group_medians(task).round(1)
+        bad = [int(r) for r, row in t.iterrows() if not all(row[a] < row[b] for a, b in zip(sets, sets[1:]))]
+        if bad:
+            out.append(f"{task} at r = {', '.join(map(str, bad))}")
+    return "; ".join(out) or "nowhere"
+
+
+def q_rises(task: str) -> str:
+    """How far Wq alone's median moves over r: "77.2 at r = 1 to 81.1 at r = 16" (max − min, points)."""
+    q = group_medians(task)["q"].round(1)
+    return f"{q.max() - q.min():.1f}"
+
+
+def decoder_cell(task: str, targets: str, r: int) -> str:
+    res = decoder_data(task, "results")
+    cells = res[(res.method == "lora") & (res.targets == targets) & (res.r == r)]
+    return (accuracy_and_loss if task == "VADER" else bleu_and_rouge)(cells)
+
+
+def decoder_span(task: str, targets: str, i: int) -> str:
+    ranks = sorted(decoder_data(task, "results").query("method == 'lora'").r.unique())
+    return span([part(decoder_cell(task, targets, r), i) for r in ranks])
+
+
+def decoder_gap(task: str, i: int, spec: str = ".1f") -> str:
+    """all-linear minus q,v over r: "0.6–1.8" (part i of the cells)."""
+    ranks = sorted(decoder_data(task, "results").query("method == 'lora'").r.unique())
+    gaps = [num(part(decoder_cell(task, "all-linear", r), i)) - num(part(decoder_cell(task, "q,v", r), i))
+            for r in ranks]
+    return span([f(g, spec) for g in gaps])
+
+
+def decoder_geo(what: str, r: int) -> str:
+    """The span over both tasks and every matrix kind of the decoder geometry table's column."""
+    values = []
+    for task in DECODER:
+        amp = decoder_data(task, "amplification")
+        amp = amp[amp.targets == "all-linear"].assign(ratio=lambda t: t.proj_delta_w / t.proj_random)
+        values += [f"{amp[(amp.module == m) & (amp.r == r)][what].median():.2f}" for m in MODULES]
+    return span(values)
+
+
+def decoder_rank90(r: int = 64) -> str:
+    values = []
+    for task in DECODER:
+        t = decoder_data(task, "spectrum_metrics")
+        t = t[(t.method == "lora") & (t.targets == "all-linear") & (t.r == r)]
+        values += [f"{t[t.module == m].rank_90.median():.0f}" for m in MODULES]
+    return span(values)
+
+
+def full_vader() -> str:
+    """Full fine-tuning on VADER: dev accuracy ×100 / final training loss, median over seeds."""
+    vader = decoder_data("VADER", "results")
+    return accuracy_and_loss(vader[vader.method == "full"])
+
+
+def dec_intruders_max() -> str:
+    """The most intruders of any LoRA cell group in the decoder intruder table."""
+    values = [v for task in DECODER for what, v in decoder_intruders(task) if what != "full fine-tuning" and v != "–"]
+    return max(values, key=num)
+
+
+def cells(task: str) -> str:
+    """How many cells a committed GLUE sweep trained (its results table's rows)."""
+    return f"{len(data(task, 'results'))}"
+
+
+def t6(task: str, targets: str, r: int) -> str:
+    """A cell of the task's Table 6: LoRA's main metric ×100 at (targets, r), median ± half-range."""
+    res = data(task, "results")
+    return seed_median(res[(res.method == "lora") & (res.targets == targets) & (res.r == r)].value)
+
+
+def within_spread(column: str, method: str = "LoRA q,v r=8", against: str = "Full fine-tuning") -> bool:
+    """Whether two Table 2 cells' medians lie within the sum of their half-ranges of each other."""
+    (a, ha), (b, hb) = ([float(x) for x in t2(column, m).split(" ± ")] for m in (method, against))
+    return abs(a - b) <= ha + hb
+
+
+def tasks_where(column_of: dict, test) -> str:
+    """The tasks (comma-separated, "and" before the last) where test(column) holds."""
+    hits = [t for t, c in column_of.items() if test(c)]
+    return ", ".join(hits[:-1]) + (" and " if len(hits) > 1 else "") + hits[-1] if hits else "none"
+
+
+MAIN = {t: f"{t} {m}" for t, c, m in COLUMNS if c == "value"}
+
+
+def rank90_gap() -> str:
+    """Full fine-tuning's rank_90 over LoRA q,v r = 64's, per task (the spectra claims): "40–68"."""
+    return span([f(num(claim("spectra", t, "full fine-tuning")) / num(claim("spectra", t, "LoRA q,v r = 64")), ".0f")
+                 for t in TASKS])
+
+
+def namespace() -> dict:
+    """The functions a reference of figures/RESULTS.md may call."""
+    import references as ref
+
+    return {**{n: getattr(ref, n) for n in ("num", "span", "f", "diff", "ratio", "part", "lr", "show", "setup",
+                                           "raw_setup", "cap", "csv_column", "trained_with", "raw_setup_cells", "paper", "paper_table", "csv_cell", "timing")},
+            "t2": t2, "full_vader": full_vader, "dec_intruders_max": dec_intruders_max, "claim": claim, "over": over, "order_breaks": order_breaks, "q_rises": q_rises,
+            "middle": middle, "decoder_cell": decoder_cell, "decoder_span": decoder_span, "decoder_gap": decoder_gap,
+            "decoder_geo": decoder_geo, "decoder_rank90": decoder_rank90, "cells": cells, "TASKS": list(TASKS),
+            "selection": selection, "made_dirty": made_dirty,
+            "old_selection": old_selection, "t6": t6,
+            "within_spread": within_spread, "tasks_where": tasks_where, "MAIN": MAIN, "rank90_gap": rank90_gap, "MADE_BEFORE_THE_CHECK": list(MADE_BEFORE_THE_CHECK)}
+
+
+def selection(folder: str) -> str:
+    """How a committed sweep chose the evaluation its metrics come from (from its resolved spec)."""
+    import references as ref
+
+    size = (ref.resolved_spec(folder).get("data") or {}).get("validation_size")
+    if not size:
+        return "the best of its evaluations on the reported set itself"
+    return f"the evaluation best on {size:,} training examples held out for it (never trained on)"
+
+
+def old_selection() -> list[str]:
+    """The committed sweeps whose reported metrics were selected on the reported set."""
+    import references as ref
+
+    folders = sorted(p.parent.parent.name for p in (ROOT / "results").glob("*/data/results.json"))
+    folders += sorted(p.parent.name for p in (ROOT / "results").glob("*/spec.json"))
+    return [d for d in folders if not (ref.resolved_spec(d).get("data") or {}).get("validation_size")]
+
+
+def _provenances(value):
+    if isinstance(value, dict):
+        if "git_dirty" in value:
+            yield value
+        for v in value.values():
+            yield from _provenances(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _provenances(v)
+
+
+def made_dirty() -> list[str]:
+    """Folders under figures/results/ with a file whose provenance says git_dirty, or that does not
+    name where it ran (device name, torch's CUDA version, the driver)."""
+    import json
+
+    out = set()
+    for path in (ROOT / "results").rglob("*.json"):
+        for prov in _provenances(json.loads(path.read_text())):
+            if prov["git_dirty"] is not False or not {"device_name", "torch_cuda", "cuda_driver"} <= set(prov):
+                out.add(path.relative_to(ROOT / "results").parts[0])
+    return sorted(out)
+
+
+# Committed before provenance named the driver and before this check; each to be rerun from a
+# clean tree (commit first, then run) when a GPU is lent. A folder leaves the list once clean.
+MADE_BEFORE_THE_CHECK = ("e2e-smollm2", "glue-cola", "glue-mrpc", "glue-rte", "glue-sst2", "glue-stsb",
+                         "lr-grid-cpu", "lr-grid-sst2", "vader-smollm2", "vader-smollm2-cpu")
+
+
+def check_provenance() -> list[str]:
+    dirty = set(made_dirty())
+    return ([f"figures/results/{d}: made from a dirty tree or without device, driver and CUDA versions in its "
+             "provenance (commit first, then run)" for d in sorted(dirty - set(MADE_BEFORE_THE_CHECK))]
+            + [f"figures/results/{d}: its provenance is complete now; take it off MADE_BEFORE_THE_CHECK"
+               for d in sorted(set(MADE_BEFORE_THE_CHECK) - dirty)])
+
+
+def bench_namespace() -> dict:
+    """What benchmarks/RESULTS.md and README.md may quote: the tables benchmarks printed into
+    benchmarks/RESULTS.md (`bench`), and figures/RESULTS.md's functions."""
+    import references as ref
+
+    text = DOCUMENTS["benchmarks/RESULTS.md"].read_text()
+    return {**namespace(), "bench": lambda after, row, column: ref.printed(text, after, row, column)}
+
+
+NAMESPACES = {"figures/RESULTS.md": lambda: namespace(), "benchmarks/RESULTS.md": bench_namespace,
+              "README.md": bench_namespace}
+
+
+DOCUMENTS = {"figures/RESULTS.md": REPO_ROOT / "figures" / "RESULTS.md",
+             "benchmarks/RESULTS.md": REPO_ROOT / "benchmarks" / "RESULTS.md",
+             "README.md": REPO_ROOT / "README.md"}
+LINTED = ("figures/RESULTS.md",)  # every number of its prose is a reference
+
+
+def labels() -> dict[str, set[str]]:
+    """Grid points that the prose may name by hand ("r = 8", "ε = 0.5", "i, j ≤ 16"): the ranks of
+    every committed sweep, the intruder thresholds computed, and the φ tables' cut (export_results.py)."""
+    import references as ref
+
+    ranks = {str(r) for folder in sorted(p.parent.parent.name for p in (ROOT / "results").glob("*/data/results.json"))
+             for r in ref.raw_setup(folder, "sweep.r")}
+    eps = {f"{e:g}" for task in TASKS for e in data(task, "intruders").epsilon.unique()}
+    return {"r": ranks, "ε": eps, "i": {"1", "16"}, "j": {"1", "16"}}
+
+
+def check_documents(texts: dict[str, str]) -> list[str]:
+    """Every problem of the documents (name → text): a block that differs from the data, a reference
+    whose value is stale, a number typed by hand in a linted document's prose."""
+    import quoted
+
+    problems = []
+    for name, text in texts.items():
+        if name == "figures/RESULTS.md":
+            if BEGIN not in text or END not in text:
+                problems.append(f"{name}: no block between {BEGIN} and {END}")
+            elif text[text.index(BEGIN):text.index(END) + len(END)] != block():
+                problems.append(f"{name}: the numbers between the markers differ from the committed data")
+        spaces = NAMESPACES[name]()
+        problems += [f"{name}: {s}" for s in quoted.stale(text, spaces)]
+        if name in LINTED:
+            problems += [f"{name}: line {n}: a number typed by hand (write it as a reference): {line}"
+                         for n, line in quoted.typed_numbers(text, ((BEGIN, END),), labels())]
+    return problems
+
+
+def render_documents(texts: dict[str, str]) -> dict[str, str]:
+    import quoted
+
+    out = {}
+    for name, text in texts.items():
+        if name == "figures/RESULTS.md":
+            text = text.replace(text[text.index(BEGIN):text.index(END) + len(END)], block())
+        out[name] = quoted.render(text, NAMESPACES[name]())
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 unless RESULTS.md's block equals the numbers")
-    ap.add_argument("--write", action="store_true", help="write the numbers into RESULTS.md's block")
+    ap.add_argument("--check", action="store_true", help="exit 1 unless every block and quoted number equals the data")
+    ap.add_argument("--write", action="store_true", help="write the block and every quoted number from the data")
     args = ap.parse_args()
-    path = ROOT / "RESULTS.md"
-    text, new = path.read_text(), block()
     if not (args.check or args.write):
-        print(new)
+        print(block())
         return
-    if BEGIN not in text or END not in text:
-        sys.exit(f"{path}: no block between {BEGIN} and {END}")
-    old = text[text.index(BEGIN):text.index(END) + len(END)]
+    texts = {name: path.read_text() for name, path in DOCUMENTS.items()}
     if args.write:
-        path.write_text(text.replace(old, new))
-    elif args.check and old != new:
-        sys.exit(f"{path}: the numbers between the markers differ from the committed data; "
-                 "rerun python figures/check_results.py --write and reread the text around them")
+        for name, text in render_documents(texts).items():
+            if text != texts[name]:
+                DOCUMENTS[name].write_text(text)
+                print(f"wrote {name}")
+        texts = {name: path.read_text() for name, path in DOCUMENTS.items()}
+    problems = check_documents(texts) + check_provenance()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        sys.exit(f"{len(problems)} problem(s); python figures/check_results.py --write renders the references "
+                 "and the block from the committed data (then reread the sentences around them)")
 
 
 if __name__ == "__main__":

@@ -26,16 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from lowrank_lab.store import tables as st
+from lowrank_lab.store import exported
 
 TABLES = ("results", "learning_curves", "phi", "phi_w0", "amplification", "spectrum", "spectrum_metrics",
           "intruders", "eckart_young")
-
-
-def read(analysis: Path, name: str) -> pd.DataFrame:
-    csv, parquet = analysis / f"{name}.csv", analysis / f"{name}.parquet"
-    # the store's reader: CSV turns "" (the targets of a non-LoRA cell) into NaN, and back
-    return st.read_csv_table(csv) if csv.exists() else st.typed(pd.read_parquet(parquet))
 
 
 def keep_rows(name: str, table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -88,21 +82,19 @@ def main() -> None:
     ap.add_argument("sweep", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    analysis, data = args.sweep / "analysis", args.out / "data"
-    data.mkdir(parents=True, exist_ok=True)
+    analysis = args.sweep / "analysis"
     for name in TABLES:
         if not (analysis / f"{name}.json").exists() or not json.loads((analysis / f"{name}.json").read_text())["rows"]:
             print(f"{name}: not computed or empty, skipped")
             continue
-        table, kept = keep_rows(name, read(analysis, name))
-        table.to_parquet(data / f"{name}.parquet", compression="zstd", index=False)
+        whole = exported.read_analysis(analysis, name)
+        table, kept = keep_rows(name, whole)
         meta = json.loads((analysis / f"{name}.json").read_text())
-        meta.update(sweep=args.sweep.name, kept=kept, rows_kept=len(table), format="parquet (zstd)")
+        meta.update(sweep=args.sweep.name, kept=kept, layers=exported.layers_of(whole))
         if Path(meta["sweep_spec"]["sweep"]["out_dir"]).is_absolute():
             meta["sweep_spec"]["sweep"]["out_dir"] = "RUNS_DIR"
-        meta = portable(meta)
-        (data / f"{name}.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
-        print(f"{name}: {len(table)} rows ({kept}), {(data / f'{name}.parquet').stat().st_size:,} bytes")
+        path = exported.write(args.out, name, table, portable(meta))
+        print(f"{name}: {len(table)} rows ({kept}), {path.stat().st_size:,} bytes")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import pandas as pd
 
 from lowrank_lab.present import registry
 from lowrank_lab.present.registry import View
+from lowrank_lab.store import exported
 from lowrank_lab.store import figures as out
-from lowrank_lab.store import tables as st
 from lowrank_lab.workflow.report import draw, entry_files
 
 
@@ -25,11 +25,10 @@ def read_data(folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """({table: frame} of every needed table in folder/data, {table: why it is missing})."""
     frames, missing = {}, {}
     for name in registry.needed_tables():
-        path = folder / "data" / f"{name}.parquet"
-        if path.exists():
-            frames[name] = st.typed(pd.read_parquet(path))
+        if exported.has(folder, name):
+            frames[name] = exported.read(folder, name)
         else:
-            missing[name] = f"{path}: not in the committed results"
+            missing[name] = f"{exported.table_path(folder, name)}: not in the committed results"
     return frames, missing
 
 

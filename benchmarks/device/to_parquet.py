@@ -4,9 +4,8 @@
 import sys
 from pathlib import Path
 
-from lowrank_lab.store.tables import read_csv_table
+from lowrank_lab.store import exported
 
 for csv in sorted(Path(sys.argv[1]).glob("*/analysis/*.csv")):
-    table = read_csv_table(csv)  # "" stays "", integers stay integers
-    table.to_parquet(csv.with_suffix(".parquet"), compression="zstd", index=False)
-    print(csv.relative_to(sys.argv[1]), len(table), "rows", csv.with_suffix(".parquet").stat().st_size, "bytes")
+    parquet = exported.parquet_copy(csv)  # "" stays "", integers stay integers
+    print(csv.relative_to(sys.argv[1]), "->", parquet.name, parquet.stat().st_size, "bytes")

@@ -318,6 +318,9 @@ def results_table(cells: Iterable[tuple[str, CellSpec, CellSummary]]) -> pd.Data
     learning rate of the trained weights), scaling_rule, init, seed, the main metric at the best
     evaluation (`metric`, `value`) and at the last (`final_value`), every dev metric of the best
     evaluation (`dev_<metric>`), the dev and training losses of both, and parameter counts. The
+    best evaluation is the one best on the held-out split when the sweep has one
+    (`data.validation_size`; `selected_on` "validation", its metric `val_value`), else on dev itself
+    (`selected_on` "dev": then `value` is chosen on the split it reports). The
     adapter baselines add `size` (bottleneck m, prefix length l_p; 0 for the other methods) and the
     paper's formula for their trainable parameters with its value (`trainable_formula`,
     `trainable_by_formula`), which the count of their tensors (`trainable_adapter`) equals."""
@@ -339,7 +342,11 @@ def results_table(cells: Iterable[tuple[str, CellSpec, CellSummary]]) -> pd.Data
             "size": spec.size, "trainable_formula": _formula_text(formula),
             "trainable_by_formula": formula.get("value", math.nan),
             "examples_per_second": summary.examples_per_second,
-            **{f"dev_{k}": v for k, v in best.items() if k not in ("step", "epoch", "train_loss", "dev_loss")},
+            # where the best evaluation was chosen: a held-out split of the training data, or dev itself
+            "selected_on": "validation" if f"val_{main}" in best else "dev",
+            "val_value": best.get(f"val_{main}", math.nan),
+            **{f"dev_{k}": v for k, v in best.items()
+               if k not in ("step", "epoch", "train_loss", "dev_loss") and not k.startswith("val_")},
         })
     return pd.DataFrame(rows)
 

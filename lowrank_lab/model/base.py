@@ -242,19 +242,31 @@ def load_pretrained(path: str, revision: str | None = None) -> tuple[nn.Module, 
     return encoder, load_tokenizer(path, revision)
 
 
-def load_auto(path: str, revision: str | None = None, kind: str = "auto") -> tuple[nn.Module, object, bool]:
+def load_auto(path: str, revision: str | None = None, kind: str = "auto", dtype: torch.dtype = torch.float32,
+              device: torch.device | str | None = None, random_init: bool = False,
+              tokenizer_path: str | None = None) -> tuple[nn.Module, object, bool]:
     """(module, tokenizer, is_decoder) from a folder or hub id: AutoModelForCausalLM when `kind` is
-    "causal", or "auto" and the config is a causal LM (``is_causal_config``); else as ``load_pretrained``."""
-    from transformers import AutoModelForCausalLM
+    "causal", or "auto" and the config is a causal LM (``is_causal_config``); else AutoModel.
+
+    The weights are read from the safetensors shards straight into `dtype` on `device` (the host
+    when None): a bf16 base for a GPU never has a float32 copy on the host. With `random_init` they
+    are not read: the model is built from its config on `device` with random weights (seed 0), for
+    speed and memory studies. `tokenizer_path`: where the tokenizer is, when not beside the config."""
+    from transformers import AutoModel, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per weight file is noise in a sweep's log
     config = _config_without_dropout(path, revision)
     decoder = kind == "causal" or kind == "auto" and is_causal_config(config)
-    if not decoder:
-        return (*load_pretrained(path, revision), False)
-    hf_logging.disable_progress_bar()
-    module = AutoModelForCausalLM.from_pretrained(path, config=config, revision=revision, dtype=torch.float32)
-    return module, load_tokenizer(path, revision, decoder=True), True
+    cls = AutoModelForCausalLM if decoder else AutoModel
+    if random_init:
+        torch.manual_seed(0)
+        with torch.device(device or "cpu"):
+            module = cls.from_config(config, dtype=dtype)
+    else:
+        placed = {"device_map": str(device)} if device is not None else {}
+        module = cls.from_pretrained(path, config=config, revision=revision, dtype=dtype, **placed)
+    return module.eval(), load_tokenizer(tokenizer_path or path, revision, decoder=decoder), decoder
 
 
 # Where Classifier keeps the base model: a path of the base is this prefix + its own path.

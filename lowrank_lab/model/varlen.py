@@ -25,6 +25,7 @@ from types import SimpleNamespace
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from lowrank_lab.model.varlen_layout import Varlen
 
@@ -235,3 +236,20 @@ def compiled(backend: str = "inductor") -> LayerForwards:
     serves every layer of a model (torch compiles modules' weights as inputs, not constants)."""
     return LayerForwards(torch.compile(_encoder_layer, backend=backend, dynamic=True),
                          torch.compile(_decoder_layer, backend=backend, dynamic=True))
+
+
+def checkpointed(layers: LayerForwards) -> LayerForwards:
+    """`layers` under activation checkpointing (``train.gradient_checkpointing``): each layer's
+    forward keeps only its input, and the backward pass runs it again to get the activations it
+    needs; the gradients equal the plain forward's (non-reentrant ``torch.utils.checkpoint``, which
+    restores the RNG state, so a LoRA dropout mask is drawn the same both times)."""
+
+    def wrap(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        def run(layer: nn.Module, *args) -> Tensor:
+            if not torch.is_grad_enabled():
+                return forward(layer, *args)
+            return _checkpoint(forward, layer, *args, use_reentrant=False)
+
+        return run
+
+    return LayerForwards(wrap(layers.encoder), wrap(layers.decoder))

@@ -116,10 +116,13 @@ def summary(spec: Mapping, frames: Mapping[str, pd.DataFrame], shown: Sequence[S
     drawn = [s for s in shown if not s.skipped]
     skipped = [s.entry.paper for s in shown if s.skipped]
     lines = ["## Summary", "", f"**Trained.** {trained(spec, results)}", ""]
-    w0 = ((spec.get("provenance") or {}).get("model") or {}).get("w0")
-    if w0:  # the embedded decoder: its W0 is not the published model's
-        lines += [f"**W0.** {w0}. Every analysis against W0 (Table 7, the amplification factor, Fig. 8, "
+    model = (spec.get("provenance") or {}).get("model") or {}
+    if model.get("w0"):  # the embedded decoder: its W0 is not the published model's
+        lines += [f"**W0.** {model['w0']}. Every analysis against W0 (Table 7, the amplification factor, Fig. 8, "
                   "intruders) describes this W0, quantisation noise included.", ""]
+    if str(model.get("weights", "")).startswith("random"):  # model.random_init, or a config-only folder
+        lines += [f"**Base.** Its weights are {model['weights']}: a speed and memory study; the metrics and every "
+                  "analysis against W0 describe an untrained model, not the published one.", ""]
     lines += ["**Results** (the main metric ×100, the paper's unit):", ""]
     lines += [f"- {line}" for line in best_cells(results)] + [""]
     numbers = headline(frames)

@@ -26,9 +26,9 @@ from lowrank_lab.spec.cells import CellSpec, expand_sweep
 from lowrank_lab.spec.sections import (ADAPTER_METHODS, EMBEDDED_MODEL, INITS, LABEL_KINDS, MATRIX_KINDS, METHODS, SCALING_RULES,
                                        SECTIONS, DataSpec, ExperimentSpec, LoRASpec, ModelSpec, SpecError,
                                        SweepSpec, TrainSpec)
-from lowrank_lab.spec.sections import ALL_LINEAR, TARGET_KINDS, budget_r, kind_order, needs_model_kinds
+from lowrank_lab.spec.sections import ALL_LINEAR, REPORTERS, TARGET_KINDS, TEXT_METRICS, budget_r, kind_order, needs_model_kinds
 
-__all__ = ["ADAPTER_METHODS", "EMBEDDED_MODEL", "INITS", "LABEL_KINDS", "MATRIX_KINDS", "METHODS", "SCALING_RULES", "SECTIONS",
+__all__ = ["REPORTERS", "TEXT_METRICS", "ADAPTER_METHODS", "EMBEDDED_MODEL", "INITS", "LABEL_KINDS", "MATRIX_KINDS", "METHODS", "SCALING_RULES", "SECTIONS",
            "CellSpec", "DataSpec", "ExperimentSpec", "LoRASpec", "ModelSpec", "SpecError", "SweepSpec", "TrainSpec",
            "build_spec", "cell_from_dict", "changed_keys", "expand_sweep", "load_spec", "parse_override",
            "spec_to_dict", "ALL_LINEAR", "TARGET_KINDS", "budget_r", "kind_order", "needs_model_kinds"]

@@ -26,6 +26,9 @@ TARGET_KINDS = MATRIX_KINDS + (ALL_LINEAR,)
 MODEL_KINDS = ("auto", "encoder", "causal")
 EMBEDDED_MODEL = "embedded"
 LABEL_KINDS = ("auto", "classification", "regression")
+# Scores of generated text (lowrank_lab.maths.nlg_metrics; named here so the spec can check them).
+TEXT_METRICS = ("exact_match", "bleu", "nist", "meteor", "rouge_l", "cider")
+REPORTERS = ("tensorboard",)  # train.report_to: where training curves go beside metrics.jsonl
 
 
 class SpecError(ValueError):
@@ -102,6 +105,9 @@ class ModelSpec:
     # or "auto": causal when the config says so (architectures *ForCausalLM / *LMHeadModel, or a
     # decoder-only model_type such as gpt2, llama, qwen2: model.base.is_causal_config).
     kind: str = "auto"
+    # Build the base from its config with random weights (seed 0) instead of reading them: for speed
+    # and memory studies at a model's shape (a folder holding only a config.json is read this way).
+    random_init: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -116,8 +122,8 @@ class ModelSpec:
 class DataSpec:
     # "vader" (embedded default: VADER movie-review snippets, binary), "vader-<source>"
     # (movies, tweets, amazon, nyt), "glue:<TASK>" (SST-2, MRPC, RTE, CoLA, STS-B, QNLI, MNLI, QQP),
-    # "file" (CSV/TSV/JSONL at `path`) or "e2e" (E2E NLG in microsoft/LoRA's format at `path`: a decoder
-    # task). A decoder model gets every classification task as prompt → label word (" positive"; the
+    # "file" (CSV/TSV/JSONL at `path`), "e2e" (E2E NLG in microsoft/LoRA's format at `path`), "chat" or
+    # "instruction" (the fields below; these three are decoder tasks). A decoder model gets every classification task as prompt → label word (" positive"; the
     # templates: lowrank_lab.train.completion), chosen by the model (no option); STS-B is refused there.
     task: str = "vader"
     # Local GLUE folder (holding <TASK>/train.tsv, dev.tsv), for task="file" a data file or a folder
@@ -132,21 +138,44 @@ class DataSpec:
     # text/label columns are then unused). The completion is the text after the prompt, as written.
     prompt_column: str | None = None
     completion_column: str | None = None
-    # "classification", "regression" or "auto": regression when every label is a number and one has a
-    # fractional part; else classification of integer ids or of names (mixed: refused; over 100
-    # classes: set the kind). GLUE and VADER tasks have their own kind (STS-B: regression).
+    # "classification", "regression" or "auto": regression when every label is a number and one has a fractional
+    # part; else classes of ids or names (mixed: refused; over 100: set it). GLUE, VADER: their own (STS-B regression).
     label_kind: str = "auto"
-    # Caps on examples (None: all); the defaults keep the embedded demo within minutes on a CPU.
+    # Caps on examples (None: all; the defaults keep the embedded demo within minutes on a CPU), and the training
+    # examples held out (after max_train) that each cell's best evaluation is chosen on (None: chosen on dev itself).
     max_train: int | None = 4000
     max_eval: int | None = 500
+    validation_size: int | None = None
+    # task="chat" (a column of role/content turns) and task="instruction" (instruction, optional input,
+    # output), for decoders, read through Hugging Face `datasets` (lowrank_lab.train.chat): `path` a hub
+    # id, a local dataset folder or a .parquet/.jsonl/.json/.csv file; `config` the hub dataset's
+    # configuration (GSM8K's "main"); `split` the training split; `eval_split` the dev split (None: the
+    # 20% of `split` with the smallest sha256(row number)).
+    config: str | None = None
+    split: str = "train"
+    eval_split: str | None = None
+    messages_column: str = "messages"
+    instruction_column: str = "instruction"
+    input_column: str = "input"  # optional: a dataset without this column, or an empty cell, has no input
+    output_column: str = "output"
+    # Scores of greedy decoding against references (lowrank_lab.maths.nlg_metrics.TEXT_METRICS):
+    # "exact_match" (the last number of the answer), "bleu", "nist", "meteor", "rouge_l", "cider". Chat
+    # and instruction tasks score the last assistant turn (none by default: loss and perplexity only);
+    # task="e2e" scores all five NLG metrics when this is empty. Other tasks have no references.
+    metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("max_train", "max_eval"):
+        for name in ("max_train", "max_eval", "validation_size"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise SpecError(f"data.{name}={value}: must be positive or unset")
         if self.label_kind not in LABEL_KINDS:
             raise SpecError(f"data.label_kind={self.label_kind!r}: use one of {', '.join(LABEL_KINDS)}")
+        unknown = [m for m in self.metrics if m not in TEXT_METRICS]
+        if unknown:
+            raise SpecError(f"data.metrics: {unknown[0]!r} is not one of {', '.join(TEXT_METRICS)}")
+        if len(set(self.metrics)) != len(self.metrics):
+            raise SpecError(f"data.metrics={list(self.metrics)}: a metric is repeated")
         if (self.prompt_column is None) != (self.completion_column is None):
             given = "prompt_column" if self.completion_column is None else "completion_column"
             raise SpecError(f"data.{given} is set alone: set data.prompt_column and data.completion_column together")
@@ -200,8 +229,7 @@ class LoRASpec:
 @dataclass(frozen=True)
 class TrainSpec:
     epochs: int = 1
-    # Stop after this many optimizer steps (None: run all epochs).
-    max_steps: int | None = None
+    max_steps: int | None = None  # stop after this many optimizer steps (None: run all epochs)
     batch_size: int = 32
     # Learning rate of the adapter (and of the head of every method unless head_lr is set).
     lr: float = swept("sweep.lr", 2e-3)
@@ -243,12 +271,22 @@ class TrainSpec:
     unpadded: bool = False
     # Per-cell gradient clipping over a few contiguous gradient buffers (fewer kernel launches).
     fused_clip: bool = False
+    # Activation checkpointing per encoder/decoder layer: each layer's activations are recomputed in
+    # the backward pass instead of kept (about a third more compute, activations of one layer at a
+    # time; padded and unpadded steps).
+    gradient_checkpointing: bool = False
+    # Where training curves go besides metrics.jsonl, the same values (lowrank_lab.train.reporting):
+    # "tensorboard" (event files in each cell's tensorboard/ folder, the cell's spec as hyperparameters).
+    report_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_finite(self, "train")
         for name in ("epochs", "batch_size", "evals_per_epoch", "checkpoint_every", "checkpoint_seconds"):
             if getattr(self, name) <= 0:
                 raise SpecError(f"train.{name}={getattr(self, name)}: must be positive")
+        bad = [v for v in self.report_to if v not in REPORTERS]
+        if bad or len(set(self.report_to)) != len(self.report_to):
+            raise SpecError(f"train.report_to={list(self.report_to)}: give distinct values among {', '.join(REPORTERS)}")
         if self.log_every < 0:
             raise SpecError(f"train.log_every={self.log_every}: must be 0 (off) or a number of steps")
         if self.group_by_length < 0:

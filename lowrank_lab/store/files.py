@@ -8,6 +8,7 @@ written without it: tensor files are ``store.tensors``."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib.metadata
 import json
@@ -25,6 +26,32 @@ class RunError(ValueError):
     """A result or adapter file that cannot be read; the message names the file and the key."""
 
 
+# errno of a write that ran out of room: no space left, over the file-size limit (ulimit -f), over quota
+FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+class DiskFull(Exception):
+    """A file could not be written for want of room; what was written before it stays (every write is
+    atomic), so a rerun after freeing space resumes. The CLI prints the message and exits with 1."""
+
+    exit_code = 1
+
+    def __init__(self, path: Path, err: OSError):
+        self.path = Path(path)
+        super().__init__(f"{path}: cannot write it ({err.strerror or err}); finished cells are kept: "
+                         "free space (or raise the file-size limit) and rerun the same command to resume")
+
+
+@contextlib.contextmanager
+def _room_for(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        if err.errno in FULL_ERRNOS:
+            raise DiskFull(path, err) from None
+        raise
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
     os.umask(mask)
@@ -32,7 +59,13 @@ def _umask() -> int:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call write(f) on a temporary file beside `path`, then rename it over `path`."""
+    """Call write(f) on a temporary file beside `path`, then rename it over `path`; ``DiskFull``
+    naming `path` when the disk or the file-size limit leaves no room (the old file stays)."""
+    with _room_for(path):
+        _atomic_write(path, write)
+
+
+def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -58,8 +91,9 @@ def write_text(path: Path, text: str) -> None:
 
 
 def append_jsonl(path: Path, record: dict) -> None:
-    """Append one line; a torn last line (killed mid-write) is skipped by ``read_jsonl``."""
-    with open(path, "a") as f:
+    """Append one line; a torn last line (killed mid-write, or cut by a full disk: ``DiskFull``) is
+    skipped by ``read_jsonl``."""
+    with _room_for(path), open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -104,12 +138,18 @@ def sweep_lock(sweep: Path) -> Iterator[None]:
 
 
 def provenance(device: str | None = None) -> dict[str, Any]:
-    """Versions, git commit of this project and device: what is needed to trust a result."""
+    """Versions, git commit of this project and where it ran: what is needed to trust a result.
+
+    `device` is the device the work ran on ("cpu", "cuda:0"); on CUDA the GPU's name and its
+    driver's version are recorded, and for any torch the CUDA version it was built with
+    (``torch_cuda``, None for a CPU build). ``git_dirty`` is True when a tracked file's content
+    differs from the commit (a mode-only change, as a copy to another machine makes, is not)."""
     repo = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
+            out = subprocess.run(["git", "-c", "core.fileMode=false", *args], cwd=repo, capture_output=True,
+                                 text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return out.stdout.strip() if out.returncode == 0 else None
@@ -121,18 +161,42 @@ def provenance(device: str | None = None) -> dict[str, Any]:
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
         "python": platform.python_version(),
         "torch": _version("torch"),
+        "torch_cuda": _torch_cuda(),
         "transformers": _version("transformers"),
         "device": device,
         "device_name": _device_name(device),
+        "cuda_driver": _cuda_driver(device),
     }
+
+
+def _is_cuda(device: str | None) -> bool:
+    return bool(device) and device.startswith("cuda") and sys.modules.get("torch") is not None
 
 
 def _device_name(device: str | None) -> str:
     # a CUDA device is only named by a process that trains or analyses on it, so torch is loaded
-    torch = sys.modules.get("torch")
-    if device and device.startswith("cuda") and torch is not None:
-        return torch.cuda.get_device_name(device)
+    if _is_cuda(device):
+        return sys.modules["torch"].cuda.get_device_name(device)
     return platform.processor() or platform.machine()
+
+
+def _torch_cuda() -> str | None:
+    """The CUDA version the loaded torch was built with (None: a CPU build, or torch not loaded)."""
+    torch = sys.modules.get("torch")
+    return getattr(getattr(torch, "version", None), "cuda", None)
+
+
+def _cuda_driver(device: str | None) -> str | None:
+    """The NVIDIA driver's version on a CUDA device (from nvidia-smi), None elsewhere."""
+    if not _is_cuda(device):
+        return None
+    index = str(sys.modules["torch"].device(device).index or 0)
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", "-i", index],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def _version(package: str) -> str | None:

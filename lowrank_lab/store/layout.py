@@ -14,6 +14,7 @@ can find their inputs without torch. A sweep directory::
             adapter/               PEFT format: adapter_config.json + adapter_model.safetensors
             weights.safetensors    trained weights for full fine-tuning / BitFit (no adapter)
             metrics.jsonl          one line per evaluation
+            tensorboard/           the same values as TensorBoard events (train.report_to)
             summary.json           best evaluation, trainable parameters, examples/s, provenance
         analysis/                  tidy tables computed from the cells (CSV), figures
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,11 @@ def summary_path(cell_folder: Path) -> Path:
 
 def metrics_path(cell_folder: Path) -> Path:
     return Path(cell_folder) / "metrics.jsonl"
+
+
+def tensorboard_dir(cell_folder: Path) -> Path:
+    """The cell's TensorBoard event files (train.report_to = ["tensorboard"])."""
+    return Path(cell_folder) / "tensorboard"
 
 
 def weights_path(cell_folder: Path) -> Path:
@@ -140,6 +147,7 @@ def start_cell(cell_folder: Path, cell: CellSpec) -> None:
     files.write_json(config_path(cell_folder), spec_to_dict(cell))
     for stale in (metrics_path(cell_folder), summary_path(cell_folder)):
         stale.unlink(missing_ok=True)
+    shutil.rmtree(tensorboard_dir(cell_folder), ignore_errors=True)
 
 
 def cell_entry(sweep: Path, name: str) -> ManifestEntry:

@@ -232,39 +232,90 @@ def load_base(name: str, revision: str | None = None, option: str = "model.name"
         raise _load_error(name, folder, option, err) from None
 
 
-def load_model(name: str, revision: str | None = None, kind: str = "auto",
-               option: str = "model.name") -> LoadedModel:
+def load_model(name: str, revision: str | None = None, kind: str = "auto", option: str = "model.name",
+               dtype=None, device=None, random_init: bool = False) -> LoadedModel:
     """A base model for training or analysis: encoder (AutoModel) or decoder (AutoModelForCausalLM,
     ``model.base.is_causal_config`` when `kind` is "auto"), its tokenizer with a pad token, and its
-    provenance; the folder is checked first and every failure is one line (as ``load_base``)."""
+    provenance; the folder is checked first and every failure is one line (as ``load_base``).
+
+    `dtype` (default float32) and `device`: the weights are read from the shards straight into that
+    dtype on that device. `random_init`, or a folder that holds a config.json and no weights: the
+    model is built from the config with random weights (seed 0), and says so in its provenance; the
+    tokenizer is the folder's, else the embedded model's of the same kind (``config_only_tokenizer``)."""
+    import torch
+
     folder = check_model_folder(name, option)
+    path = str(folder) if folder is not None else name
+    config_only = folder is not None and not has_weights(folder)
+    random = random_init or config_only
+    tokenizer = config_only_tokenizer(folder, name, kind) if random and folder is not None else None
     try:
-        module, tokenizer, decoder = load_auto(str(folder) if folder is not None else name, revision, kind)
+        module, tok, decoder = load_auto(path, revision, kind, dtype or torch.float32, device, random, tokenizer)
     except (OSError, ValueError) as err:
         raise _load_error(name, folder, option, err) from None
     provenance = {"model": str(name), "base_model_name_or_path": portable_name(name),
                   "folder": str(folder) if folder is not None else None, "revision": revision,
-                  "kind": "causal" if decoder else "encoder"}
+                  "kind": "causal" if decoder else "encoder", "dtype": str(module.dtype).removeprefix("torch."),
+                  "weights": ("random (seed 0), from the config alone: " + ("the folder holds no weights" if config_only
+                              else "model.random_init") if random else "read from the checkpoint")}
+    if tokenizer is not None and tokenizer != path:
+        provenance["tokenizer"] = tokenizer
     if is_embedded_causal(name):
         provenance["w0"] = EMBEDDED_CAUSAL_W0
-    return LoadedModel(module, tokenizer, decoder, portable_name(name), provenance)
+    return LoadedModel(module, tok, decoder, portable_name(name), provenance)
+
+
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
+
+
+def has_weights(folder: Path) -> bool:
+    return any(any(folder.glob(pattern)) for pattern in WEIGHT_FILES)
+
+
+def config_only_tokenizer(folder: Path, name: str, kind: str) -> str:
+    """The tokenizer of a base built from its config: the folder's own, else the embedded model's
+    (MiniLM's WordPiece for an encoder, SmolLM2's for a decoder); ModelError when its vocabulary
+    does not fit the config's."""
+    if any((folder / f).is_file() for f in TOKENIZER_FILES):
+        return str(folder)
+    from transformers import AutoConfig, AutoTokenizer
+
+    from lowrank_lab.model.base import is_causal_config
+
+    config = AutoConfig.from_pretrained(str(folder))
+    decoder = kind == "causal" or kind == "auto" and is_causal_config(config)
+    borrowed = str(embedded_causal_dir() if decoder else embedded_model_dir(verify=False))
+    size = len(AutoTokenizer.from_pretrained(borrowed))
+    if size > config.vocab_size:
+        raise ModelError(f"{folder / MODEL_CONFIG}: vocab_size {config.vocab_size} is smaller than the borrowed "
+                         f"tokenizer's {size} ({borrowed}); put a tokenizer in {folder}")
+    return borrowed
 
 
 def model_kinds(model) -> tuple[str, ...]:
     """The recognised matrix kinds of a ``spec.ModelSpec``'s model (``model.base.model_kinds``),
     from its config alone (built on the meta device, no weights read): what Table 5's budget rule
     counts for "all-linear" (``spec.expand_sweep(spec, model_kinds=...)``)."""
+    from lowrank_lab.model.base import model_kinds as kinds_of
+
+    return kinds_of(config_model(model)[0])
+
+
+def config_model(model) -> tuple[nn.Module, bool]:
+    """(the base built from its config alone on the meta device, whether it is a decoder): its
+    parameters' shapes without a byte of weights (``model_kinds``, the memory plan)."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    from lowrank_lab.model.base import is_causal_config, model_kinds as kinds_of
+    from lowrank_lab.model.base import is_causal_config
 
     folder = check_model_folder(model.name)
     config = AutoConfig.from_pretrained(str(folder) if folder is not None else model.name, revision=model.revision)
     decoder = model.kind == "causal" or model.kind == "auto" and is_causal_config(config)
     with torch.device("meta"):
         module = (AutoModelForCausalLM if decoder else AutoModel).from_config(config)
-    return kinds_of(module)
+    return module, decoder
 
 
 def _load_error(name: str, folder: Path | None, option: str, err: Exception) -> ModelError:

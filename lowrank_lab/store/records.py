@@ -77,15 +77,18 @@ class TrainableParameters:
 
 @dataclass(frozen=True)
 class PackInfo:
-    """The pack a cell was trained in: its id, its K, the step it resumed at, the process."""
+    """The pack a cell was trained in: its id, its K, the step it resumed at, the process, and how
+    often the planned pack was halved after running out of memory."""
 
     id: str
     size: int
     resumed_at_step: int = 0
     rank: int = 0
     data_parallel_processes: int = 1
+    # times the planned pack was halved after running out of memory before this one ran
+    out_of_memory_splits: int = 0
     KINDS = {"id": (str,), "size": (int,), "resumed_at_step": (int,), "rank": (int,),
-             "data_parallel_processes": (int,)}
+             "data_parallel_processes": (int,), "out_of_memory_splits": (int,)}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -205,8 +205,11 @@ def write_table(sweep: Path, name: str, table: pd.DataFrame, options: dict, conv
     no stale copy is left); return the Parquet's path."""
     side = _side_of(name, side)
     path = table_path(sweep, name, side or "A")
+    spec = layout.read_spec(sweep)
+    # the analyses run on the CPU (adapters are read there); the training's provenance beside it
     meta = {"table": name, "side": side, "rows": len(table), "columns": list(table.columns),
             "format": FORMAT, "options": options, "conventions": conventions, "sweep": str(sweep),
+<<<<<<< HEAD
             "sweep_spec": layout.read_spec(sweep), "cells": done_cells(sweep), "provenance": files.provenance()}
     data = parquet_bytes(table)
     files.atomic_write(path, lambda f: f.write(data))
@@ -214,6 +217,11 @@ def write_table(sweep: Path, name: str, table: pd.DataFrame, options: dict, conv
         files.write_text(path.with_suffix(".csv"), _csv(table))
     else:
         path.with_suffix(".csv").unlink(missing_ok=True)
+=======
+            "sweep_spec": spec, "cells": done_cells(sweep), "provenance": files.provenance("cpu"),
+            "training_provenance": spec.get("provenance")}
+    files.write_text(path, _csv(table))
+>>>>>>> w25
     files.write_json(path.with_suffix(".json"), meta)
     return path
 
@@ -230,6 +238,6 @@ def write_folder_table(out: Path, name: str, table: pd.DataFrame, sidecar: dict,
         files.write_text(paths[-1], markdown)
     paths.append(out / f"{name}.json")
     files.write_json(paths[-1], {"table": name, "rows": len(table), "columns": list(table.columns),
-                                 "format": FORMAT, **sidecar, "provenance": files.provenance()})
+                                 "format": FORMAT, **sidecar, "provenance": files.provenance("cpu")})
     return paths
 

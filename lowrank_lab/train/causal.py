@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from lowrank_lab.maths.metrics import METRICS, compute_metrics
-from lowrank_lab.maths.text_metrics import bleu, rouge_l
+from lowrank_lab.maths.nlg_metrics import score as text_scores
 from lowrank_lab.model.varlen_layout import Varlen
+from lowrank_lab.store.wordnet import wordnet_reader
 from lowrank_lab.train.batches import Encoded
 from lowrank_lab.train.data import Task, label_word_class
 from lowrank_lab.train.tokenize import IGNORE, PromptBatch, encode_completions, encode_prompts, pad_id
@@ -89,7 +90,9 @@ def causal_dev(tokenizer, task: Task, max_length: int) -> CausalDev:
         return CausalDev(sequences, truncated=truncated)
     longest = max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
     new = min(longest + 1, max_length - 1)  # + 1: the eos that ends a completion
-    prompts = encode_prompts(tokenizer, [e.prompt for e in task.dev], max_length - new)
+    # a chat template's prompt holds its own special tokens (train.chat)
+    prompts = encode_prompts(tokenizer, [e.prompt for e in task.dev], max_length - new,
+                             special_tokens=not task.dev[0].segments)
     gold = tuple(label_word_class(task.label_words, e.completion) for e in task.dev) if task.label_words else ()
     return CausalDev(sequences, prompts, gold, references, new, truncated)
 
@@ -112,7 +115,8 @@ def evaluate_causal(model: nn.Module, K: int, dev: CausalDev, task: Task, tokeni
                     batch_size: int, autocast: bool) -> list[dict[str, float]]:
     """Each cell's dev metrics: completion_loss (mean over every dev completion token, which is also
     its dev_loss) and perplexity = exp(completion_loss); the classification metrics of the greedy
-    completion's label word; BLEU and ROUGE-L of greedy decoding for generation tasks."""
+    completion's label word; the task's text metrics of greedy decoding for generation tasks
+    (``maths.nlg_metrics``: E2E's five, exact match)."""
     sums, counts = torch.zeros(K, device=device), torch.zeros(K, device=device)
     sequences = dev.sequences.to(device)
     texts: list[list[str]] = [[] for _ in range(K)]
@@ -137,6 +141,6 @@ def _text_scores(task: Task, dev: CausalDev, texts: list[str]) -> dict[str, floa
     if task.kind == "generation":
         hypotheses = [t.strip() for t in texts]
         references = [tuple(r.strip() for r in refs) for refs in dev.references]
-        return {"bleu": bleu(hypotheses, references), "rouge_l": rouge_l(hypotheses, references)}
+        return text_scores(task.metrics, hypotheses, references, wordnet_reader() if "meteor" in task.metrics else None)
     classes = [label_word_class(task.label_words, t) for t in texts]
     return compute_metrics(tuple(m for m in task.metrics if m in METRICS), classes, list(dev.gold))

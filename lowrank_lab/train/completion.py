@@ -119,7 +119,9 @@ def load_completion_file(spec: DataSpec) -> Task:
 def _finish(name: str, train: tuple, dev: tuple, rows: dict, spec: DataSpec, source: dict, kind: str) -> Task:
     source.update(rows=rows, counts={"train": len(train), "dev": len(dev)},
                   caps={"max_train": spec.max_train, "max_eval": spec.max_eval}, labels=None)
-    metrics = GENERATION_METRICS if kind == "generation" else COMPLETION_METRICS
+    metrics = COMPLETION_METRICS
+    if kind == "generation":  # E2E: the five NLG metrics unless data.metrics names others
+        metrics = (*spec.metrics, *COMPLETION_METRICS) if spec.metrics else GENERATION_METRICS
     return Task(name, train, dev, 0, metrics, metrics[0], source, kind=kind)
 
 

@@ -14,6 +14,8 @@ batching belong to training, reading files to ``store.datasets``. Sources (``spe
   ``completion_column``, a completion task for decoders (``train.completion``).
 - ``e2e``: E2E NLG in microsoft/LoRA's format at ``spec.path``, a generation task for decoders
   (``train.completion``: template, splits, caps).
+- ``chat``, ``instruction``: conversations or instruction/input/output rows through Hugging Face
+  ``datasets``, for decoders (``train.chat``: columns, splits, the chat template, assistant-only loss).
 
 Decoders (``load_task(spec, causal=True)``) get classification tasks as prompt → label word
 (``train.completion.as_completion``); the value objects and task kinds are in ``train.examples``.
@@ -49,6 +51,7 @@ from lowrank_lab.spec import DataSpec, SpecError
 # DataError is defined in store (which raises it first) and is the same class here.
 from lowrank_lab.store.datasets import (VADER_FILES, VADER_SDIST, VADER_SDIST_SHA256, DataError, data_files,
                                         glue_files, read_table, read_vader, sha256_file)
+from lowrank_lab.train.chat import CHAT_TASKS, load_chat_task
 from lowrank_lab.train.completion import as_completion, load_completion_file, load_e2e
 from lowrank_lab.train.examples import (DEV_FRACTION, LOWER_IS_BETTER, SPLIT_RULE, CompletionExample, Example, Task,
                                         dev_indices, label_word_class, lowest_ranked, table_cells)
@@ -57,6 +60,7 @@ from lowrank_lab.train.examples import (DEV_FRACTION, LOWER_IS_BETTER, SPLIT_RUL
 __all__ = ["DEV_FRACTION", "GLUE_TASKS", "LOWER_IS_BETTER", "MAX_AUTO_CLASSES", "VADER_TASKS", "CompletionExample",
            "DataError", "Example", "Task", "as_completion", "label_word_class", "load_task"]
 MAX_AUTO_CLASSES = 100  # label_kind="auto" refuses a classifier of more classes
+DECODER_TASKS = ("e2e", *CHAT_TASKS)  # tasks with reference texts, for decoders only
 VADER_TASKS = {"vader": "movies", **{f"vader-{source}": source for source in VADER_FILES}}
 
 
@@ -175,11 +179,30 @@ def _assemble(name: str, train: list[_Row], dev: list[_Row] | None, spec: DataSp
     for split, rows, cap in (("train", train, spec.max_train), ("dev", dev, spec.max_eval)):
         examples = [_example(r, encode) for r in rows]  # all rows, so a bad label is found whatever the cap
         splits[split] = tuple(examples[i] for i in lowest_ranked([r.key for r in rows], cap))
+    train_keys = [r.key for r in train]
+    kept_keys = [train_keys[i] for i in lowest_ranked(train_keys, spec.max_train)]
+    splits["train"], splits["validation"] = hold_out(splits["train"], kept_keys, spec.validation_size, train[0].where)
     if metrics is None:
         metrics = ("pearson", "spearman") if num_labels == 1 else ("accuracy",)
-    source.update(rows={"train": len(train), "dev": len(dev)}, counts={k: len(v) for k, v in splits.items()},
-                  caps={"max_train": spec.max_train, "max_eval": spec.max_eval}, labels=index)
-    return Task(name, splits["train"], splits["dev"], num_labels, metrics, metrics[0], source)
+    held = {"validation_size": spec.validation_size} if spec.validation_size else {}
+    source.update(rows={"train": len(train), "dev": len(dev)},
+                  counts={k: len(v) for k, v in splits.items() if v or k != "validation"},
+                  caps={"max_train": spec.max_train, "max_eval": spec.max_eval, **held}, labels=index)
+    return Task(name, splits["train"], splits["dev"], num_labels, metrics, metrics[0], source,
+                validation=splits["validation"])
+
+
+def hold_out(examples: tuple, keys: list[str], size: int | None, where: str) -> tuple[tuple, tuple]:
+    """(train, validation): `size` of the examples, chosen by sha256("validation:" + key), held
+    out, both in source order; validation empty when `size` is None."""
+    if not size:
+        return tuple(examples), ()
+    if size >= len(examples):
+        raise DataError(f"{where}: data.validation_size={size} leaves no training examples "
+                        f"(the training split has {len(examples)})")
+    held = set(lowest_ranked([f"validation:{k}" for k in keys], size))
+    return (tuple(e for i, e in enumerate(examples) if i not in held),
+            tuple(e for i, e in enumerate(examples) if i in held))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,14 +320,21 @@ def load_task(spec: DataSpec, causal: bool = False) -> Task:
     ``causal``: the model is a decoder, so a classification task comes as prompt → label word
     (``completion.as_completion``); without it, the decoder-only sources (e2e, prompt/completion files)
     are refused."""
-    if not causal and (spec.task == "e2e" or (spec.task == "file" and spec.prompt_column is not None)):
-        what = "data.task='e2e' is a generation task" if spec.task == "e2e" else \
+    if not causal and (spec.task in DECODER_TASKS or (spec.task == "file" and spec.prompt_column is not None)):
+        what = f"data.task={spec.task!r} is a {'generation' if spec.task == 'e2e' else spec.task} task" \
+            if spec.task in DECODER_TASKS else \
             "data.prompt_column/completion_column make data.task='file' a completion task"
         raise SpecError(f"{what}: it needs a decoder model (a causal LM)")
-    labelled = spec.task != "e2e" and spec.prompt_column is None
+    if spec.metrics and spec.task not in DECODER_TASKS:
+        raise SpecError(f"data.metrics={list(spec.metrics)}: data.task={spec.task!r} has no reference texts to score "
+                        f"generations against; text metrics are for {', '.join(DECODER_TASKS)}")
+    labelled = spec.task not in DECODER_TASKS and spec.prompt_column is None
     if causal and labelled and (spec.label_kind == "regression" or spec.task.lower().replace("-", "") == "glue:stsb"):
         raise SpecError(f"data.task={spec.task!r} is a regression task: a decoder learns classes as label words; "
                         "use a classification task or an encoder model")
+    if causal and spec.validation_size:
+        raise SpecError("data.validation_size: the held-out selection is implemented for encoder models only "
+                        "so far; unset it for a decoder")
     task = _load_source(spec)
     return as_completion(task) if causal else task
 
@@ -323,4 +353,7 @@ def _load_source(spec: DataSpec) -> Task:
         return _load_file(spec) if spec.prompt_column is None else load_completion_file(spec)
     if task == "e2e":
         return load_e2e(spec)
-    raise SpecError(f"data.task={task!r}: use vader, vader-<{'|'.join(VADER_FILES)}>, glue:<TASK>, file or e2e")
+    if task in CHAT_TASKS:
+        return load_chat_task(spec)
+    raise SpecError(f"data.task={task!r}: use vader, vader-<{'|'.join(VADER_FILES)}>, glue:<TASK>, file, e2e, "
+                    "chat or instruction")

@@ -9,7 +9,10 @@ Encoders read ``Example`` (a sentence or pair and a class id or float); decoders
   also by the task's classification metrics on the class of the greedy completion
   (``label_word_class``).
 - ``generation``: ``CompletionExample``s whose dev examples carry every reference of their prompt,
-  scored by BLEU and ROUGE-L of greedy decoding (E2E, paper §5.5).
+  scored by text metrics of greedy decoding (``maths.nlg_metrics``: E2E's five, paper §5.4; exact match).
+- A chat or instruction task holds ``ChatExample``s until ``train.chat.render_task`` renders them with the
+  tokenizer's template into ``CompletionExample``s with ``segments``; it is a completion task, or a
+  generation task when ``data.metrics`` asks for scores of the last assistant turn.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ KINDS = ("classification", "regression", "completion", "generation")
 # Metrics of decoder tasks where a smaller value is better (every other metric: larger is better).
 LOWER_IS_BETTER = frozenset({"completion_loss", "perplexity"})
 COMPLETION_METRICS = ("completion_loss", "perplexity")
-GENERATION_METRICS = ("bleu", "rouge_l", *COMPLETION_METRICS)
+# E2E (paper §5.4, Table 3): the five metrics of the E2E NLG challenge, then the loss.
+E2E_METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
+GENERATION_METRICS = (*E2E_METRICS, *COMPLETION_METRICS)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,19 @@ class CompletionExample:
     prompt: str
     completion: str  # the training target, its leading space included (" positive")
     references: tuple[str, ...] = ()  # generation tasks: every reference of this prompt, for BLEU / ROUGE-L
+    # A chat rendered by its template (train.chat): the whole text as (piece, trained) in order, special
+    # tokens written out; tokenised piece by piece without added special tokens, the loss on the trained
+    # pieces (every assistant turn). ``prompt`` + ``completion`` are then the text up to and of the last one.
+    segments: tuple[tuple[str, bool], ...] = ()
+
+
+@dataclass(frozen=True)
+class ChatExample:
+    """A conversation as read (data.task "chat" or "instruction"), before a tokenizer's template renders
+    it: (role, content) turns, the last one the assistant's; ``where`` names its file and row."""
+
+    messages: tuple[tuple[str, str], ...]
+    where: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,8 @@ class Task:
     source: dict  # provenance, JSON-ready: files and sha256, hub id, split rule, counts, caps, labels
     kind: str | None = None  # one of KINDS; None: "regression" when num_labels == 1, else "classification"
     label_words: tuple[str, ...] = ()  # completion tasks of a classification source, in class-id order
+    # data.validation_size training examples held out to choose the best evaluation on (never trained on)
+    validation: tuple[Example, ...] | tuple[CompletionExample, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind is None:

@@ -29,6 +29,7 @@ from lowrank_lab.model import varlen
 from lowrank_lab.train.causal import completion_losses, evaluate_causal, varlen_completion_losses
 from lowrank_lab.train.data import LOWER_IS_BETTER, Task
 from lowrank_lab.train.distributed import all_reduce_mean_
+from lowrank_lab.train.activations import checkpoint_layers
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
 from lowrank_lab.train.pack import GradBuffers, Pack, clip_per_cell, make_optimizer, set_precision
 from lowrank_lab.maths.metrics import compute_metrics
@@ -156,6 +157,7 @@ class Training:
     tokenizer: object = None
     grads: GradBuffers | None = None  # train.fused_clip: the packed gradients' buffers
     layers: varlen.LayerForwards | None = None  # train.unpadded with train.compile: the compiled layers
+    validation: Encoded | None = None  # data.validation_size: the split the best evaluation is chosen on
 
     @property
     def spec(self) -> TrainSpec:
@@ -166,7 +168,8 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
                *, start_step: int = 0, resume: dict | None = None, states: list[CellState] | None = None,
                on_eval: Callable[[int, dict], None] | None = None, on_log: Callable[[int, dict], None] | None = None,
                on_checkpoint: Callable | None = None, stop: StopRequest | None = None,
-               progress=None, shard: tuple[int, int] = (0, 1), meter: StepMeter | None = None) -> list[CellState]:
+               progress=None, shard: tuple[int, int] = (0, 1), meter: StepMeter | None = None,
+               validation: Encoded | None = None) -> list[CellState]:
     """Train every cell of `pack` for the spec's epochs (or max_steps), evaluating
     evals_per_epoch times an epoch. ``on_eval(n, record)`` is called for each cell's evaluation
     (the caller saves the best adapter), ``on_log(n, record)`` every train.log_every steps with the
@@ -180,9 +183,11 @@ def train_pack(pack: Pack, task: Task, train: Encoded, dev: Encoded, tokenizer, 
     before clipping, so every process takes the same step as one process on the whole batch (and
     they agree on when to stop).
 
-    `meter`, when given, counts steps, tokens and seconds (``StepMeter``)."""
+    `meter`, when given, counts steps, tokens and seconds (``StepMeter``). `validation`, when given
+    (held out of the training data), is what each cell's best evaluation is chosen on; the dev
+    metrics of that evaluation are reported beside it, never used to choose it."""
     t = _set_up(pack, task, train, dev, device, resume, states, shard, meter)
-    t.tokenizer = tokenizer
+    t.tokenizer, t.validation = tokenizer, validation
     total, last_checkpoint = t.plan.total, time.monotonic()
     for step in range(start_step, total):
         agreed = _step(t, step, bool(stop))
@@ -223,6 +228,8 @@ def _set_up(pack: Pack, task: Task, train: Encoded, dev: Encoded, device: torch.
             layers = varlen.compiled()
     elif spec.compile:
         forward, multiple = torch.compile(forward), 8  # widths rounded up: one graph serves all
+    if spec.gradient_checkpointing:
+        layers = checkpoint_layers(pack, layers)
     optimizer = make_optimizer(pack, device)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(plan.total, spec.warmup_ratio))
     # LoRA dropout draws from the global generator: seed it from the pack, or restore it on resume,
@@ -353,10 +360,16 @@ def _evaluate(t: Training, step: int, on_eval: Callable[[int, dict], None] | Non
     now = time.perf_counter()
     t.meter.train_seconds += now - t.clock
     results = evaluate(t.pack, t.dev, t.task, t.device, max(t.spec.batch_size, 64), t.autocast, t.tokenizer)
+    held = (evaluate(t.pack, t.validation, t.task, t.device, max(t.spec.batch_size, 64), t.autocast, t.tokenizer)
+            if t.validation is not None else None)
     t.clock = time.perf_counter()
     t.meter.eval_seconds += t.clock - now
     main = t.task.main_metric
+    # chosen on the held-out split when there is one ("val_" metrics), else on dev itself
+    chosen = f"{VAL}{main}" if held is not None else main
     for n, metrics in enumerate(results):
+        if held is not None:
+            metrics = {**metrics, **{f"{VAL}{k}": v for k, v in held[n].items()}}
         st = t.states[n]
         if st.failed:
             continue
@@ -365,11 +378,14 @@ def _evaluate(t: Training, step: int, on_eval: Callable[[int, dict], None] | Non
             continue
         record = {"step": step + 1, "epoch": (step + 1) / t.plan.steps_per_epoch, "train_loss": mean_loss[n], **metrics}
         st.history.append(record)
-        improved = st.best is None or _better(metrics[main], st.best[main], main)
+        improved = st.best is None or _better(metrics[chosen], st.best[chosen], main)
         if improved:
             st.best = record
         if on_eval is not None:
             on_eval(n, {**record, "best": improved})
+
+
+VAL = "val_"  # prefix of the held-out split's metrics in an evaluation record
 
 
 def _sync(device: torch.device) -> None:

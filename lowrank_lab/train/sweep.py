@@ -9,8 +9,7 @@ go on. Every path and record is ``store.layout``'s.
 from __future__ import annotations
 
 import copy
-import hashlib
-import math
+import gc
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,69 +22,22 @@ from lowrank_lab.store import tensors as tensors_io
 from lowrank_lab.store.records import CellSummary, PackInfo, TrainableParameters
 from lowrank_lab.spec import (ADAPTER_METHODS, CellSpec, ExperimentSpec, SpecError, expand_sweep, kind_order,
                               needs_model_kinds)
+from lowrank_lab.store.wordnet import wordnet_reader
 from lowrank_lab.train.causal import causal_dev, causal_encoded
+from lowrank_lab.train.chat import render_task
+from lowrank_lab.train.reporting import Reporters, check_reporters
 from lowrank_lab.train.data import load_task
 from lowrank_lab.train.distributed import World, close, device_for, init_world, share
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
 from lowrank_lab.model.lora import base_shape
 from lowrank_lab.model.base import CLASSIFIER_PREFIX, find_targets
-from lowrank_lab.store.models import default_pooling, load_model, model_kinds, portable_name
+from lowrank_lab.store.models import config_model, default_pooling, load_model, model_kinds, portable_name
 from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.train.batches import encode, resolve_device
 from lowrank_lab.train.loop import CellState, StepMeter, StepPlan, train_pack
 from lowrank_lab.train.pack import Pack, build_pack, cell_slices, trainable_parameters
+from lowrank_lab.train.plan import FROZEN_BASE, data_tokens, element_bytes, pack_id, plan_packs, size_text, sweep_plan  # noqa: F401 (plan_packs)
 from lowrank_lab.train.progress import cell_progress, step_progress
-
-
-def _pack_key(cell: CellSpec) -> tuple:
-    """Cells with equal keys can share one forward pass: same model, data and schedule. Seeds, ranks,
-    α and learning rates may differ within a pack (``pack.make_optimizer`` steps each cell at its own)."""
-    free = ("seed", "data_seed", "lr", "full_lr", "bitfit_lr", "head_lr")
-    schedule = tuple((k, v) for k, v in sorted(asdict(cell.train).items()) if k not in free)
-    length = cell.lora.prefix_length if cell.lora.method == "prefix" else None  # one prefix length per pack
-    return (cell.lora.method, cell.lora.dropout, length, schedule)
-
-
-def plan_packs(cells: Sequence[CellSpec], pack_size: int) -> list[list[CellSpec]]:
-    """Group cells into packs of at most `pack_size`; full fine-tuning and BitFit train alone.
-
-    Cells that can share a pack are dealt out round-robin over as few packs as fit, so every pack
-    gets the same mix of ranks and target sets and the packs take about equally long (which is
-    what lets several GPUs finish together)."""
-    groups: dict[tuple, list[CellSpec]] = {}
-    for cell in cells:
-        groups.setdefault(_pack_key(cell), []).append(cell)
-    packs = []
-    for key, members in groups.items():
-        n_packs = len(members) if key[0] in ("full", "bitfit") else math.ceil(len(members) / pack_size)
-        packs += [members[i::n_packs] for i in range(n_packs)]
-    return packs
-
-
-def pack_id(cells: Sequence[CellSpec]) -> str:
-    return hashlib.sha1("\n".join(c.name for c in cells).encode()).hexdigest()[:12]
-
-
-def activation_bytes_per_cell(config, batch_size: int, max_length: int) -> int:
-    """Activation memory one cell adds to a pack in bf16, for a BERT-like encoder: per token and
-    layer about 34·d + 5·heads·L bytes (Korthikanti et al. 2022, Eq. 1, without sequence
-    parallelism). On the H200 this slightly overestimates what we measured (MiniLM: ~160 MB per
-    cell at batch 32 × 64 tokens against 207 MB predicted)."""
-    d, heads, layers = config.hidden_size, config.num_attention_heads, config.num_hidden_layers
-    return batch_size * max_length * layers * (34 * d + 5 * heads * max_length)
-
-
-def auto_pack_size(spec: ExperimentSpec, n_lora: int, world_size: int, base=None,
-                   free_bytes: int | None = None) -> int:
-    """sweep.pack, else the LoRA cells split evenly over the processes, capped by what fits in
-    80% of the free accelerator memory (`free_bytes`, when known) and at 128 per pack."""
-    if spec.sweep.pack is not None:
-        return spec.sweep.pack
-    size = min(math.ceil(max(n_lora, 1) / world_size), 128)
-    if free_bytes is not None and base is not None:
-        per_cell = activation_bytes_per_cell(base.config, spec.train.batch_size, spec.model.max_length)
-        size = min(size, int(0.8 * free_bytes // per_cell))
-    return max(1, size)
 
 
 def run_sweep(spec: ExperimentSpec, echo=print) -> Path:
@@ -121,14 +73,21 @@ class Inputs:
     decoder: bool = False
     provenance: dict | None = None
     fitted: dict | None = None
+    validation: object = None  # data.validation_size: the held-out split the best evaluation is chosen on
 
 
-def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec]) -> Inputs:
+def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.device | None = None) -> Inputs:
     """Load and check the data and the model before anything is written: a bad task, model or
-    rank fails here with a message that names it."""
-    loaded = load_model(spec.model.name, spec.model.revision, kind=spec.model.kind)
-    task = load_task(spec.data, causal=loaded.is_decoder)
+    rank fails here with a message that names it. A base that trains frozen in bf16 on a GPU is
+    read straight into bf16 on `device` (``plan.element_bytes``)."""
+    check_reporters(spec.train.report_to)
+    straight = device is not None and element_bytes(device.type, cells) == 2
+    loaded = load_model(spec.model.name, spec.model.revision, kind=spec.model.kind, random_init=spec.model.random_init,
+                        dtype=torch.bfloat16 if straight else None, device=device if straight else None)
     base, tokenizer = loaded.module, loaded.tokenizer
+    task = render_task(load_task(spec.data, causal=loaded.is_decoder), tokenizer)  # chat: by its template
+    if "meteor" in task.metrics:
+        wordnet_reader()  # METEOR's WordNet, checked before anything is written
     lora_cells = [c for c in cells if c.lora.method == "lora"]
     if lora_cells:
         kinds = tuple(sorted({k for c in lora_cells for k in c.lora.kinds}, key=kind_order))
@@ -144,9 +103,11 @@ def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec]) -> Inputs:
                   "truncated_dev_prompts": dev.truncated, "dropped_train": dropped}
         return Inputs(task, train, dev, base, tokenizer, "none", True, loaded.provenance, fitted)
     regression = task.num_labels == 1
+    validation = encode(tokenizer, task.validation, spec.model.max_length, regression) if task.validation else None
     return Inputs(task, encode(tokenizer, task.train, spec.model.max_length, regression),
                   encode(tokenizer, task.dev, spec.model.max_length, regression), base, tokenizer,
-                  spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance)
+                  spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance,
+                  validation=validation)
 
 
 def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
@@ -154,7 +115,10 @@ def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
     names = [c.name for c in cells]
     device = resolve_device(device_for(world, spec.train.device))
     unfinished = [c for c in cells if layout.cell_entry(sweep, c.name).status != "done"]
-    inputs = load_inputs(spec, unfinished) if unfinished else None
+    data_parallel = spec.sweep.data_parallel and world.size > 1
+    if unfinished:  # the plan before the model loads: a user sees at once whether it fits
+        _echo_plan(spec, unfinished, device, world, data_parallel, echo)
+    inputs = load_inputs(spec, unfinished, device) if unfinished else None
     if world.is_main:
         model = {"model": inputs.provenance} if inputs is not None and inputs.provenance else {}
         layout.write_spec(sweep, spec, {**files.provenance(str(device)), **model})
@@ -163,16 +127,19 @@ def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
     todo = [c for c in cells if layout.cell_entry(sweep, c.name).status != "done"]
     echo(f"sweep {sweep}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
          f"{world.size} process(es), device {device}")
-    data_parallel = spec.sweep.data_parallel and world.size > 1
     mine = _my_packs(spec, todo, inputs, device, world, data_parallel, echo)
     overall = cell_progress(sum(map(len, mine)))
+    queue = [(p, 0) for p in mine]  # (cells, times their pack was halved after running out of memory)
     try:
         with StopRequest() as stop:
-            for cells_of_pack in mine:
-                _run_pack(sweep, cells_of_pack, inputs, device, world, stop, echo, data_parallel)
+            while queue:
+                cells_of_pack, splits = queue.pop(0)
+                halves = _run_or_split(sweep, cells_of_pack, splits, inputs, device, world, stop, echo, data_parallel)
+                queue[:0] = [(h, splits + 1) for h in halves]
                 if world.is_main:
                     layout.update_manifest(sweep, names)
-                overall.update(len(cells_of_pack))
+                if not halves:
+                    overall.update(len(cells_of_pack))
     except Interrupted as err:
         if world.is_main:
             layout.update_manifest(sweep, names, dict.fromkeys(err.cells, err.step))
@@ -187,21 +154,56 @@ def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:
     return sweep
 
 
+def _echo_plan(spec: ExperimentSpec, todo: list[CellSpec], device: torch.device, world: World, data_parallel: bool,
+               echo) -> None:
+    """The memory plan from the model's config (built on the meta device, no weight read); a config
+    that cannot be read is left to the model's loading, whose message names it."""
+    try:
+        base = config_model(spec.model)
+    except (OSError, ValueError):
+        return
+    for line in sweep_plan(spec, todo, base, device, world, data_parallel)[1].lines():
+        echo(line)
+
+
 def _my_packs(spec: ExperimentSpec, todo: list[CellSpec], inputs: Inputs | None, device: torch.device, world: World,
               data_parallel: bool, echo) -> list[list[CellSpec]]:
-    """The packs of the unfinished cells, sized by the spec, the processes and the free GPU memory;
-    the share of them this process trains (all of them, under data parallelism)."""
-    n_lora = max(sum(c.lora.method == m for c in todo) for m in ("lora", *ADAPTER_METHODS))  # the largest group
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
-    size = auto_pack_size(spec, n_lora, 1 if data_parallel else world.size, inputs.base if inputs else None, free)
-    packs = plan_packs(todo, size)
-    if todo:
-        why = "sweep.pack" if spec.sweep.pack else ("free GPU memory and processes" if free else "processes")
-        echo(f"{len(packs)} pack(s) of up to {size} cells (from {why})")
-        methods, alone = dict.fromkeys(c.lora.method for c in todo), ("full", "bitfit")
-        echo(f"packed (K cells per pack through the batch dimension): {', '.join(m for m in methods if m not in alone)}; "
-             f"cell by cell (they train the base's own weights): {', '.join(m for m in methods if m in alone) or 'none'}")
+    """The packs of the unfinished cells, planned at the data's largest batch (``sweep_plan``); the
+    share of them this process trains (all of them, under data parallelism)."""
+    if not todo:
+        return []
+    tokens = data_tokens(inputs.train, spec.train.batch_size, spec.train.unpadded, inputs.decoder)
+    packs, plan = sweep_plan(spec, todo, (inputs.base, inputs.decoder), device, world, data_parallel, tokens,
+                             max(inputs.task.num_labels, 1))
+    why = "sweep.pack" if spec.sweep.pack else ("free GPU memory and processes" if device.type == "cuda" else "processes")
+    echo(f"{len(packs)} pack(s) of up to {max(map(len, packs))} cells (from {why}); at the data's largest batch "
+         f"({tokens.tokens} tokens per cell) the estimated peak is {size_text(plan.peak_bytes)}")
+    methods, alone = dict.fromkeys(c.lora.method for c in todo), ("full", "bitfit")
+    echo(f"packed (K cells per pack through the batch dimension): {', '.join(m for m in methods if m not in alone)}; "
+         f"cell by cell (they train the base's own weights): {', '.join(m for m in methods if m in alone) or 'none'}")
     return packs if data_parallel else [packs[i] for i in share([float(len(p)) for p in packs], world)]
+
+
+def _run_or_split(sweep: Path, cells: list[CellSpec], splits: int, inputs: Inputs, device: torch.device,
+                  world: World, stop: StopRequest, echo, data_parallel: bool) -> list[list[CellSpec]]:
+    """Train one pack; [] when it finished, or its two halves when it ran out of memory (its
+    checkpoint dropped, the halves start afresh). A single cell, or a data-parallel pack (every
+    process would have to agree), that runs out of memory stops the sweep as before."""
+    try:
+        _run_pack(sweep, cells, inputs, device, world, stop, echo, data_parallel, splits)
+        return []
+    except torch.OutOfMemoryError as err:
+        if len(cells) == 1 or data_parallel:
+            raise
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+    gc.collect()  # the failed pack's tensors, once the traceback that held them is gone
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    checkpoints.remove_checkpoint(layout.pack_dir(sweep, pack_id(cells)))
+    halves = [cells[0::2], cells[1::2]]  # each keeps the mix of ranks and target sets
+    echo(f"pack of {len(cells)} cells ({_listed([c.name for c in cells])}) ran out of memory ({reason}); "
+         f"split into packs of {len(halves[0])} and {len(halves[1])}, retried")
+    return halves
 
 
 @dataclass
@@ -216,23 +218,27 @@ class PackRun:
     start_step: int = 0
     resume: dict | None = None
     states: list[CellState] | None = None
+    splits: int = 0  # times the pack was halved after running out of memory
 
 
 def _run_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, device: torch.device, world: World,
-              stop: StopRequest | None = None, echo=print, data_parallel: bool = False) -> None:
+              stop: StopRequest | None = None, echo=print, data_parallel: bool = False, splits: int = 0) -> None:
     """Train one pack and save its cells; with `data_parallel`, every process trains it on a slice
-    of each batch and only rank 0 writes."""
+    of each batch and only rank 0 writes. `splits`: how often the pack was halved after running
+    out of memory (in each cell's summary)."""
     writer = world.is_main or not data_parallel
-    run = _set_up_pack(sweep, cells, inputs, writer, echo)
+    run = _set_up_pack(sweep, cells, inputs, writer, echo, device)
+    run.splits = splits
     states, meter, seconds = _train(run, inputs, device, world, stop, writer, data_parallel)
     if writer:
         _write_summaries(run, states, meter, seconds, inputs, device, world, data_parallel)
         checkpoints.remove_checkpoint(run.folder)
 
 
-def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: bool, echo) -> PackRun:
+def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: bool, echo,
+                 device: torch.device | None = None) -> PackRun:
     """The pack's model, restored from its checkpoint when there is one; else its cells start afresh."""
-    pack = _build_pack(cells, inputs)
+    pack = _build_pack(cells, inputs, device)
     pid = pack_id(cells)
     run = PackRun(pack, pid, layout.pack_dir(sweep, pid), [layout.cell_dir(sweep, c) for c in cells],
                   StepPlan.of(cells[0].train, len(inputs.train)).total)
@@ -249,10 +255,15 @@ def _set_up_pack(sweep: Path, cells: list[CellSpec], inputs: Inputs, writer: boo
     return run
 
 
-def _build_pack(cells: list[CellSpec], inputs: Inputs) -> Pack:
+def _build_pack(cells: list[CellSpec], inputs: Inputs, device: torch.device | None = None) -> Pack:
     """``build_pack`` on a copy of the sweep's shared base (the adapters and prefixes it puts on the
-    base change its modules)."""
-    return build_pack(cells, copy.deepcopy(inputs.base), inputs.task.num_labels, inputs.pooling, inputs.decoder)
+    base change its modules). A frozen base already in the precision it trains in on `device` (float32
+    on the CPU, bf16 read onto the GPU) is shared by every pack's copy: its weights are not copied."""
+    base = inputs.base
+    wanted = torch.bfloat16 if device is not None and element_bytes(device.type, cells) == 2 else torch.float32
+    shared = device is not None and cells[0].lora.method in FROZEN_BASE and next(base.parameters()).dtype == wanted
+    memo = {id(t): t for t in (*base.parameters(), *base.buffers())} if shared else {}
+    return build_pack(cells, copy.deepcopy(base, memo), inputs.task.num_labels, inputs.pooling, inputs.decoder)
 
 
 def _listed(names: list[str], shown: int = 3) -> str:
@@ -264,14 +275,19 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
            writer: bool, data_parallel: bool) -> tuple[list[CellState], StepMeter, float]:
     """Train the pack from its start step, saving each cell's evaluations and best adapter (writer)."""
     pack, cells = run.pack, run.pack.cells
+    # train.report_to: the same records as TensorBoard events (train.reporting)
+    reporters = Reporters(cells[0].train.report_to if writer else (), run.dirs, cells, run.start_step)
 
     def on_eval(n: int, record: dict) -> None:
-        layout.append_metrics(run.dirs[n], {"kind": "eval", **{k: v for k, v in record.items() if k != "best"}})
+        saved = {"kind": "eval", **{k: v for k, v in record.items() if k != "best"}}
+        layout.append_metrics(run.dirs[n], saved)
+        reporters.log(n, saved)
         if record["best"]:
             save_cell(run.dirs[n], pack, n, cells[n].model.name)
 
     def on_log(n: int, record: dict) -> None:
         layout.append_metrics(run.dirs[n], record)
+        reporters.log(n, record)
 
     def on_checkpoint(step, optimizer, schedule, st) -> None:
         _checkpoint(run.folder, pack, step, optimizer, schedule, st)
@@ -286,8 +302,9 @@ def _train(run: PackRun, inputs: Inputs, device: torch.device, world: World, sto
                             start_step=run.start_step, resume=run.resume, states=run.states,
                             on_eval=on_eval if writer else None, on_log=on_log if writer else None, on_checkpoint=on_checkpoint if writer else None,
                             stop=stop, progress=bar, shard=(world.rank, world.size) if data_parallel else (0, 1),
-                            meter=meter)
+                            meter=meter, validation=inputs.validation)
     finally:
+        reporters.close()
         if bar is not None:
             bar.close()
     if device.type == "cuda":
@@ -303,7 +320,7 @@ def _write_summaries(run: PackRun, states: list[CellState], meter: StepMeter, se
     provenance = {**files.provenance(str(device)), **({"model": inputs.provenance} if inputs.provenance else {})}
     data = {**task.source, **({"fitted": inputs.fitted} if inputs.fitted else {})}
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    info = PackInfo(run.id, K, run.start_step, world.rank, world.size if data_parallel else 1)
+    info = PackInfo(run.id, K, run.start_step, world.rank, world.size if data_parallel else 1, run.splits)
     for n, (cell, d, st) in enumerate(zip(cells, run.dirs, states, strict=True)):
         if run.pack.adapters is not None:  # provenance: the formula the count equals (Hu et al. 2021, §5.1)
             provenance = {**provenance, "trainable_formula": run.pack.adapters.formula(n)}

@@ -10,6 +10,10 @@ left (after a leading BOS), so that the completion is kept whole; a completion t
 least one prompt token is an error naming ``model.max_length`` and the count (or, with ``drop_long``,
 dropped and counted).
 
+A chat rendered by its template (``CompletionExample.segments``, ``train.chat``) is its pieces tokenised
+one by one without added special tokens, labels on the assistant's pieces; a longer one than
+``max_length`` loses tokens from the left, and one whose last answer does not fit is handled as above.
+
 Generation (``encode_prompts``): the prompt ids, truncated from the left to ``max_length`` the same way,
 LEFT padded, so that every row's next token is generated at the same position.
 """
@@ -97,12 +101,34 @@ def _cut_left(ids: list[int], room: int, bos: int | None) -> list[int]:
     return ids[:keep] + ids[len(ids) - (room - keep):]
 
 
-def encode_completions(tokenizer, examples, max_length: int, drop_long: bool = False) -> CompletionBatch:
-    """``CompletionExample``s as training sequences (module docstring); ``max_length`` counts every token."""
+def _segment_ids(tokenizer, pieces) -> tuple[list[int], list[int]]:
+    """(ids, labels) of a rendered chat's (text, trained) pieces, each tokenised alone, no special tokens added."""
+    ids, labels = [], []
+    for text, trained in pieces:
+        part = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += part
+        labels += part if trained else [IGNORE] * len(part)
+    return ids, labels
+
+
+def _sequences(tokenizer, examples, max_length: int) -> tuple[list, list, list[int], int]:
+    """(sequences, labels, dropped indices, truncated count): prompt + completion + eos, or a rendered chat
+    (``segments``: the loss on its assistant pieces, cut from the left when too long, its last answer kept)."""
+    sequences, labels, dropped, truncated = [], [], [], 0
+    if examples and examples[0].segments:
+        for n, e in enumerate(examples):
+            ids, target = _segment_ids(tokenizer, e.segments)
+            last = len(tokenizer(e.completion, add_special_tokens=False)["input_ids"])
+            if max_length - last < 1:
+                dropped.append(n)
+                continue
+            truncated += len(ids) > max_length
+            sequences.append(ids[-max_length:])
+            labels.append(target[-max_length:])
+        return sequences, labels, dropped, truncated
     eos, bos = _eos(tokenizer), tokenizer.bos_token_id
     prompts = tokenizer([e.prompt for e in examples])["input_ids"]
     completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
-    sequences, labels, dropped, truncated = [], [], [], 0
     for n, (prompt, completion) in enumerate(zip(prompts, completions)):
         target = [*completion, eos]
         room = max_length - len(target)
@@ -113,6 +139,12 @@ def encode_completions(tokenizer, examples, max_length: int, drop_long: bool = F
         truncated += len(kept) < len(prompt)
         sequences.append(kept + target)
         labels.append([IGNORE] * len(kept) + target)
+    return sequences, labels, dropped, truncated
+
+
+def encode_completions(tokenizer, examples, max_length: int, drop_long: bool = False) -> CompletionBatch:
+    """``CompletionExample``s as training sequences (module docstring); ``max_length`` counts every token."""
+    sequences, labels, dropped, truncated = _sequences(tokenizer, examples, max_length)
     if dropped and not drop_long:
         raise DataError(f"model.max_length={max_length}: {len(dropped)} of {len(examples)} completions (with eos) "
                         f"leave no room for the prompt (first: example {dropped[0] + 1}); raise model.max_length")
@@ -126,10 +158,11 @@ def encode_completions(tokenizer, examples, max_length: int, drop_long: bool = F
     return CompletionBatch(ids, targets, torch.tensor([len(s) for s in sequences]), truncated, tuple(dropped))
 
 
-def encode_prompts(tokenizer, prompts: list[str], max_length: int) -> PromptBatch:
-    """Prompts (strings) for greedy generation: left padded, cut from the left to ``max_length`` tokens."""
+def encode_prompts(tokenizer, prompts: list[str], max_length: int, special_tokens: bool = True) -> PromptBatch:
+    """Prompts (strings) for greedy generation: left padded, cut from the left to ``max_length`` tokens;
+    ``special_tokens`` False for prompts a chat template wrote (they hold their own)."""
     bos = tokenizer.bos_token_id
-    encoded = tokenizer(list(prompts))["input_ids"]
+    encoded = tokenizer(list(prompts), add_special_tokens=special_tokens)["input_ids"]
     kept = [_cut_left(ids, max_length, bos) for ids in encoded]
     width = max(len(ids) for ids in kept)
     out = torch.full((len(kept), width), pad_id(tokenizer), dtype=torch.long)

@@ -12,13 +12,15 @@ from collections.abc import Callable
 
 from lowrank_lab.spec import ExperimentSpec
 from lowrank_lab.store import layout
+from lowrank_lab.store.files import DiskFull
 
 
 def rank_sweep(spec: ExperimentSpec, echo: Callable[[str], None] = print,
                warn: Callable[[str], None] = print) -> int:
     """Train every unfinished cell of `spec`'s sweep; print the results table and where they are.
-    Returns the exit status: 0, 1 when a cell failed (NaN loss), 128 + signal when interrupted
-    (rerun the same command to resume), 130 on a KeyboardInterrupt outside a pack."""
+    Returns the exit status: 0, 1 when a cell failed (NaN loss) or the disk filled up while saving
+    (``DiskFull``), 128 + signal when interrupted (rerun the same command to resume), 130 on a
+    KeyboardInterrupt outside a pack."""
     try:
         with layout.claim_sweep(spec) as sweep:
             from lowrank_lab.train.interrupt import Interrupted
@@ -32,6 +34,9 @@ def rank_sweep(spec: ExperimentSpec, echo: Callable[[str], None] = print,
     except KeyboardInterrupt:
         warn("interrupted; rerun to resume (finished cells are kept)")
         return 130
+    except DiskFull as err:  # one line naming the file; the finished cells are kept, a rerun finishes
+        warn(str(err))
+        return err.exit_code
     from lowrank_lab.workflow.report import sweep_summary
 
     echo(sweep_summary(sweep))

@@ -175,6 +175,10 @@ def test_every_table_has_a_sidecar_with_conventions_spec_and_provenance(analyzed
         assert side["table"] == name and "git_commit" in side["provenance"]
         assert side["conventions"]["delta_w"].endswith("INCLUDES the scaling")
         assert side["sweep_spec"]["sweep"]["r"] == [1, 2, 4, 8]
+        # where the analysis ran, and where the cells were trained
+        assert side["provenance"]["device"] == "cpu" and "cuda_driver" in side["provenance"]
+        assert side["training_provenance"] == side["sweep_spec"]["provenance"]
+        assert side["training_provenance"]["device_name"]
 
 
 def test_reading_a_table_that_was_not_computed_names_the_command(tmp_path):

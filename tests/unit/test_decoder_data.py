@@ -108,7 +108,7 @@ def write_e2e(folder: Path, splits=("valid", "test"), refs: int = 3) -> Path:
 
 def test_e2e_without_train_trains_on_valid_evaluates_on_test_grouped_by_mr(tmp_path):
     task = load_task(DataSpec(task="e2e", path=str(write_e2e(tmp_path / "e2e")), **ALL), causal=True)
-    assert task.kind == "generation" and task.metrics[:2] == ("bleu", "rouge_l") and task.main_metric == "bleu"
+    assert task.kind == "generation" and task.metrics[:5] == ("bleu", "nist", "meteor", "rouge_l", "cider") and task.main_metric == "bleu"
     assert task.source["split_note"] == E2E_SPLIT_NOTE == "trained on validation, evaluated on test (no train split)"
     assert task.source["files"]["train"]["path"].endswith("valid.txt")
     assert len(task.train) == 9 and len(task.dev) == 3  # each reference its own training example; one per MR

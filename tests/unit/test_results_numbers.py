@@ -19,20 +19,79 @@ def test_results_md_holds_the_recomputed_numbers():
     assert run.returncode == 0, run.stderr
 
 
-def test_the_check_fails_on_a_changed_number(tmp_path, monkeypatch):
-    check = runpy.run_path(str(SCRIPT))
-    block = check["block"]()
-    row = next(line for line in block.splitlines() if line.startswith("| Full fine-tuning |"))
+def documents(check) -> dict[str, str]:
+    return {name: path.read_text() for name, path in check["DOCUMENTS"].items()}
+
+
+@pytest.fixture(scope="module")
+def check():
+    return runpy.run_path(str(SCRIPT))
+
+
+def test_the_check_fails_on_a_changed_number_in_the_block(check):
+    texts = documents(check)
+    row = next(line for line in check["block"]().splitlines() if line.startswith("| Full fine-tuning |"))
     number = row.split(" | ")[1]  # full fine-tuning on SST-2, "median ± half-range"
     changed = row.replace(number, f"{float(number.split()[0]) + 0.1:.1f} ± {number.split()[-1]}", 1)
-    edited = (ROOT / "figures" / "RESULTS.md").read_text().replace(row, changed)
-    assert edited != (ROOT / "figures" / "RESULTS.md").read_text()
-    (tmp_path / "RESULTS.md").write_text(edited)
-    (tmp_path / "results").symlink_to(ROOT / "figures" / "results")
-    copy = tmp_path / "check_results.py"
-    copy.write_text(SCRIPT.read_text())
-    run = subprocess.run([sys.executable, str(copy), "--check"], capture_output=True, text=True)
-    assert run.returncode == 1 and "differ from the committed data" in run.stderr
+    texts["figures/RESULTS.md"] = texts["figures/RESULTS.md"].replace(row, changed)
+    assert any("differ from the committed data" in p for p in check["check_documents"](texts))
+
+
+@pytest.mark.parametrize("name", ["figures/RESULTS.md", "benchmarks/RESULTS.md", "README.md"])
+def test_the_check_fails_on_any_changed_number_in_the_prose(check, name):
+    """Every reference of the document with a digit of its number nudged: the check names each one."""
+    import re
+
+    texts = documents(check)
+    assert check["check_documents"]({name: texts[name]}) == []
+    refs = [m for m in re.finditer(r"<!--=(.*?)-->(.*?)<!--/-->", texts[name], re.S) if re.search(r"\d", m.group(2))]
+    assert refs, f"{name} quotes no number through a reference"
+
+    def nudge(match: re.Match) -> str:
+        digit = re.search(r"\d", match.group(2))
+        value = match.group(2)
+        return f"<!--={match.group(1)}-->{value[:digit.start()]}{(int(digit.group()) + 1) % 10}{value[digit.end():]}<!--/-->"
+    problems = check["check_documents"]({name: re.sub(r"<!--=(.*?)-->(.*?)<!--/-->",
+                                                      lambda m: nudge(m) if re.search(r"\d", m.group(2)) else m.group(0),
+                                                      texts[name], flags=re.S)})
+    assert len([p for p in problems if " is '" in p]) == len(refs)
+
+
+def test_a_number_typed_by_hand_in_the_prose_fails(check):
+    texts = documents(check)
+    text = texts["figures/RESULTS.md"]
+    at = text.index("## Table 6")
+    texts["figures/RESULTS.md"] = text[:at] + "LoRA wins by 2.5 points here.\n\n" + text[at:]
+    problems = check["check_documents"](texts)
+    assert any("a number typed by hand" in p and "2.5 points" in p for p in problems)
+
+
+def test_names_years_and_code_are_not_numbers():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "figures"))
+    import quoted
+
+    text = ("Hu et al. 2021 (arXiv:2106.09685), Table 6, Figs. 3, 4 and 7, §7.2, App. H.4, SST-2 on an H200\n"
+            "at L2, fp16, Q4_1, r = 8, `r = 3`, <!--=x-->0.5<!--/--> and ![a](results/glue-sst2/fig3.png)\n\n"
+            "    python figures/check_results.py --d 4096\n\n"
+            "```\n| 98.2 |\n```\n")
+    assert quoted.typed_numbers(text, labels={"r": {"8"}}) == []
+    assert [n for n, _ in quoted.typed_numbers("r = 3 of them\nat 5 s\n", labels={"r": {"8"}})] == [1, 2]
+
+
+def test_a_stale_reference_is_named_and_write_renders_it():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "figures"))
+    import quoted
+
+    space = {"half": lambda x: f"{x / 2:.1f}"}
+    text = "a <!--=half(3)-->1.4<!--/--> b"
+    [stale] = quoted.stale(text, space)
+    assert stale.computed == "1.5" and stale.written == "1.4" and stale.line == 1
+    assert quoted.render(text, space) == "a <!--=half(3)-->1.5<!--/--> b"
+    assert quoted.stale(quoted.render(text, space), space) == []
 
 
 TEXT_COLUMNS = ("task", "targets", "lora_targets", "scaling_rule", "init")
@@ -53,12 +112,13 @@ def test_committed_tables_keep_empty_text_as_written(path):
 def test_export_reads_tables_as_the_store_wrote_them(tmp_path):
     import pandas as pd
 
-    export = runpy.run_path(str(ROOT / "figures" / "export_results.py"))
+    from lowrank_lab.store import exported
+
     analysis = tmp_path / "analysis"
     analysis.mkdir()
     written = pd.DataFrame({"cell": ["full", "lora"], "targets": ["", "q,v"], "seed": [0, 1], "value": [0.1, 1 / 3]})
     written.to_csv(analysis / "results.csv", index=False)
-    table = export["read"](analysis, "results")
+    table = exported.read_analysis(analysis, "results")
     assert table.targets.tolist() == ["", "q,v"] and table.value.tolist() == [0.1, 1 / 3]
 
 

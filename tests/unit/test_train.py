@@ -80,26 +80,6 @@ def test_training_lowers_the_loss_and_moves_delta_w_away_from_zero(tiny_bert, ti
         assert layer.B.abs().max() > 0  # B starts at 0, so ΔW = 0 until training moves it
 
 
-def test_pack_size_follows_the_spec_then_free_memory(tiny_bert):
-    from transformers import BertConfig
-
-    from lowrank_lab.spec import ExperimentSpec, SweepSpec
-    from lowrank_lab.train.sweep import activation_bytes_per_cell, auto_pack_size
-
-    spec = ExperimentSpec()
-    minilm = BertConfig(hidden_size=384, num_attention_heads=12, num_hidden_layers=6)
-
-    class Encoder:
-        config = minilm
-
-    per_cell = activation_bytes_per_cell(minilm, spec.train.batch_size, spec.model.max_length)
-    assert per_cell == 32 * 48 * 6 * (34 * 384 + 5 * 12 * 48)
-    assert auto_pack_size(spec, 21, 1) == 21  # no memory limit known (CPU)
-    assert auto_pack_size(spec, 21, 2) == 11  # split over two processes
-    assert auto_pack_size(spec, 21, 1, Encoder(), free_bytes=10 * per_cell) == 8  # 80% of free memory
-    assert auto_pack_size(replace(spec, sweep=SweepSpec(pack=5)), 21, 1, Encoder(), 10 * per_cell) == 5
-
-
 def test_sentence_pairs_keep_their_segment_ids(tiny_bert):
     from lowrank_lab.train.data import Example
     from lowrank_lab.store.models import load_base
