@@ -206,22 +206,17 @@ def write_table(sweep: Path, name: str, table: pd.DataFrame, options: dict, conv
     side = _side_of(name, side)
     path = table_path(sweep, name, side or "A")
     spec = layout.read_spec(sweep)
-    # the analyses run on the CPU (adapters are read there); the training's provenance beside it
+    # where the analysis ran (its dense SVDs: `device`), and the training's provenance beside it
     meta = {"table": name, "side": side, "rows": len(table), "columns": list(table.columns),
             "format": FORMAT, "options": options, "conventions": conventions, "sweep": str(sweep),
-<<<<<<< HEAD
-            "sweep_spec": layout.read_spec(sweep), "cells": done_cells(sweep), "provenance": files.provenance()}
+            "sweep_spec": spec, "cells": done_cells(sweep), "provenance": files.provenance(options.get("device", "cpu")),
+            "training_provenance": spec.get("provenance")}
     data = parquet_bytes(table)
     files.atomic_write(path, lambda f: f.write(data))
     if csv:
         files.write_text(path.with_suffix(".csv"), _csv(table))
     else:
         path.with_suffix(".csv").unlink(missing_ok=True)
-=======
-            "sweep_spec": spec, "cells": done_cells(sweep), "provenance": files.provenance("cpu"),
-            "training_provenance": spec.get("provenance")}
-    files.write_text(path, _csv(table))
->>>>>>> w25
     files.write_json(path.with_suffix(".json"), meta)
     return path
 
