@@ -45,7 +45,7 @@ class W0Source:
         self.svd_of = svd_of or (lambda W, _: dense_svd(W, self.device))
         self._svds: dict[str, SVD] = {}
         self._weights: dict[str, Tensor] = {}
-        self._lock = threading.Lock()  # runs are analysed in threads; one SVD per path, not one per thread
+        self._lock = threading.RLock()  # runs are analysed in threads: one read and one SVD per path; svd reads W0 under it
 
     def __call__(self, update: Update) -> Tensor:
         """W0 of the update's module, as read (once per path, in the dtype it is stored in)."""
