@@ -1,15 +1,23 @@
-"""Recompute every number figures/RESULTS.md quotes for the five-task GLUE study and the SmolLM2
-decoder study from the committed files (figures/results/{glue-*,vader-smollm2,e2e-smollm2}/data/
-*.parquet, written by figures/export_results.py), and check that RESULTS.md holds them as computed
-here.
+"""Recompute every number that figures/RESULTS.md, benchmarks/RESULTS.md and README.md quote from
+the committed files, and check that the documents hold them as computed here.
 
-    python figures/check_results.py            # print the tables of numbers
-    python figures/check_results.py --check    # exit 1 unless RESULTS.md's block equals them
-    python figures/check_results.py --write    # put them into RESULTS.md's block
+    python figures/check_results.py            # print the block of tables
+    python figures/check_results.py --check    # exit 1 unless every quoted number equals the data
+    python figures/check_results.py --write    # render the block and every quoted number from the data
 
-The block sits between the two marker lines below in figures/RESULTS.md; the text around it quotes
-only numbers from it. Each column says its population: "median over 3 seeds" is the median of the
-three cells that differ only in train.seed; "L2" is the middle layer (0-based) of MiniLM's six.
+Two kinds of number are checked. The block between the two marker lines below in
+figures/RESULTS.md: tables recomputed from the five GLUE sweeps and the SmolLM2 sweeps
+(figures/results/*/data/*.parquet, read through lowrank_lab.store.exported). And every number of
+the three documents' prose, each written as a reference (figures/quoted.py) to the function that
+computes it from a committed table, sidecar, spec, timing file, the paper's numbers
+(figures/paper.toml) or a table a benchmark printed into benchmarks/RESULTS.md (figures/references.py
+and the functions below). A number typed by hand in figures/RESULTS.md's prose (outside code, and
+other than a name: a table, a figure, a year, an arXiv id, a grid point such as "r = 8") fails
+the check too. Last, every committed results folder must say where it ran (device, driver, CUDA)
+and come from a clean tree, except those listed in MADE_BEFORE_THE_CHECK.
+
+Each column says its population: "median over 3 seeds" is the median of the cells that differ
+only in train.seed; "L2" is the middle layer (0-based) of MiniLM's six, from the export's sidecar.
 """
 
 import argparse
@@ -211,14 +219,16 @@ def decoder_phi(task: str) -> list[tuple[str, str]]:
     seeds = top[(top.comparison == "seeds") & (top.r1 == 64)]
     grid = phi[(phi.comparison == "seeds") & (phi.r1 == 64) & (phi.i <= 16) & (phi.j <= 16)]
     rand = phi[(phi.comparison == "random") & (phi.r1 == 64) & (phi.i <= 16) & (phi.j <= 16)]
+    layers = len(exported.read_sidecar(ROOT / "results" / DECODER[task], "phi")["layers"])
+    third = layers // 3  # the first and the last third of the layers
     out = []
     for m in ("q", "v"):
         at = ranks[ranks.module == m].phi
         out.append((f"ranks ΔW{m} (share > 0.5)", f"{at.median():.3f} ({(at > 0.5).mean():.0%})"))
     for m in ("q", "v"):
         at = seeds[seeds.module == m]
-        out.append((f"seeds ΔW{m}: all, L0–9, L20–29", f"{at.phi.median():.3f}, {at[at.layer < 10].phi.median():.3f}, "
-                                                      f"{at[at.layer >= 20].phi.median():.3f}"))
+        out.append((f"seeds ΔW{m}: all, L0–9, L20–29", f"{at.phi.median():.3f}, {at[at.layer < third].phi.median():.3f}, "
+                                                      f"{at[at.layer >= layers - third].phi.median():.3f}"))
     out += [(f"seeds ΔW{m}, mean i, j ≤ 16", f"{grid[grid.module == m].phi.mean():.3f}") for m in ("q", "v")]
     return out + [("random pair, mean i, j ≤ 16", f"{rand.phi.mean():.3f}")]
 
@@ -253,47 +263,60 @@ def markdown(title: str, rows: dict[str, list[tuple[str, str]]]) -> str:
 
 
 def block() -> str:
-    tables = [("LoRA's best cell group (targets, r) by the median over 3 seeds of the main metric ×100, and "
+    import references as ref
+
+    seeds = len(ref.raw_setup("glue-sst2", "sweep.seeds"))
+    pairs = seeds * (seeds - 1) // 2
+    glue_layers = len(exported.read_sidecar(ROOT / "results" / TASKS["SST-2"], "amplification")["layers"])
+    dec_layers = len(exported.read_sidecar(ROOT / "results" / DECODER["VADER"], "amplification")["layers"])
+    dec_seeds = len(ref.raw_setup("vader-smollm2", "sweep.seeds"))
+    dec_ranks = len(ref.raw_setup("vader-smollm2", "sweep.r"))
+    third = dec_layers // 3
+    mid = f"L{middle('SST-2')}"
+    gpu = ref.trained_with("vader-smollm2", "device_name").removeprefix("NVIDIA ")
+    w0 = decoder_data("VADER", "phi_w0")
+    top_i = int(w0[w0.module == "q"].i.max())
+    tables = [(f"LoRA's best cell group (targets, r) by the median over {seeds} seeds of the main metric ×100, and "
                "how far apart the q,v medians of r = 1…64 lie (points)", best_lora),
-              ("φ (Figs. 3, 4), target set q,v, L2, side A (right singular vectors of A). \"ranks\": "
-               "φ(A_8, A_64, i = 1, j = 1), median over 3 seeds; \"seeds\": φ(A_64, A'_64, 1, 1), median "
-               "over the 3 seed pairs, and the mean of φ over i, j ≤ 16 over the 3 pairs; a Haar-random pair "
+              (f"φ (Figs. 3, 4), target set q,v, {mid}, side A (right singular vectors of A). \"ranks\": "
+               f"φ(A_8, A_64, i = 1, j = 1), median over {seeds} seeds; \"seeds\": φ(A_64, A'_64, 1, 1), median "
+               f"over the {pairs} seed pairs, and the mean of φ over i, j ≤ 16 over the {pairs} pairs; a Haar-random pair "
                "of r = 64 beside it", phi_claims),
               ("Table 7 and the amplification factor, ΔWq of target set q,v (α/r included). \"ΔW / random\": "
                "‖UᵀW0Vᵀ‖_F with U, V the top-r singular vectors of ΔW over the same with random U, V, median "
-               "over 3 seeds at L2; amplification ‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F, median over 3 seeds at L2 and over "
-               "6 layers × 3 seeds", table7),
+               f"over {seeds} seeds at {mid}; amplification ‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F, median over {seeds} seeds at {mid} and over "
+               f"{glue_layers} layers × {seeds} seeds", table7),
               ("Spectra of ΔW (α/r included): rank_90, the smallest k whose top-k singular values hold 90% "
-               "of Σσ², of the q and v matrices, median over 6 layers × 2 matrices × 3 seeds; full "
+               f"of Σσ², of the q and v matrices, median over {glue_layers} layers × 2 matrices × {seeds} seeds; full "
                "fine-tuning's stable rank ‖ΔW‖_F²/σ_max² beside it", spectra),
               ("Intruder dimensions: among the top 10 singular vectors of W0 + ΔW, those with |cos| < 0.5 "
-               "against every singular vector of W0, summed over the 12 q and v matrices of a cell, mean over "
-               "3 seeds (full fine-tuning: its q and v matrices)", intruders)]
+               f"against every singular vector of W0, summed over the {2 * glue_layers} q and v matrices of a cell, mean over "
+               f"{seeds} seeds (full fine-tuning: its q and v matrices)", intruders)]
     parts = ["**Table 2's shape** (dev metric ×100 at each cell's best evaluation, median ± half the range "
-             "over 3 seeds)\n\n" + table2()]
+             f"over {seeds} seeds)\n\n" + table2()]
     parts += [markdown(title, {task: fn(task) for task in TASKS}) for title, fn in tables]
-    parts.append("**SmolLM2-135M, VADER and E2E** (H200, `results/vader-smollm2`, `results/e2e-smollm2`), "
-                 "median over 3 seeds: VADER dev accuracy ×100 / final training loss (completion tokens); E2E "
+    parts.append(f"**SmolLM2-135M, VADER and E2E** ({gpu}, `results/vader-smollm2`, `results/e2e-smollm2`), "
+                 f"median over {dec_seeds} seeds: VADER dev accuracy ×100 / final training loss (completion tokens); E2E "
                  "BLEU / ROUGE-L of greedy decoding on the test set\n\n" + decoder_metrics())
-    parts.append("**SmolLM2 Table 7 and spectra**, LoRA on all-linear, median over 30 layers × 3 seeds: "
+    parts.append(f"**SmolLM2 Table 7 and spectra**, LoRA on all-linear, median over {dec_layers} layers × {dec_seeds} seeds: "
                  "amplification ‖ΔW‖_F / ‖UᵀW0Vᵀ‖_F; \"ΔW / random\" ‖UᵀW0Vᵀ‖_F with U, V the top-r singular "
                  "vectors of ΔW over the same with random U, V; rank_90 of ΔW\n\n" + decoder_geometry())
-    parts.append(markdown("SmolLM2 full fine-tuning's ΔW per matrix kind (VADER), median over 30 layers × 3 "
+    parts.append(markdown(f"SmolLM2 full fine-tuning's ΔW per matrix kind (VADER), median over {dec_layers} layers × {dec_seeds} "
                           "seeds: rank_90 of the n = min(d, k) singular values, and the stable rank",
                           {"VADER": decoder_full("VADER")}))
     parts.append(markdown("SmolLM2 intruder dimensions (ε = 0.5, top 10 of W0 + ΔW) summed over a cell's "
-                          "matrices (q,v: 60; all-linear and full fine-tuning: 210), mean over 3 seeds",
+                          f"matrices (q,v: {2 * dec_layers}; all-linear and full fine-tuning: {7 * dec_layers}), mean over {dec_seeds} seeds",
                           {task: decoder_intruders(task) for task in DECODER}))
-    parts.append(markdown("SmolLM2 φ (Figs. 3, 4, 7), VADER, LoRA q,v (the φ rerun), side A, 30 layers. \"ranks\": "
-                          "φ(A_8, A_64, 1, 1), median over 30 layers × 3 seeds and the share of them above 0.5; "
-                          "\"seeds\": φ(A_64, A'_64, 1, 1), median over 30 layers × 3 seed pairs, then over "
-                          "layers 0–9 and 20–29 × 3 pairs; the mean over i, j ≤ 16 over 30 layers × 3 pairs; "
+    parts.append(markdown(f"SmolLM2 φ (Figs. 3, 4, 7), VADER, LoRA q,v (the φ rerun), side A, {dec_layers} layers. \"ranks\": "
+                          f"φ(A_8, A_64, 1, 1), median over {dec_layers} layers × {dec_seeds} seeds and the share of them above 0.5; "
+                          f"\"seeds\": φ(A_64, A'_64, 1, 1), median over {dec_layers} layers × {pairs} seed pairs, then over "
+                          f"layers 0–{third - 1} and {dec_layers - third}–{dec_layers - 1} × {pairs} pairs; the mean over i, j ≤ 16 over {dec_layers} layers × {pairs} pairs; "
                           "a Haar-random pair of r = 64 beside it", {"VADER": decoder_phi("VADER")}))
-    parts.append(markdown("SmolLM2 Fig. 8, VADER: φ(Wq, A_r, i = 58, j ≤ 4), i.e. the top 10% of Wq's 576 "
-                          "directions against the adapter's top j, median over 30 layers × 4 j, seed 0",
+    parts.append(markdown(f"SmolLM2 Fig. 8, VADER: φ(Wq, A_r, i = {top_i}, j ≤ 4), i.e. the top 10% of Wq's {ref.paper('smollm2.d', 'd')} "
+                          f"directions against the adapter's top j, median over {dec_layers} layers × 4 j, seed 0",
                           {"VADER": decoder_phi_w0("VADER")}))
     parts.append(markdown("SmolLM2 φ rerun (VADER, q,v only) against the first run's q,v cells: dev accuracy "
-                          "×100, median over 7 ranks × 3 seeds, and the largest difference of one cell",
+                          f"×100, median over {dec_ranks} ranks × {dec_seeds} seeds, and the largest difference of one cell",
                           {"VADER": decoder_rerun("VADER")}))
     return "\n\n".join([BEGIN, *parts, END])
 
@@ -427,6 +450,15 @@ def tasks_where(column_of: dict, test) -> str:
 MAIN = {t: f"{t} {m}" for t, c, m in COLUMNS if c == "value"}
 
 
+def crossing_one(task: str) -> str:
+    """Between which ranks the median amplification factor (ΔWq of q,v, middle layer) falls below 1."""
+    amp = data(task, "amplification")
+    at = amp[(amp.targets == "q,v") & (amp.module == "q") & (amp.layer == middle(task))]
+    med = at.groupby("r").amplification.median()
+    pairs = [(a, b) for a, b in zip(med.index, med.index[1:]) if med[a] >= 1 > med[b]]
+    return " and ".join(f"between r = {a} and r = {b}" for a, b in pairs) or "nowhere in the grid"
+
+
 def rank90_gap() -> str:
     """Full fine-tuning's rank_90 over LoRA q,v r = 64's, per task (the spectra claims): "40–68"."""
     return span([f(num(claim("spectra", t, "full fine-tuning")) / num(claim("spectra", t, "LoRA q,v r = 64")), ".0f")
@@ -444,7 +476,7 @@ def namespace() -> dict:
             "decoder_geo": decoder_geo, "decoder_rank90": decoder_rank90, "cells": cells, "TASKS": list(TASKS),
             "selection": selection, "made_dirty": made_dirty,
             "old_selection": old_selection, "t6": t6,
-            "within_spread": within_spread, "tasks_where": tasks_where, "MAIN": MAIN, "rank90_gap": rank90_gap, "MADE_BEFORE_THE_CHECK": list(MADE_BEFORE_THE_CHECK)}
+            "within_spread": within_spread, "tasks_where": tasks_where, "MAIN": MAIN, "rank90_gap": rank90_gap, "crossing_one": crossing_one, "MADE_BEFORE_THE_CHECK": list(MADE_BEFORE_THE_CHECK)}
 
 
 def selection(folder: str) -> str:

@@ -65,7 +65,7 @@ def show(value) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return lr(value) if value < 0.01 else f"{value:g}"
+        return lr(value) if value < 0.05 else f"{value:g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(show(v) for v in value)
     return str(value)

@@ -125,3 +125,28 @@ def peft_from_pretrained(base, adapter: Path):
         model.set_adapter("default")
     serious = [str(w.message) for w in caught if not any(b in str(w.message) for b in PEFT_BENIGN)]
     return model.eval(), result, serious
+
+
+@pytest.fixture(scope="session")
+def e2e_analyzed(tmp_path_factory) -> Path:
+    """A decoder sweep on E2E-format data (tiny GPT-2, word tokenizer, two ranks), trained here in
+    seconds, with its results table computed: its dev metrics are E2E's five (Table 3)."""
+    import sys
+
+    from lowrank_lab.spec import load_spec
+    from lowrank_lab.train.sweep import run_sweep
+    from lowrank_lab.workflow.sweep import compute_results
+
+    sys.path.insert(0, str(Path(__file__).parent / "unit"))
+    from test_decoder_data import write_e2e
+    from test_decoder_train import save_decoder
+
+    root = tmp_path_factory.mktemp("e2e")
+    model, data = save_decoder(root / "gpt2", "gpt2"), write_e2e(root / "data")
+    spec = load_spec(None, [
+        f"model.name={model}", "model.max_length=32", "data.task=e2e", f"data.path={data}", f"sweep.out_dir={root}",
+        "sweep.name=e2e", "sweep.r=[2,4]", "sweep.alpha=[4.0]", "sweep.lr=[2e-2]", "train.batch_size=3",
+        "train.device=cpu"])
+    sweep = run_sweep(spec, echo=lambda *_: None)
+    compute_results(sweep)
+    return sweep

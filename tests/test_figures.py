@@ -64,11 +64,13 @@ def test_every_entry_says_what_it_shows_and_how_to_get_it(entry):
 
 # Entries drawn from a learning-rate axis: rendered from the rank × learning-rate fixture sweep.
 LR_ENTRIES = ("fig_lr_curves", "fig_learning_curves", "table_best_lr")
+NLG_ENTRIES = ("table3_nlg",)  # from a decoder sweep on E2E-format data
 
 
 @pytest.mark.parametrize("entry", registry.ENTRIES, ids=lambda e: e.name)
 def test_every_entry_renders_through_its_script(entry, request, tmp_path):
-    sweep = request.getfixturevalue("lr_analyzed" if entry.name in LR_ENTRIES else "analyzed")
+    fixture = "lr_analyzed" if entry.name in LR_ENTRIES else "e2e_analyzed" if entry.name in NLG_ENTRIES else "analyzed"
+    sweep = request.getfixturevalue(fixture)
     module = runpy.run_path(str(ROOT / "figures" / f"{entry.name}.py"))
     module["main"]([str(sweep), "--out", str(tmp_path)])
     for ext, size in EXTENSIONS[entry.kind]:

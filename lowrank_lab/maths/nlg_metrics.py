@@ -25,12 +25,17 @@ from lowrank_lab.maths.text_metrics import POINTS as _BLEU_ROUGE, _check, bleu, 
 from lowrank_lab.spec import TEXT_METRICS
 
 POINTS = _BLEU_ROUGE | {"meteor", "exact_match"}  # on the paper's 0–100 scale
+# E2E (paper §5.4, Table 3): the five metrics of the E2E NLG challenge, and their names in tables.
+E2E_METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
+NAMES = {"bleu": "BLEU", "nist": "NIST", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider": "CIDEr",
+         "exact_match": "exact match (%)"}
 NIST_N, CIDER_N, CIDER_SIGMA = 5, 4, 6.0
 IMPLEMENTATIONS = {
     "bleu": "BLEU: sacrebleu corpus BLEU (13a tokens, all references); the official script runs mteval-v13a.pl, "
             "the same definition",
-    "nist": f"NIST: nltk.translate.nist_score.corpus_nist (n = {NIST_N}) on 13a tokens; the official script runs "
-            "mteval-v13a.pl",
+    "nist": f"NIST: nltk.translate.nist_score.corpus_nist (n = {NIST_N}; orders longer than every hypothesis add 0) "
+            "on 13a tokens, nltk's port of Doddington's formula; the official script runs mteval-v13a.pl, whose "
+            "numbers these were not checked against",
     "meteor": "METEOR: nltk.translate.meteor_score (exact, Porter-stem and WordNet 3.0 synonym matches; nltk "
               "looks synonyms up after stemming the words left unmatched), the mean of sentence scores (each the "
               "best over its references); the official script runs Meteor 1.5 (Java) with paraphrase matching "
@@ -79,12 +84,18 @@ def _tokens(text: str, lower: bool = False) -> list[str]:
 
 
 def nist(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-    """Corpus NIST (Doddington 2002) up to 5-grams, nltk's implementation, on 13a tokens."""
+    """Corpus NIST (Doddington 2002) up to 5-grams, nltk's implementation, on 13a tokens (orders longer
+    than every hypothesis add 0); 0 when every hypothesis is empty."""
     from nltk.translate.nist_score import corpus_nist
 
     _check(hypotheses, references)
-    return float(corpus_nist([[_tokens(r) for r in refs] for refs in references],
-                             [_tokens(h) for h in hypotheses], n=NIST_N))
+    tokens = [_tokens(h) for h in hypotheses]
+    # nltk divides by the count of hypothesis n-grams of each order, so orders longer than every
+    # hypothesis are left out: they add 0, as in mteval (which divides by max(count, 1))
+    n = min(NIST_N, max(len(t) for t in tokens))
+    if n == 0:  # every hypothesis empty: nothing matched (BLEU is 0 too)
+        return 0.0
+    return float(corpus_nist([[_tokens(r) for r in refs] for refs in references], tokens, n=n))
 
 
 def meteor(hypotheses: Sequence[str], references: Sequence[Sequence[str]], wordnet) -> float:

@@ -16,7 +16,7 @@ import io
 import pandas as pd
 
 from lowrank_lab.maths.metrics import FRACTIONS
-from lowrank_lab.maths.text_metrics import POINTS
+from lowrank_lab.maths.nlg_metrics import E2E_METRICS, NAMES, POINTS
 from lowrank_lab.present.select import pick_targets
 from lowrank_lab.spec import ALL_LINEAR, kind_order
 
@@ -48,8 +48,9 @@ def in_percent(results: pd.DataFrame) -> pd.DataFrame:
     fractions = [c for c in results.columns if c.startswith("dev_") and c.removeprefix("dev_") in FRACTIONS]
     out = results.assign(**{c: results[c] * 100 for c in fractions})
     main = results["metric"].isin(FRACTIONS) if "metric" in results else pd.Series(True, index=results.index)
-    if "value" in out:
-        out["value"] = out["value"].where(~main, out["value"] * 100)
+    for column in ("value", "final_value", "val_value"):  # the best evaluation's, the last's, the held-out split's
+        if column in out:
+            out[column] = out[column].where(~main, out[column] * 100)
     if "metric" in out:
         out["metric"] = out["metric"].astype(str).where(~main, out["metric"].astype(str) + " (%)")
     return out.rename(columns={c: f"{c} (%)" for c in fractions})
@@ -174,6 +175,21 @@ def metric_vs_rank_table(results: pd.DataFrame, targets: str | None = None) -> p
     return table.rename(columns=lambda c: c.removeprefix("dev_")).rename_axis(f"r ({targets})")
 
 
+def nlg_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Table 3 (E2E NLG): BLEU, NIST, METEOR, ROUGE-L and CIDEr of each method, target set and r (rows),
+    median ± half-range over seeds, BLEU, METEOR and ROUGE-L with one decimal, NIST and CIDEr with two
+    (the paper's digits); only the metrics the sweep computed (``maths.nlg_metrics``)."""
+    metrics = [m for m in E2E_METRICS if f"dev_{m}" in results and results[f"dev_{m}"].notna().any()]
+    if not metrics:
+        return pd.DataFrame()
+    rows = results.assign(row=[_method_name(m, t, r, s) for m, t, r, s in
+                               zip(results["method"], results["targets"], results["r"],
+                                   results["size"] if "size" in results else [0] * len(results))])
+    table = pd.DataFrame({NAMES[m]: rows.groupby("row", sort=False)[f"dev_{m}"].apply(
+        _median_spread, digits=1 if m in POINTS else 2) for m in metrics})
+    return table.rename_axis("method")
+
+
 # Table 2's row names and order: the paper's (FT, BitFit, adapters, LoRA), head only and prefix tuning beside.
 METHOD_NAMES = {"full": "Full fine-tuning", "bitfit": "BitFit", "head": "Head only", "houlsby": "Adapter^H m={n}",
                 "pfeiffer": "Adapter^P m={n}", "prefix": "Prefix l_p={n}", "lora": "LoRA {t} r={r}"}
@@ -190,7 +206,9 @@ def method_table(results: pd.DataFrame, lora: list[tuple[str, int]] | None = Non
     in `lora`, e.g. [("q,v", 8)] as the paper), trainable parameters (with the classifier head;
     without it too when the results have the column, the paper's count; for the adapter baselines
     also by the paper's formula, which equals the count), then the main metric per task (median ±
-    half-range over seeds). `results` may hold several sweeps, one task each."""
+    half-range over seeds). `results` may hold several sweeps, one task each. When the best
+    evaluations were chosen on a held-out split (`selected_on`), each task's last evaluation is
+    given beside its best-on-held-out one ("<task>, last evaluation")."""
     if lora is not None:
         keep = results["method"] != "lora"
         for targets, r in lora:
@@ -210,7 +228,13 @@ def method_table(results: pd.DataFrame, lora: list[tuple[str, int]] | None = Non
     params = rows.groupby("method_name", sort=False)[list(columns)].first().rename(columns=columns)
     values = rows.groupby(["method_name", "task"], sort=False)["value"].apply(
         _median_spread, digits=_digits(results)).unstack("task")
-    table = pd.concat([params, values[list(dict.fromkeys(rows["task"]))]], axis=1)
+    tasks = list(dict.fromkeys(rows["task"]))
+    table = pd.concat([params, values[tasks]], axis=1)
+    if "selected_on" in rows and (rows["selected_on"] == "validation").any():
+        # chosen on held-out data: the last evaluation beside it, neither chosen on the reported set
+        finals = rows.groupby(["method_name", "task"], sort=False)["final_value"].apply(
+            _median_spread, digits=_digits(results)).unstack("task")
+        table = pd.concat([table, finals[tasks].rename(columns=lambda t: f"{t}, last evaluation")], axis=1)
     return table.rename_axis("method")
 
 

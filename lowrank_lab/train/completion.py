@@ -24,7 +24,7 @@ from dataclasses import replace
 from lowrank_lab.spec import DataSpec, SpecError
 from lowrank_lab.store.datasets import DataError, data_files, e2e_files, read_e2e, read_table, sha256_file
 from lowrank_lab.train.examples import (COMPLETION_METRICS, GENERATION_METRICS, SPLIT_RULE, CompletionExample, Task,
-                                        dev_indices, lowest_ranked, table_cells)
+                                        dev_indices, hold_out, lowest_ranked, table_cells)
 
 E2E_TEMPLATE = "Meaning representation: {mr}\nSentence:"
 E2E_SPLIT_NOTE = "trained on validation, evaluated on test (no train split)"
@@ -73,7 +73,8 @@ def as_completion(task: Task) -> Task:
                      for e in examples)
 
     source = {**task.source, "format": {"kind": "completion", "template": template, "label_words": list(words)}}
-    return replace(task, train=convert(task.train), dev=convert(task.dev), num_labels=len(words),
+    return replace(task, train=convert(task.train), dev=convert(task.dev), validation=convert(task.validation),
+                   num_labels=len(words),
                    metrics=task.metrics + COMPLETION_METRICS, kind="completion", label_words=words, source=source)
 
 
@@ -117,12 +118,15 @@ def load_completion_file(spec: DataSpec) -> Task:
 
 
 def _finish(name: str, train: tuple, dev: tuple, rows: dict, spec: DataSpec, source: dict, kind: str) -> Task:
-    source.update(rows=rows, counts={"train": len(train), "dev": len(dev)},
-                  caps={"max_train": spec.max_train, "max_eval": spec.max_eval}, labels=None)
+    # data.validation_size: held out of the capped training pairs, ranked by their position in them
+    train, validation = hold_out(train, [str(i) for i in range(len(train))], spec.validation_size, name)
+    held = {"validation_size": spec.validation_size} if spec.validation_size else {}
+    source.update(rows=rows, counts={"train": len(train), "dev": len(dev), **({"validation": len(validation)} if validation else {})},
+                  caps={"max_train": spec.max_train, "max_eval": spec.max_eval, **held}, labels=None)
     metrics = COMPLETION_METRICS
     if kind == "generation":  # E2E: the five NLG metrics unless data.metrics names others
         metrics = (*spec.metrics, *COMPLETION_METRICS) if spec.metrics else GENERATION_METRICS
-    return Task(name, train, dev, 0, metrics, metrics[0], source, kind=kind)
+    return Task(name, train, dev, 0, metrics, metrics[0], source, kind=kind, validation=validation)
 
 
 def load_e2e(spec: DataSpec) -> Task:

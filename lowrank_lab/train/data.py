@@ -54,7 +54,7 @@ from lowrank_lab.store.datasets import (VADER_FILES, VADER_SDIST, VADER_SDIST_SH
 from lowrank_lab.train.chat import CHAT_TASKS, load_chat_task
 from lowrank_lab.train.completion import as_completion, load_completion_file, load_e2e
 from lowrank_lab.train.examples import (DEV_FRACTION, LOWER_IS_BETTER, SPLIT_RULE, CompletionExample, Example, Task,
-                                        dev_indices, label_word_class, lowest_ranked, table_cells)
+                                        dev_indices, hold_out, label_word_class, lowest_ranked, table_cells)
 
 # The value objects and the decoder helpers are re-exported, so that callers need this module only.
 __all__ = ["DEV_FRACTION", "GLUE_TASKS", "LOWER_IS_BETTER", "MAX_AUTO_CLASSES", "VADER_TASKS", "CompletionExample",
@@ -192,18 +192,6 @@ def _assemble(name: str, train: list[_Row], dev: list[_Row] | None, spec: DataSp
                 validation=splits["validation"])
 
 
-def hold_out(examples: tuple, keys: list[str], size: int | None, where: str) -> tuple[tuple, tuple]:
-    """(train, validation): `size` of the examples, chosen by sha256("validation:" + key), held
-    out, both in source order; validation empty when `size` is None."""
-    if not size:
-        return tuple(examples), ()
-    if size >= len(examples):
-        raise DataError(f"{where}: data.validation_size={size} leaves no training examples "
-                        f"(the training split has {len(examples)})")
-    held = set(lowest_ranked([f"validation:{k}" for k in keys], size))
-    return (tuple(e for i, e in enumerate(examples) if i not in held),
-            tuple(e for i, e in enumerate(examples) if i in held))
-
 
 # ---------------------------------------------------------------------------------------------
 # VADER: binary sentiment from the mean human rating
@@ -332,10 +320,9 @@ def load_task(spec: DataSpec, causal: bool = False) -> Task:
     if causal and labelled and (spec.label_kind == "regression" or spec.task.lower().replace("-", "") == "glue:stsb"):
         raise SpecError(f"data.task={spec.task!r} is a regression task: a decoder learns classes as label words; "
                         "use a classification task or an encoder model")
-    if causal and spec.validation_size:
-        raise SpecError("data.validation_size: the held-out selection is implemented for encoder models only "
-                        "so far; unset it for a decoder")
     task = _load_source(spec)
+    if spec.validation_size and not task.validation:
+        raise SpecError(f"data.validation_size: not implemented for data.task={spec.task!r}; unset it")
     return as_completion(task) if causal else task
 
 

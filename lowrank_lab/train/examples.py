@@ -24,14 +24,13 @@ from typing import Any
 
 import pandas as pd
 
+from lowrank_lab.maths.nlg_metrics import E2E_METRICS
 from lowrank_lab.store.datasets import DataError
 
 KINDS = ("classification", "regression", "completion", "generation")
 # Metrics of decoder tasks where a smaller value is better (every other metric: larger is better).
 LOWER_IS_BETTER = frozenset({"completion_loss", "perplexity"})
 COMPLETION_METRICS = ("completion_loss", "perplexity")
-# E2E (paper §5.4, Table 3): the five metrics of the E2E NLG challenge, then the loss.
-E2E_METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
 GENERATION_METRICS = (*E2E_METRICS, *COMPLETION_METRICS)
 
 
@@ -102,6 +101,19 @@ def lowest_ranked(keys: list[str], n: int | None) -> list[int]:
         return list(range(len(keys)))
     ranked = sorted(range(len(keys)), key=lambda i: hashlib.sha256(keys[i].encode()).hexdigest())
     return sorted(ranked[:n])
+
+
+def hold_out(examples: tuple, keys: list[str], size: int | None, where: str) -> tuple[tuple, tuple]:
+    """(train, validation): `size` of the examples, chosen by sha256("validation:" + key), held
+    out, both in source order; validation empty when `size` is None."""
+    if not size:
+        return tuple(examples), ()
+    if size >= len(examples):
+        raise DataError(f"{where}: data.validation_size={size} leaves no training examples "
+                        f"(the training split has {len(examples)})")
+    held = set(lowest_ranked([f"validation:{k}" for k in keys], size))
+    return (tuple(e for i, e in enumerate(examples) if i not in held),
+            tuple(e for i, e in enumerate(examples) if i in held))
 
 
 DEV_FRACTION = 0.2

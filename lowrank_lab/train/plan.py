@@ -25,9 +25,10 @@ with a per layer and token (Korthikanti et al. 2022, §4.1, without dropout; fro
 
 Under activation checkpointing (``train.gradient_checkpointing``) each layer keeps only its input
 (d per token) and one layer's activations exist at a time: e·T·(L·d + 2·a), against e·T·(L + 1)·a
-without it (in both, one layer's gradients beside the activations during its backward pass). The estimate leaves out the
-allocator's slack, the CUDA context (~0.5 GiB, not in torch's peak) and the interpreter's own memory
-on the CPU; benchmarks/bench_peft_cells.py sets it against the measured peaks.
+without it (in both, one layer's gradients beside the activations during its backward pass). The
+estimate leaves out the allocator's slack, the CUDA context (not in torch's peak) and the
+interpreter's own memory on the CPU; benchmarks/bench_peft_cells.py sets it against the measured
+peaks.
 """
 
 from __future__ import annotations
@@ -247,7 +248,7 @@ def estimate_pack(cells: Sequence[CellSpec], base: nn.Module, shape: Shape, targ
     ranks = 0
     if cells[0].lora.method == "lora":
         per_layer = {}
-        for label, _ in targets.items():
+        for label in targets:
             layer, kind = parse_label(label)
             r = max((c.lora.r for c in cells if adapts(kind, c.lora.kinds)), default=0)
             per_layer[layer] = per_layer.get(layer, 0) + r

@@ -12,7 +12,7 @@ import copy
 import gc
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -36,7 +36,7 @@ from lowrank_lab.maths.update import LowRankUpdate
 from lowrank_lab.train.batches import encode, resolve_device
 from lowrank_lab.train.loop import CellState, StepMeter, StepPlan, train_pack
 from lowrank_lab.train.pack import Pack, build_pack, cell_slices, trainable_parameters
-from lowrank_lab.train.plan import FROZEN_BASE, data_tokens, element_bytes, pack_id, plan_packs, size_text, sweep_plan  # noqa: F401 (plan_packs)
+from lowrank_lab.train.plan import FROZEN_BASE, data_tokens, element_bytes, pack_id, size_text, sweep_plan
 from lowrank_lab.train.progress import cell_progress, step_progress
 
 
@@ -73,7 +73,7 @@ class Inputs:
     decoder: bool = False
     provenance: dict | None = None
     fitted: dict | None = None
-    validation: object = None  # data.validation_size: the held-out split the best evaluation is chosen on
+    validation: object = None  # data.validation_size: the held-out split (scored as dev is) the best is chosen on
 
 
 def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.device | None = None) -> Inputs:
@@ -101,13 +101,13 @@ def load_inputs(spec: ExperimentSpec, cells: Sequence[CellSpec], device: torch.d
         dev = causal_dev(tokenizer, task, spec.model.max_length)
         fitted = {"max_length": spec.model.max_length, "truncated_train_prompts": truncated,
                   "truncated_dev_prompts": dev.truncated, "dropped_train": dropped}
-        return Inputs(task, train, dev, base, tokenizer, "none", True, loaded.provenance, fitted)
+        held = causal_dev(tokenizer, replace(task, dev=task.validation), spec.model.max_length) if task.validation else None
+        return Inputs(task, train, dev, base, tokenizer, "none", True, loaded.provenance, fitted, validation=held)
     regression = task.num_labels == 1
-    validation = encode(tokenizer, task.validation, spec.model.max_length, regression) if task.validation else None
+    held = encode(tokenizer, task.validation, spec.model.max_length, regression) if task.validation else None
     return Inputs(task, encode(tokenizer, task.train, spec.model.max_length, regression),
                   encode(tokenizer, task.dev, spec.model.max_length, regression), base, tokenizer,
-                  spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance,
-                  validation=validation)
+                  spec.model.pooling or default_pooling(spec.model.name), False, loaded.provenance, validation=held)
 
 
 def _run_sweep(spec: ExperimentSpec, sweep: Path, world: World, echo) -> Path:

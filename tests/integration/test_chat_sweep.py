@@ -82,3 +82,32 @@ def test_tensorboard_events_read_back_equal_to_metrics_jsonl_with_the_spec_as_hp
                      if plugin_data_pb2.HParamsPluginData.FromString(c).HasField("session_start_info"))
         assert start.hparams["lora.r"].number_value == run.spec.lora.r
         assert start.hparams["data.task"].string_value == "chat"
+
+
+@pytest.fixture(scope="module")
+def chat_inputs(tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("chat-inputs")
+    return tiny_chat_llama(tmp / "llama"), write_parquet(tmp / "chat.parquet", sums(10))
+
+
+@pytest.mark.parametrize("sets,named", [
+    (["data.messages_column=turns"], "chat.parquet[train]: no column 'turns' (data.messages_column)"),
+    (["data.eval_split=validation"], "no split 'validation' (data.eval_split); its splits: train"),
+    (['data.task="vader"', 'data.path=""', 'data.metrics=["bleu"]'], "data.task='vader' has no reference texts"),
+    (["data.task=instruction"], "no column 'instruction' (data.instruction_column)"),
+])
+def test_bad_chat_input_is_one_line_exit_2_and_nothing_written(chat_inputs, tmp_path, sets, named):
+    from click.testing import CliRunner
+
+    from lowrank_lab_cli.main import cli
+
+    model, data = chat_inputs
+    out = tmp_path / "out"
+    args = ["rank-sweep", "--set", f"model.name={model}", "--set", "data.task=chat", "--set", f"data.path={data}",
+            "--set", f"sweep.out_dir={out}", "--set", "train.device=cpu"]
+    for value in sets:
+        args += ["--set", value]
+    result = CliRunner().invoke(cli, args)
+    last = result.output.strip().splitlines()[-1]  # the error: one line, after click's usage lines
+    assert result.exit_code == 2 and last.startswith("Error: ") and named in last, result.output
+    assert not out.exists()

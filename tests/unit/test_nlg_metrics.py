@@ -51,6 +51,10 @@ def test_bleu_rouge_l_and_nist_equal_the_packages_own_on_a_fixture():
     expected = corpus_nist([[tok(r).split() for r in refs] for refs in REFS], [tok(h).split() for h in HYPS], n=5)
     assert m.nist(HYPS, REFS) == pytest.approx(expected, abs=1e-12) and expected > 0
     assert tok("King.").split() == ["King", "."]  # 13a splits punctuation off, as mteval does
+    # one-word answers have no 2-grams: those orders add 0 (nltk alone would divide by zero)
+    words = [["positive"], ["negative", "bad"]]
+    expected = corpus_nist([[[w] for w in refs] for refs in words], [["positive"], ["good"]], n=1)
+    assert m.nist(["positive", "good"], words) == pytest.approx(expected) and expected > 0
 
 
 def test_meteor_of_identical_text_is_its_closed_form_and_wordnet_adds_synonyms():
@@ -78,5 +82,7 @@ def test_score_computes_the_text_metrics_asked_for_and_the_caption_names_each_pa
     for name in ("sacrebleu", "nltk.translate.nist_score", "nltk.translate.meteor_score", "rouge-score",
                  "pycocoevalcap", "mteval-v13a.pl", "Meteor 1.5"):
         assert name in caption
+    empty = m.score(TEXT_METRICS, ["", ""], REFS, wordnet_reader())  # a model that stops at once
+    assert empty["bleu"] == empty["nist"] == empty["meteor"] == empty["rouge_l"] == empty["cider"] == 0.0
     with pytest.raises(ValueError, match="one non-empty set per hypothesis"):
         m.nist(HYPS, REFS[:1])

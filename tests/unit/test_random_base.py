@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from lowrank_lab.spec import load_spec
@@ -58,3 +59,16 @@ def test_the_llama_8b_shape_config_has_the_shape_the_targets_name():
     c = meta.config
     assert decoder and (c.num_hidden_layers, c.hidden_size, c.num_key_value_heads, c.intermediate_size) == (32, 4096, 8, 14336)
     assert 8.0e9 < sum(p.numel() for p in meta.parameters()) < 8.1e9
+
+
+@pytest.mark.gpu
+def test_a_frozen_bf16_base_for_a_gpu_is_read_straight_onto_it(tiny_bert, tiny_task):
+    from lowrank_lab.spec import expand_sweep
+    from lowrank_lab.train.sweep import load_inputs
+
+    spec = load_spec(None, [f"model.name={tiny_bert}", "data.task=file", f"data.path={tiny_task}", "train.device=cuda",
+                                "sweep.r=[1,4]"])
+    inputs = load_inputs(spec, expand_sweep(spec), torch.device("cuda"))
+    params = list(inputs.encoder.parameters())
+    assert all(p.is_cuda and p.dtype == torch.bfloat16 for p in params)
+    assert inputs.provenance["dtype"] == "bfloat16"

@@ -140,3 +140,20 @@ def test_render_results_draws_what_the_committed_tables_allow(tmp_path):
     bleu = res[(res.targets == "q,v") & (res.r == 1)].dev_bleu.median()  # on its 0–100 scale, not ×100
     columns = [c.strip() for c in header.strip("|").split("|")]
     assert first.strip("|").split("|")[columns.index("bleu")].strip() == f"{bleu:.1f}"
+
+
+def test_a_committed_result_from_a_dirty_tree_fails_the_check(check, monkeypatch):
+    """Provenance: a new folder without a clean commit (or without device, driver and CUDA) fails;
+    a listed folder that is clean now must leave the list."""
+    scope = check["check_provenance"].__globals__
+    listed = list(scope["MADE_BEFORE_THE_CHECK"])
+    monkeypatch.setitem(scope, "made_dirty", lambda: sorted([*listed, "new-sweep"]))
+    assert check["check_provenance"]() == [
+        "figures/results/new-sweep: made from a dirty tree or without device, driver and CUDA versions in its "
+        "provenance (commit first, then run)"]
+    monkeypatch.setitem(scope, "made_dirty", lambda: listed[1:])
+    assert check["check_provenance"]() == [
+        f"figures/results/{listed[0]}: its provenance is complete now; take it off MADE_BEFORE_THE_CHECK"]
+    clean = {"git_dirty": False, "device_name": "NVIDIA H200", "torch_cuda": "13.0", "cuda_driver": "580.159.04"}
+    provenances = list(scope["_provenances"]({"provenance": clean, "sweep_spec": {"provenance": {"git_dirty": True}}}))
+    assert provenances == [clean, {"git_dirty": True}]

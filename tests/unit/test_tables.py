@@ -148,3 +148,14 @@ def test_sweep_table_keeps_the_baselines_learning_rates_apart():
     text = tables.sweep_table(pd.DataFrame(rows))
     assert re.search(r"full +0\.00001 +0\.6000", text) and re.search(r"0\.00010 +0\.9000", text), text
     assert "0.7500" not in text
+
+
+def test_method_table_gives_the_last_evaluation_beside_a_held_out_choice():
+    """Chosen on a held-out split: the best-on-held-out metric and the last evaluation's side by
+    side, both ×100 by in_percent; chosen on dev itself: no extra column (as before)."""
+    results = _results()
+    assert not any("last evaluation" in c for c in tables.method_table(results).columns)
+    held = results.assign(selected_on="validation", final_value=results["value"] - 0.05, val_value=0.7)
+    table = tables.method_table(tables.in_percent(held))
+    assert list(table.columns[-2:]) == ["t", "t, last evaluation"]
+    assert table.loc["Full fine-tuning", "t"] == "90.0" and table.loc["Full fine-tuning", "t, last evaluation"] == "85.0"

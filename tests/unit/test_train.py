@@ -48,7 +48,7 @@ def test_packed_cells_equal_each_cell_trained_alone(tiny_bert, tiny_task):
 
 
 def test_cells_with_their_own_learning_rate_and_alpha_in_one_pack_equal_each_alone(tiny_bert, tiny_task):
-    from lowrank_lab.train.sweep import plan_packs
+    from lowrank_lab.train.plan import plan_packs
 
     cells = _cells(tiny_bert, tiny_task, r=(2,), lr=(1e-2, 3e-3), alpha=(4.0, 16.0), seeds=(0,))
     cells = [replace(c, train=replace(c.train, head_lr=c.train.lr / 2)) for c in cells]  # heads differ too
@@ -137,7 +137,7 @@ def test_grouped_packs_still_equal_cells_trained_alone(tiny_bert, tiny_task):
 
 
 def test_packs_are_dealt_round_robin_so_each_holds_the_same_mix(tiny_bert, tiny_task):
-    from lowrank_lab.train.sweep import plan_packs
+    from lowrank_lab.train.plan import plan_packs
 
     cells = _cells(tiny_bert, tiny_task, r=(1, 2, 4, 8), seeds=(0, 1, 2), targets=("q", "q,k,v,o"))
     packs = plan_packs(cells, 10)

@@ -37,9 +37,20 @@ def test_a_validation_split_as_large_as_training_is_refused(tiny_task):
         DataSpec(validation_size=0)
 
 
-def test_decoders_refuse_it_until_it_is_implemented_for_them(tiny_task):
-    with pytest.raises(SpecError, match="data.validation_size: .*encoder models only"):
-        load_task(DataSpec(task="file", path=str(tiny_task), validation_size=4), causal=True)
+def test_e2e_holds_out_training_pairs_and_a_decoder_task_keeps_its_split(tmp_path, tiny_task):
+    """E2E (trained on valid.txt here, scored on test.txt) holds out training pairs, never test MRs;
+    a classification task for a decoder keeps the same held-out examples as label words."""
+    from test_decoder_data import ALL, write_e2e
+
+    folder = write_e2e(tmp_path / "e2e")
+    whole = load_task(DataSpec(task="e2e", path=str(folder), **ALL), causal=True)
+    task = load_task(DataSpec(task="e2e", path=str(folder), **{**ALL, "validation_size": 2}), causal=True)
+    assert len(task.validation) == 2 and Counter(task.train) + Counter(task.validation) == Counter(whole.train)
+    assert task.dev == whole.dev and task.source["counts"]["validation"] == 2
+    encoder_task = load_task(DataSpec(task="file", path=str(tiny_task), validation_size=6))
+    decoder_task = load_task(DataSpec(task="file", path=str(tiny_task), validation_size=6), causal=True)
+    assert [e.completion for e in decoder_task.validation] == \
+        [decoder_task.label_words[e.label] for e in encoder_task.validation]
 
 
 def test_the_best_evaluation_is_chosen_on_the_held_out_split(tiny_bert, tiny_task, monkeypatch):
@@ -87,3 +98,22 @@ def test_results_table_says_where_the_step_was_chosen():
     assert table.val_value[0] == 0.9 and math.isnan(table.val_value[1])
     assert table.value.tolist() == [0.8, 0.8] and table.final_value.tolist() == [0.85, 0.85]
     assert "dev_val_accuracy" not in table
+
+
+def test_a_sweep_with_a_validation_split_reports_where_it_chose(tiny_bert, tiny_task, tmp_path):
+    """rank-sweep → tables end to end: every cell's best evaluation chosen on the held-out split."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from lowrank_lab_cli.main import cli
+
+    common = ["--set", f"model.name={tiny_bert}", "--set", "data.task=file", "--set", f"data.path={tiny_task}",
+              "--set", "sweep.r=[1,2]", "--set", "train.batch_size=8", "--set", "train.epochs=2",
+              "--set", "data.validation_size=10", "--set", f"sweep.out_dir={tmp_path}", "--set", "train.device=cpu"]
+    result = CliRunner().invoke(cli, ["rank-sweep", *common])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["tables", str(tmp_path / "default")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "default" / "analysis" / "results.csv")
+    assert (table.selected_on == "validation").all() and table.val_value.notna().all()
+    assert table.final_value.notna().all() and "dev_val_accuracy" not in table
