@@ -102,7 +102,8 @@ def figure_rank(ranks: Sequence[int]) -> int:
 
 def figure_w0_ranks(ranks: Sequence[int]) -> set[int]:
     """The ranks Fig. 8 draws against W0: 4, 8 and 64 when all present, else the three largest."""
-    return {4, 8, 64} if {4, 8, 64} <= set(ranks) else set(sorted(ranks)[-3:])
+    ranks = sorted(set(ranks))
+    return {4, 8, 64} if {4, 8, 64} <= set(ranks) else set(ranks[-3:])
 
 
 def _group_phi(cells: dict[tuple[int, int], Run], keys: dict, side: str) -> tuple[list[pd.DataFrame], set]:

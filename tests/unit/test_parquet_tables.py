@@ -54,7 +54,7 @@ def test_phi_keeps_complete_grids_for_the_figures_pairs_and_diagonals_elsewhere(
     ranks = phi[phi["comparison"] == "ranks"]
     complete = ranks[ranks["grid"] == "complete"]
     assert set(zip(complete["r1"], complete["r2"])) == {(sa.figure_rank([1, 2, 4, 8]), 8)} == {(4, 8)}
-    for (r1, r2, label, seed), g in complete.groupby(["r1", "r2", "label", "seed1"]):
+    for (r1, r2, label, seed, targets), g in complete.groupby(["r1", "r2", "label", "seed1", "targets"]):
         assert len(g) == r1 * r2  # every (i, j)
     diagonal = phi[phi["grid"] == "diagonal"]
     assert len(diagonal) and (diagonal["i"] == diagonal["j"]).all()
