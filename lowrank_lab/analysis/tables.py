@@ -199,7 +199,7 @@ def amplification_table(updates: Mapping[str, Update], W0: W0Source,
         W = _w0(W0, u)
         values = linalg.amplification(W, u, generator, w0_top=_w0_svd(W0, u))
         rows.append({**label_columns(label), "r": u.r, "d": W.shape[0], "k": W.shape[1],
-                     "scaling": getattr(u, "scaling", 1.0), **values})
+                     "scaling": u.scaling, **values})
     return pd.DataFrame(rows)
 
 
