@@ -92,6 +92,9 @@ def rank_sweep(spec: Path | None, overrides: tuple[str, ...], device: str | None
 
 BASE_MODEL = click.option("--base", "base_model", default=None, metavar="PATH|HUB_ID",
                           help="Load W0 from here instead of the model named in the sweep's spec.")
+CSV = click.option("--csv", is_flag=True, help="Also write each analysis table as CSV beside its Parquet file.")
+ANALYSIS_DEVICE = click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
+                               help="Where the dense SVDs of W0 and W0 + ΔW run (auto: the GPU when there is one).")
 
 
 def _echo_paths(paths) -> None:
@@ -105,35 +108,41 @@ def _echo_paths(paths) -> None:
               type=click.Choice(["A", "B", "dW_right", "dW_left"]),
               help="Singular basis compared: A's right (the paper's), B's left, or ΔW's right/left.")
 @BASE_MODEL
+@CSV
+@ANALYSIS_DEVICE
 @user_errors
-def subspace(sweep: Path, sides: tuple[str, ...], base_model: str | None) -> None:
+def subspace(sweep: Path, sides: tuple[str, ...], base_model: str | None, csv: bool, device: str) -> None:
     """φ between ranks, seeds and W0 vs ΔW (paper Fig. 3, 4, 6, 7, 8) for every layer and matrix;
-    one table per side (phi.csv for A, phi_B.csv for B, …)."""
+    one table per side (phi.parquet for A, phi_B.parquet for B, …)."""
     from lowrank_lab.workflow.sweep import compute_subspace
 
-    _echo_paths(compute_subspace(sweep, sides, base_model))
+    _echo_paths(compute_subspace(sweep, sides, base_model, csv=csv, device=device))
 
 
 @cli.command()
 @SWEEP
 @BASE_MODEL
+@CSV
+@ANALYSIS_DEVICE
 @user_errors
-def amplify(sweep: Path, base_model: str | None) -> None:
+def amplify(sweep: Path, base_model: str | None, csv: bool, device: str) -> None:
     """‖UᵀW0V‖_F from ΔW, W0 and random, and the amplification factor (paper Table 7, App. H.4)."""
     from lowrank_lab.workflow.sweep import compute_amplification
 
-    _echo_paths(compute_amplification(sweep, base_model))
+    _echo_paths(compute_amplification(sweep, base_model, csv=csv, device=device))
 
 
 @cli.command()
 @SWEEP
 @BASE_MODEL
+@CSV
+@ANALYSIS_DEVICE
 @user_errors
-def spectrum(sweep: Path, base_model: str | None) -> None:
+def spectrum(sweep: Path, base_model: str | None, csv: bool, device: str) -> None:
     """Singular values, energy, stable/effective rank, rank_90, intruders and Eckart–Young of ΔW."""
     from lowrank_lab.workflow.sweep import compute_spectrum
 
-    _echo_paths(compute_spectrum(sweep, base_model))
+    _echo_paths(compute_spectrum(sweep, base_model, csv=csv, device=device))
 
 
 def _lambdas(ctx: click.Context, param: click.Parameter, text: str) -> tuple[float, ...]:
@@ -221,12 +230,17 @@ def tables(sweep: Path) -> None:
 @BASE_MODEL
 @click.option("--side", default="A", type=click.Choice(["A", "B", "dW_right", "dW_left"]), show_default=True,
               help="Which φ side the figures show (A: right singular vectors of A, the paper's).")
+@click.option("--module", "modules", multiple=True, metavar="KIND",
+              help="Matrix kind the φ figures show (q, k, v, o, gate, up, down, qkv; repeat for several). "
+                   "Default: q and v, the paper's.")
+@CSV
+@ANALYSIS_DEVICE
 @user_errors
-def report(sweep: Path, base_model: str | None, side: str) -> None:
+def report(sweep: Path, base_model: str | None, side: str, modules: tuple[str, ...], csv: bool, device: str) -> None:
     """One Markdown and HTML report with every figure and table (computes missing tables first)."""
     from lowrank_lab.workflow.report import write_report
 
-    _echo_paths(write_report(sweep, base_model, echo=click.echo, side=side))
+    _echo_paths(write_report(sweep, base_model, echo=click.echo, side=side, csv=csv, modules=modules, device=device))
 
 
 # ---------------------------------------------------------------------------------------------

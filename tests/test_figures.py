@@ -100,7 +100,7 @@ def test_tables_command_and_table_script_write_the_same_table(analyzed, tmp_path
 def test_tables_command_names_what_is_missing_and_how_to_get_it(analyzed, tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(analyzed, sweep)
-    (sweep / "analysis/amplification.csv").unlink()
+    (sweep / "analysis/amplification.parquet").unlink()
     result = CliRunner().invoke(cli, ["tables", str(sweep)])
     assert result.exit_code == 0, result.output
     assert "table7_projections (Table 7) skipped" in result.output and "lowrank-lab amplify" in result.output
@@ -143,7 +143,7 @@ def test_cli_amplify_writes_its_table(analyzed, tmp_path):
     shutil.copytree(analyzed, sweep)
     result = CliRunner().invoke(cli, ["amplify", str(sweep), "--base", str(ROOT / "tests/fixtures/sweep/base")])
     assert result.exit_code == 0, result.output
-    assert (sweep / "analysis/amplification.csv").exists()
+    assert (sweep / "analysis/amplification.parquet").exists()
 
 
 def test_cli_subspace_rejects_an_unknown_side_and_a_folder_without_a_sweep(tmp_path):

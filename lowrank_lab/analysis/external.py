@@ -114,7 +114,8 @@ def analyze_adapter(ext: ExternalAdapter, opts: AnalysisOptions = AnalysisOption
         amp.append({**an.label_columns(label), "kind": u.kind, "r": u.r, "d": d, "k": k,
                     "scaling": u.scaling, "w0_svd": "dense" if dense else "randomized", **row})
         if dense:
-            intr += an.intruder_rows(label, W0(u).double(), W0(u).double() + u.delta_w(torch.float64))
+            intr += an.intruder_rows(label, W0(u).double(), W0(u).double() + u.delta_w(torch.float64),
+                                     method="dense")
     current.clear()
     spectra = an.spectra(updates)
     kinds = pd.DataFrame([{"label": lab, "kind": u.kind, "r": u.r} for lab, u in updates.items()])

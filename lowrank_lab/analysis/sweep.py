@@ -46,7 +46,7 @@ def full_updates(weights: Mapping[str, Tensor], base: W0Source, as_W0: Callable[
         if hit is None:
             continue
         path, label = key.removesuffix(".weight"), module_label(*hit)
-        W0 = base.read(path).detach().double()
+        W0 = base.weight(path).detach().double()
         D = as_W0(path, W).double() - W0
         found[label] = DenseUpdate(label, path, D, min(D.shape), kind="full")
     order = sorted(found, key=lambda lab: (an.label_columns(lab)["layer"], kind_order(parse_label(lab)[1])))
@@ -93,18 +93,34 @@ def _groups(lora: list[Run]) -> dict[tuple, dict[tuple[int, int], Run]]:
     return by_group
 
 
+def figure_rank(ranks: Sequence[int]) -> int:
+    """The smaller rank of the pair Figs. 3 and 6 draw against the largest: 8 when the sweep has it
+    (the paper's 8 against 64), else the largest below the largest (``present.plotting.rank_pair``)."""
+    smaller = sorted(r for r in ranks if r < max(ranks))
+    return 8 if 8 in smaller else smaller[-1]
+
+
+def figure_w0_ranks(ranks: Sequence[int]) -> set[int]:
+    """The ranks Fig. 8 draws against W0: 4, 8 and 64 when all present, else the three largest."""
+    ranks = sorted(set(ranks))
+    return {4, 8, 64} if {4, 8, 64} <= set(ranks) else set(ranks[-3:])
+
+
 def _group_phi(cells: dict[tuple[int, int], Run], keys: dict, side: str) -> tuple[list[pd.DataFrame], set]:
     """"ranks" (each r1 < r2 at one seed) and "seeds" (each s1 < s2 at one r) frames of one group,
-    and the (r, dim) shapes of its seed comparisons (for their random counterparts)."""
+    and the (r, dim) shapes of its seed comparisons (for their random counterparts). The pairs the
+    figures draw keep their complete grids, every other pair its diagonal (``CONVENTIONS``)."""
     frames, shapes = [], set()
     seeds, ranks = sorted({s for s, _ in cells}), sorted({r for _, r in cells})
     for seed in seeds:
-        for r1, r2 in itertools.combinations([r for r in ranks if (seed, r) in cells], 2):
-            t = an.phi_table(cells[seed, r1].updates, cells[seed, r2].updates, side)
+        at_seed = [r for r in ranks if (seed, r) in cells]
+        for r1, r2 in itertools.combinations(at_seed, 2):
+            shown = r2 == max(at_seed) and r1 == figure_rank(at_seed)
+            t = an.phi_table(cells[seed, r1].updates, cells[seed, r2].updates, side, diagonal=not shown)
             frames.append(an.lead_columns(t, comparison="ranks", side=side, **keys, seed1=seed, seed2=seed))
     for r in ranks:
         for s1, s2 in itertools.combinations([s for s in seeds if (s, r) in cells], 2):
-            t = an.phi_table(cells[s1, r].updates, cells[s2, r].updates, side)
+            t = an.phi_table(cells[s1, r].updates, cells[s2, r].updates, side, diagonal=r != max(ranks))
             frames.append(an.lead_columns(t, comparison="seeds", side=side, **keys, seed1=s1, seed2=s2))
             shapes |= {(r, int(d)) for d in t["dim"].unique()}
     return frames, shapes
@@ -113,7 +129,8 @@ def _group_phi(cells: dict[tuple[int, int], Run], keys: dict, side: str) -> tupl
 def phi_tables(sweep_runs: list[Run], side: str, base: W0Source) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(phi, phi_w0) of one `side`. phi: comparison "ranks" (Fig. 3/6), "seeds" (Fig. 4/7) and
     "random" (a Haar pair of each seed comparison's shape); phi_w0: every LoRA run against W0 plus
-    a random basis (Fig. 8). The random baselines come from one generator seeded per side."""
+    a random basis (Fig. 8). The random baselines come from one generator seeded per side. Complete
+    grids for the pairs and ranks the figures draw, diagonals for the rest (``figure_rank``)."""
     lora = lora_runs(sweep_runs)
     gen = torch.Generator().manual_seed(RANDOM_SEED)
     frames, shapes = [], set()
@@ -125,10 +142,10 @@ def phi_tables(sweep_runs: list[Run], side: str, base: W0Source) -> tuple[pd.Dat
         t = an.random_phi_table(r, r, dim, gen)
         frames.append(an.lead_columns(t, comparison="random", side=side, **dict.fromkeys(GROUP_KEYS, ""),
                                       seed1=None, seed2=None))
-    w0_frames = []
+    w0_frames, shown = [], figure_w0_ranks([run_columns(run)["r"] for run in lora] or [0])
     for run in lora:
         c = run_columns(run)
-        t = an.phi_w0_table(run.updates, base, side, generator=gen)
+        t = an.phi_w0_table(run.updates, base, side, generator=gen, diagonal=c["r"] not in shown)
         w0_frames.append(an.lead_columns(t, side=side, **{k: c[k] for k in [*GROUP_KEYS, "seed"]}))
     return _concat(frames), _concat(w0_frames)
 
@@ -163,7 +180,7 @@ def _full_frames(run: Run, full: Mapping[str, DenseUpdate], lora: list[Run], bas
     ey = ey.merge(meta, on="source", how="left").fillna({"lora_targets": ""})
     return {st.SPECTRUM: an.lead_columns(an.spectrum_table(spectra), **cols),
             st.SPECTRUM_METRICS: an.lead_columns(an.spectrum_metrics_table(spectra), **cols),
-            st.INTRUDERS: an.lead_columns(an.intruder_table(full, base), **cols),
+            st.INTRUDERS: an.lead_columns(an.intruder_table(full, base, method="dense"), **cols),
             st.ECKART_YOUNG: an.lead_columns(ey, **{k: cols[k] for k in ("task", "cell", "seed")})}
 
 

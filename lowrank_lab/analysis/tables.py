@@ -43,6 +43,10 @@ CONVENTIONS = {
                "amplification factor of ΔW INCLUDES the scaling",
     "phi": "φ(i, j) = ‖V1[:, :i]ᵀ V2[:, :j]‖_F² / min(i, j) (Hu et al. 2021, Eq. 4); phi_random = "
            "max(i, j)/dim, the mean for independent random subspaces",
+    "phi_grid": "grid 'complete': every (i, j) of the pairs the figures draw (ranks: r = 8, else the largest "
+                "below the largest, against the largest, at every seed; seeds: every pair at the largest rank; "
+                "W0: ranks 4, 8, 64 when all present, else the three largest); 'diagonal': φ(i, i) of every "
+                "other pair, which the summaries aggregate (φ(1, 1) first)",
     "sides": {"A": "right singular vectors of A (r×k), the paper's choice (Sec. 7.2)",
               "B": "left singular vectors of B (d×r), the paper's footnote 7",
               "dW_right": "right singular vectors of ΔW (from the factors)",
@@ -66,8 +70,9 @@ SVD = tuple[Tensor, Tensor, Tensor]
 
 
 def _w0(W0: W0Source, update: Update) -> Tensor:
+    """W0 of the update in float64, on the source's device (the CPU for a mapping)."""
     W = W0[update.label] if isinstance(W0, Mapping) else W0(update)
-    return W.detach().to(torch.float64)
+    return W.detach().to(getattr(W0, "device", W.device), torch.float64)
 
 
 def _w0_svd(W0: W0Source, update: Update) -> SVD:
@@ -102,15 +107,21 @@ def default_n_w0(d: int, k: int) -> int:
     return min(p, max(32, math.ceil(0.1 * p)))
 
 
-def _grid_block(grid: Tensor, dim: int, **columns) -> dict[str, np.ndarray]:
-    """Columns (columns…, i, j, phi, phi_random, dim) of an r1×r2 φ grid in long form, i, j from 1."""
+def _grid_block(grid: Tensor, dim: int, diagonal: bool = False, **columns) -> dict[str, np.ndarray]:
+    """Columns (columns…, grid, i, j, phi, phi_random, dim) of an r1×r2 φ grid in long form, i, j
+    from 1: every (i, j) (grid "complete"), or with `diagonal` only i = j (grid "diagonal")."""
     r1, r2 = grid.shape
     i, j = np.meshgrid(np.arange(1, r1 + 1), np.arange(1, r2 + 1), indexing="ij")
-    n = r1 * r2
+    phi = grid.double().numpy()
+    if diagonal:
+        keep = i == j
+        i, j, phi = i[keep], j[keep], phi[keep]
+    i, j, phi = i.ravel(), j.ravel(), phi.ravel()
+    n = len(i)
     const = {k: np.full(n, v, dtype=object if v is None or isinstance(v, str) else None)
              for k, v in columns.items()}
-    return {**const, "i": i.ravel(), "j": j.ravel(), "phi": grid.double().numpy().ravel(),
-            "phi_random": np.maximum(i, j).ravel() / dim, "dim": np.full(n, dim)}
+    return {**const, "grid": np.full(n, "diagonal" if diagonal else "complete", dtype=object), "i": i, "j": j,
+            "phi": phi, "phi_random": np.maximum(i, j) / dim, "dim": np.full(n, dim)}
 
 
 def _frame(blocks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
@@ -125,14 +136,15 @@ def _frame(blocks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
 # Subspace similarity φ (Sec. 7.2, Fig. 3, 4, 6, 7; App. H.3, Fig. 8)
 
 
-def phi_table(first: Mapping[str, Update], second: Mapping[str, Update], side: str = "A") -> pd.DataFrame:
-    """φ grid of every label present in both: rows (label, layer, module, r1, r2, i, j, phi,
+def phi_table(first: Mapping[str, Update], second: Mapping[str, Update], side: str = "A",
+              diagonal: bool = False) -> pd.DataFrame:
+    """φ grid of every label present in both: rows (label, layer, module, r1, r2, grid, i, j, phi,
     phi_random, dim), i ≤ r1 over `first`'s directions, j ≤ r2 over `second`'s, on the singular
-    basis `side` of each (``Update.basis``, cached by the update)."""
+    basis `side` of each (``Update.basis``, cached by the update); with `diagonal`, i = j only."""
     blocks = []
     for label in [lab for lab in first if lab in second]:
         V1, V2 = first[label].basis(side), second[label].basis(side)
-        blocks.append(_grid_block(linalg.phi_grid(V1, V2), V1.shape[0], **label_columns(label),
+        blocks.append(_grid_block(linalg.phi_grid(V1, V2), V1.shape[0], diagonal, **label_columns(label),
                                   r1=V1.shape[1], r2=V2.shape[1]))
     return _frame(blocks)
 
@@ -152,22 +164,24 @@ def w0_basis(svd0: SVD, side: str, n: int) -> Tensor:
 
 
 def phi_w0_table(updates: Mapping[str, Update], W0: W0Source, side: str = "A",
-                 n_w0: int | None = None, generator: torch.Generator | None = None) -> pd.DataFrame:
+                 n_w0: int | None = None, generator: torch.Generator | None = None,
+                 diagonal: bool = False) -> pd.DataFrame:
     """φ(W0, ΔW, i, j) per label: i ≤ n_w0 over W0's top directions, j ≤ r over the adapter's
     (App. H.3, Fig. 8). With a generator, also a "random" row block per label: the same W0
-    against a Haar-random r-dimensional basis (Fig. 8's A_rand). Columns as ``phi_table`` plus
-    source ("adapter" | "random"), r1 = n_w0, r2 = r."""
+    against a Haar-random r-dimensional basis (Fig. 8's A_rand; drawn whatever `diagonal` says,
+    so that the random stream does not depend on what is stored). Columns as ``phi_table`` plus
+    source ("adapter" | "random"), r1 = n_w0, r2 = r; with `diagonal`, i = j only."""
     blocks = []
     for label, u in updates.items():
         svd0 = _w0_svd(W0, u)
         n = n_w0 or default_n_w0(svd0[0].shape[0], svd0[2].shape[1])
         V0, V = w0_basis(svd0, side, n), u.basis(side)
         cols = label_columns(label)
-        blocks.append(_grid_block(linalg.phi_grid(V0, V), V.shape[0], **cols, source="adapter",
+        blocks.append(_grid_block(linalg.phi_grid(V0, V), V.shape[0], diagonal, **cols, source="adapter",
                                   r1=n, r2=V.shape[1]))
         if generator is not None:
             Vr = linalg.random_orthonormal(V.shape[0], V.shape[1], generator)
-            blocks.append(_grid_block(linalg.phi_grid(V0, Vr), V.shape[0], **cols, source="random",
+            blocks.append(_grid_block(linalg.phi_grid(V0, Vr), V.shape[0], diagonal, **cols, source="random",
                                       r1=n, r2=V.shape[1]))
     return _frame(blocks)
 
@@ -185,7 +199,7 @@ def amplification_table(updates: Mapping[str, Update], W0: W0Source,
         W = _w0(W0, u)
         values = linalg.amplification(W, u, generator, w0_top=_w0_svd(W0, u))
         rows.append({**label_columns(label), "r": u.r, "d": W.shape[0], "k": W.shape[1],
-                     "scaling": getattr(u, "scaling", 1.0), **values})
+                     "scaling": u.scaling, **values})
     return pd.DataFrame(rows)
 
 
@@ -217,11 +231,16 @@ def spectrum_metrics_table(spectra: Mapping[str, Tensor]) -> pd.DataFrame:
                          for label, S in spectra.items()])
 
 
+INTRUDER_METHOD = "randomized"  # only the top 10 of W0 + ΔW's singular vectors are needed (its error: intruder_route_check)
+
+
 def intruder_rows(label: str, W0: Tensor, W_tuned: Tensor, epsilons=EPSILONS,
-                  top_k: int = INTRUDER_TOP_K, U_w0: Tensor | None = None) -> list[dict]:
-    """Rows (label, epsilon, n_intruders, top_k) for one matrix; two dense SVDs (one when W0's
-    left singular vectors U_w0 are given), reused for all ε."""
-    found = spectrum.intruder_dimensions(W0, W_tuned, top_k, dtype=torch.float64, U_w0=U_w0)
+                  top_k: int = INTRUDER_TOP_K, U_w0: Tensor | None = None,
+                  method: str = INTRUDER_METHOD) -> list[dict]:
+    """Rows (label, epsilon, n_intruders, top_k) for one matrix, reused for all ε: W_tuned's top_k
+    left singular vectors (``spectrum.intruder_dimensions``, `method`) against all of W0's (U_w0
+    when given, else a dense SVD of W0)."""
+    found = spectrum.intruder_dimensions(W0, W_tuned, top_k, dtype=torch.float64, U_w0=U_w0, method=method)
     counts = spectrum.intruder_counts(found["max_cos"], torch.tensor(epsilons, dtype=torch.float64))
     top_k = len(found["max_cos"])
     return [{**label_columns(label), "epsilon": eps, "n_intruders": int(c), "top_k": top_k}
@@ -229,13 +248,35 @@ def intruder_rows(label: str, W0: Tensor, W_tuned: Tensor, epsilons=EPSILONS,
 
 
 def intruder_table(updates: Mapping[str, Update], W0: W0Source, epsilons=EPSILONS,
-                   top_k: int = INTRUDER_TOP_K) -> pd.DataFrame:
+                   top_k: int = INTRUDER_TOP_K, method: str = INTRUDER_METHOD) -> pd.DataFrame:
     """Intruder counts of W0 + ΔW against W0 per label and ε (ΔW dense here: W0 is dense anyway)."""
     rows = []
     for label, u in updates.items():
         W = _w0(W0, u)
-        rows += intruder_rows(label, W, W + u.delta_w(torch.float64), epsilons, top_k, _w0_svd(W0, u)[0])
+        U_w0 = _w0_svd(W0, u)[0].to(W.device)
+        rows += intruder_rows(label, W, W + u.delta_w(torch.float64).to(W.device), epsilons, top_k, U_w0, method)
     return pd.DataFrame(rows)
+
+
+def intruder_route_check(updates: Mapping[str, Update], W0: W0Source, top_k: int = INTRUDER_TOP_K) -> list[dict]:
+    """The randomized route's error against the dense one, on the first matrix of each shape among
+    `updates`: max |Δ max_cos| over the top_k directions and whether the counts at every ε agree.
+    Saved in the intruders table's sidecar, so that the table says how exact it is."""
+    checked, rows = set(), []
+    for label, u in updates.items():
+        if tuple(u.shape) in checked:
+            continue
+        checked.add(tuple(u.shape))
+        W = _w0(W0, u)
+        W_tuned, U_w0 = W + u.delta_w(torch.float64).to(W.device), _w0_svd(W0, u)[0].to(W.device)
+        dense, fast = (spectrum.intruder_dimensions(W, W_tuned, top_k, dtype=torch.float64, U_w0=U_w0, method=m)
+                       for m in ("dense", "randomized"))
+        eps = torch.tensor(EPSILONS, dtype=torch.float64)
+        rows.append({"label": label, "shape": list(u.shape),
+                     "max_abs_error_max_cos": float((dense["max_cos"] - fast["max_cos"]).abs().max()),
+                     "counts_equal": bool(torch.equal(spectrum.intruder_counts(dense["max_cos"], eps),
+                                                      spectrum.intruder_counts(fast["max_cos"], eps)))})
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------

@@ -316,9 +316,9 @@ def amplification(
     S0 = w0_top[1]
     if S0.shape[-1] < r:
         raise ValueError(f"w0_top holds {S0.shape[-1]} singular values of W0, need r={r}")
-    U, S, Vh = update.svd(dtype)
-    U_rand = random_orthonormal(d, r, generator).to(dtype)
-    Vh_rand = random_orthonormal(k, r, generator).mT.to(dtype)
+    U, S, Vh = (x.to(W0.device) for x in update.svd(dtype))  # W0 may sit on the GPU, the factors not
+    U_rand = random_orthonormal(d, r, generator).to(W0.device, dtype)
+    Vh_rand = random_orthonormal(k, r, generator).mT.to(W0.device, dtype)
     proj_delta_w = projection_norm(W0, U[:, :r], Vh[:r])
     norm_delta_w = update.norm(dtype)
     return {
@@ -348,7 +348,7 @@ def top_r_svd_randomized(M: Tensor, r: int, n_oversample: int = 10, n_iter: int 
     if not 1 <= r <= min(d, k):
         raise ValueError(f"r must be in [1, {min(d, k)}] for a {d}×{k} matrix, got r={r}")
     n = min(r + n_oversample, d, k)
-    Omega = torch.randn(k, n, generator=generator, dtype=M.dtype)
+    Omega = torch.randn(k, n, generator=generator, dtype=M.dtype, device=M.device)
     Q, _ = torch.linalg.qr(M @ Omega)
     for _ in range(n_iter):
         Z, _ = torch.linalg.qr(M.mT @ Q)

@@ -9,7 +9,7 @@ vectors of W0 + ΔW with W0's (Shuttleworth et al. 2024). Only torch is imported
 import torch
 from torch import Tensor
 
-from lowrank_lab.maths.linalg import upcast
+from lowrank_lab.maths.linalg import top_r_svd_randomized, upcast
 
 
 # --- spectrum of ΔW ----------------------------------------------------------------------------
@@ -103,9 +103,12 @@ def eckart_young_error(S: Tensor, k: int) -> float:
 # --- intruder dimensions -----------------------------------------------------------------------
 
 
+INTRUDER_ITERATIONS, INTRUDER_OVERSAMPLE = 12, 20  # the randomized route's power iterations and oversampling
+
+
 def intruder_dimensions(
     W0: Tensor, W_tuned: Tensor, top_k: int = 10, epsilon: float = 0.5,
-    *, dtype: torch.dtype | None = None, U_w0: Tensor | None = None,
+    *, dtype: torch.dtype | None = None, U_w0: Tensor | None = None, method: str = "dense",
 ) -> dict[str, Tensor | int]:
     """Top singular vectors of W_tuned with no counterpart among W0's (Shuttleworth et al. 2024).
 
@@ -115,16 +118,27 @@ def intruder_dimensions(
     top_k is capped at min(d, k).
     arXiv:2410.21228; defaults top_k = 10, ε = 0.5 follow their find_intruder_dimensions.py.
     LoRA tends to add new high-ranking directions; full fine-tuning mostly rotates existing ones.
-    Dense SVDs (W0 is dense anyway), in `dtype` (default: input dtype, at least float32); U_w0,
-    W0's left singular vectors (d×min(d, k)), spares the SVD of W0 when the caller has it.
+    In `dtype` (default: input dtype, at least float32); U_w0, W0's left singular vectors
+    (d×min(d, k)), spares the SVD of W0 when the caller has it. method "dense": a full SVD of
+    W_tuned; "randomized": only its top_k left singular vectors, by randomized subspace iteration
+    (``linalg.top_r_svd_randomized``, INTRUDER_ITERATIONS power iterations, INTRUDER_OVERSAMPLE
+    extra directions, a fixed seed), O(d·k·(top_k + 20)·26) instead of O(d·k·min(d, k)); exact
+    when top_k + 20 ≥ min(d, k), else its error against "dense" is what the caller measures.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     W0, W_tuned = upcast(W0, W_tuned, dtype=dtype)
     if U_w0 is None:
         U_w0, _, _ = torch.linalg.svd(W0, full_matrices=False)
-    U_tuned, _, _ = torch.linalg.svd(W_tuned, full_matrices=False)
-    max_cos = (U_tuned[..., :, :top_k].mT @ U_w0).abs().amax(dim=-1)
+    top_k = min(top_k, *W_tuned.shape[-2:])
+    if method == "dense":
+        U_tuned = torch.linalg.svd(W_tuned, full_matrices=False)[0][..., :, :top_k]
+    elif method == "randomized":
+        U_tuned = top_r_svd_randomized(W_tuned, top_k, INTRUDER_OVERSAMPLE, INTRUDER_ITERATIONS,
+                                       torch.Generator(device=W_tuned.device).manual_seed(0))[0]
+    else:
+        raise ValueError(f"method={method!r}: use 'dense' or 'randomized'")
+    max_cos = (U_tuned.mT @ U_w0).abs().amax(dim=-1)
     is_intruder = max_cos < epsilon
     return {"max_cos": max_cos, "is_intruder": is_intruder, "n_intruders": int(is_intruder.sum())}
 

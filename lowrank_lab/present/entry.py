@@ -22,10 +22,17 @@ SIDE_TEXT = {"A": "side A: right singular vectors of A, the paper's choice (§7.
 
 @dataclass(frozen=True)
 class View:
-    """What to show of a sweep: the layer (None: each entry's default, the middle one) and the φ side."""
+    """What to show of a sweep: the layer (None: each entry's default, the middle one), the φ side
+    and the matrix kinds of the φ figures (None: the paper's q and v, else the first two present)."""
 
     layer: int | None = None
     side: str = "A"
+    modules: tuple[str, ...] | None = None
+
+    @property
+    def module(self) -> str | None:
+        """The one matrix of single-matrix figures (Fig. 8): the first of `modules`."""
+        return self.modules[0] if self.modules else None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -95,12 +95,19 @@ def _auto_vmax(values: np.ndarray) -> float:
     return float(min(1.0, max(0.2, np.ceil(top * 10) / 10)))
 
 
-def _phi_choice(phi: pd.DataFrame, comparison: str, side: str, targets: str | None) -> tuple[pd.DataFrame, str]:
-    t = _select(phi, comparison=comparison, side=side)
+def complete_grids(t: pd.DataFrame) -> pd.DataFrame:
+    """The rows of complete φ grids (a table that stores only the diagonal of some pairs says so in
+    its ``grid`` column; older tables hold complete grids only)."""
+    return t[t["grid"] == "complete"] if "grid" in t else t
+
+
+def _phi_choice(phi: pd.DataFrame, comparison: str, side: str, targets: str | None,
+                modules: Sequence[str] | None = None) -> tuple[pd.DataFrame, str]:
+    t = complete_grids(_select(phi, comparison=comparison, side=side))
     if t.empty:
         what = {"ranks": "two ranks at one seed", "seeds": "two seeds at one rank"}[comparison]
         raise MissingData(f"the sweep has no {what} to compare (side {side})")
-    targets = targets or pick_targets(t)
+    targets = targets or (pick_targets(t, modules) if modules else pick_targets(t))
     return _select(t, targets=targets), targets
 
 
@@ -138,7 +145,7 @@ def phi_ranks_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, 
     φ(A_{r1}, A_{r2}, i, j) for ΔWq and ΔWv (or `modules`), full r1×r2 grids, then the r1×r1 corner
     with j > i blank. Layers without φ for every shown matrix are left out; `title` replaces the
     default suptitle (which says ranks, targets, seed and side)."""
-    t, targets = _phi_choice(phi, "ranks", side, targets)
+    t, targets = _phi_choice(phi, "ranks", side, targets, modules)
     seed = int(t["seed1"].min()) if seed is None else seed
     r1, r2 = rank_pair(t, r_pair)
     t = _select(t, seed1=seed, r1=r1, r2=r2)
@@ -168,7 +175,7 @@ def phi_seeds_figure(phi: pd.DataFrame, layers: Sequence[int] | None = None, *, 
     """Fig. 4 (middle layer: ΔWq, ΔWv and two random Gaussian matrices of the same shape) and Fig. 7
     (several layers, no random panel): φ(A_r, A'_r, i, j) between two seeds at one rank (or any two
     adapters of one rank: pass `title`, which replaces the default suptitle naming the seeds)."""
-    t, targets = _phi_choice(phi, "seeds", side, targets)
+    t, targets = _phi_choice(phi, "seeds", side, targets, modules)
     r = int(t["r1"].max()) if r is None else r
     t = _select(t, r1=r)
     if t.empty:
@@ -207,7 +214,7 @@ def phi_w0_figure(phi_w0: pd.DataFrame, layer: int | None = None, *, module: str
     """Fig. 8: φ(W0, A_r, i, j), i over W0's top singular directions (y), j over the adapter's (x),
     for the paper's ranks 4, 8 and 64 when the sweep has them (else the largest `max_panels`), and
     a random basis of the largest rank. `module`: Wq when the table has it, else its first matrix."""
-    t = _select(phi_w0, side=side)
+    t = complete_grids(_select(phi_w0, side=side))
     if t.empty:
         raise MissingData(f"no W0-vs-ΔW table for side {side}")
     module = module or first_module(t)

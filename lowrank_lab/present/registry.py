@@ -86,7 +86,7 @@ FIGURES: tuple[Entry, ...] = (
           title="φ between two ranks, middle layer",
           kind="figure",
           needs=(PHI,),
-          draw=lambda f, v: plotting.phi_ranks_figure(f[PHI], _layers(v.layer), side=v.side),
+          draw=lambda f, v: plotting.phi_ranks_figure(f[PHI], _layers(v.layer), side=v.side, modules=v.modules),
           caption="φ(A_r1, A_r2, i, j) between the adapters of the largest rank r2 and of r1 = 8 (else the largest below "
                   "r2) of one seed (the smallest), targets q,v when present, at the middle layer (layers[(n − 1) // 2]), for ΔWq "
                   f"and ΔWv; left: the full r1×r2 grid, right: the r1×r1 corner with j > i blank; {PHI_SIDE}.",
@@ -97,7 +97,7 @@ FIGURES: tuple[Entry, ...] = (
           title="φ between two seeds at the largest rank",
           kind="figure",
           needs=(PHI,),
-          draw=lambda f, v: plotting.phi_seeds_figure(f[PHI], _layers(v.layer), side=v.side,
+          draw=lambda f, v: plotting.phi_seeds_figure(f[PHI], _layers(v.layer), side=v.side, modules=v.modules,
                random_panel=True),
           caption="φ(A_r, A'_r, i, j) between the two smallest seeds at the sweep's largest rank, middle layer, ΔWq "
                   f"and ΔWv, and two random Gaussian matrices of the same shape; colour scale to the 99th percentile; "
@@ -109,7 +109,7 @@ FIGURES: tuple[Entry, ...] = (
           title="φ between ranks, across layers",
           kind="figure",
           needs=(PHI,),
-          draw=lambda f, v: plotting.phi_ranks_figure(f[PHI], spread_layers(f[PHI]["layer"].dropna()),
+          draw=lambda f, v: plotting.phi_ranks_figure(f[PHI], spread_layers(f[PHI]["layer"].dropna()), modules=v.modules,
                side=v.side),
           caption="As Figure 3, one row per layer: every layer of a model of up to 6, else the first, ⅓, ⅔ and last "
                   f"(the paper's 1, 32, 64, 96 of 96); one seed; {PHI_SIDE}.",
@@ -120,7 +120,7 @@ FIGURES: tuple[Entry, ...] = (
           title="φ between seeds, across layers",
           kind="figure",
           needs=(PHI,),
-          draw=lambda f, v: plotting.phi_seeds_figure(f[PHI], spread_layers(f[PHI]["layer"].dropna()),
+          draw=lambda f, v: plotting.phi_seeds_figure(f[PHI], spread_layers(f[PHI]["layer"].dropna()), modules=v.modules,
                side=v.side, random_panel=False),
           caption="As Figure 4 without the random panel: a row per matrix (ΔWq, ΔWv), a column per layer (as Figure 6); "
                   f"{PHI_SIDE}.",
@@ -131,7 +131,7 @@ FIGURES: tuple[Entry, ...] = (
           title="φ between W0's and ΔW's directions",
           kind="figure",
           needs=(PHI_W0,),
-          draw=lambda f, v: plotting.phi_w0_figure(f[PHI_W0], v.layer, side=v.side),
+          draw=lambda f, v: plotting.phi_w0_figure(f[PHI_W0], v.layer, side=v.side, module=v.module),
           caption="φ(Wq, A_r, i, j): i over the top singular directions of the frozen Wq (right ones for sides A and "
                   "dW_right, left ones for B and dW_left; up to ~10% of them), "
                   "j over the adapter's, for ranks 4, 8, 64 when present (else the three largest) and a random basis "

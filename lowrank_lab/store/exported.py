@@ -89,6 +89,7 @@ def parquet_copy(csv: Path) -> Path:
 
 
 def read_analysis(analysis: Path, name: str) -> pd.DataFrame:
-    """A sweep's cached table `name` from its analysis folder: the CSV, or its Parquet copy."""
+    """A sweep's cached table `name` from its analysis folder: the Parquet the analyses write, else
+    (a sweep analysed before Parquet) its CSV."""
     csv, parquet = Path(analysis) / f"{name}.csv", Path(analysis) / f"{name}.parquet"
-    return st.read_csv_table(csv) if csv.exists() else st.typed(pd.read_parquet(parquet))
+    return st.read_parquet_table(parquet) if parquet.exists() else st.read_csv_table(csv)

@@ -1,14 +1,18 @@
 """Analysis tables on disk: a sweep's cached tables under ``<sweep>/analysis/`` and the tables that
-``analyze`` / ``compare`` write into a folder, each one CSV with a sidecar JSON saying how it was
-made. No torch here: present/ and the figure scripts read tables through this module.
+``analyze`` / ``compare`` write into a folder, each with a sidecar JSON saying how it was made. No
+torch here: present/ and the figure scripts read tables through this module.
 
-Format (stated in every sidecar under "format"): CSV, floats written as the shortest decimal that
-reads back to the same float64 (Python's repr), so a table read back is bit-identical to the one
-computed. φ tables hold one side each: ``phi.csv`` side A (the paper's), ``phi_B.csv`` side B, …
+Format (stated in every sidecar under "format"): a sweep's tables are Parquet (pyarrow), float64
+columns stored exactly and text columns dictionary-encoded, so a table read back is bit-identical
+to the one computed and a 30-layer decoder's φ stays compact; ``write_table(csv=True)``
+(``--csv``) writes a CSV copy beside it, floats as the shortest decimal that round-trips float64.
+Sweeps analysed before Parquet hold CSV tables; they are still read. φ tables hold one side each:
+``phi.parquet`` side A (the paper's), ``phi_B.parquet`` side B, …
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +20,7 @@ import pandas as pd
 from lowrank_lab.store import files, layout
 from lowrank_lab.store.layout import analysis_dir
 
-# Cached tables of a sweep: <sweep>/analysis/<name>.csv with a sidecar <name>.json.
+# Cached tables of a sweep: <sweep>/analysis/<name>.parquet with a sidecar <name>.json.
 PHI = "phi"  # φ between ranks, between seeds, and a random pair (Fig. 3, 4, 6, 7)
 PHI_W0 = "phi_w0"  # φ between W0's and ΔW's directions (Fig. 8)
 AMPLIFICATION = "amplification"  # Table 7, App. H.4
@@ -48,8 +52,10 @@ COMMAND_OF = {PHI: "subspace", PHI_W0: "subspace", AMPLIFICATION: "amplify", SPE
 
 COMMAND_TABLES = {command: tuple(t for t in TABLES if COMMAND_OF[t] == command) for command in dict.fromkeys(COMMAND_OF.values())}
 
-FORMAT = {"name": "csv", "version": 2,
-          "floats": "shortest decimal that round-trips float64 (repr); read back bit-identical"}
+FORMAT = {"name": "parquet", "version": 3,
+          "floats": "float64 stored exactly; text columns dictionary-encoded; read back bit-identical"}
+CSV_FORMAT = {"name": "csv", "version": 2,
+              "floats": "shortest decimal that round-trips float64 (repr); read back bit-identical"}
 _INTEGER_COLUMNS = ("layer", "seed", "seed1", "seed2")  # nullable: random panels have no layer, no seed
 _TEXT_COLUMNS = ("task", "targets", "lora_targets", "scaling_rule", "init")  # CSV turns "" into NaN
 # pandas ≥ 3 parses floats round-trip exactly by default; older ones need to be asked.
@@ -72,11 +78,29 @@ def table_file(name: str, side: str = "A") -> str:
 
 
 def table_path(sweep: Path, name: str, side: str = "A") -> Path:
-    return analysis_dir(sweep) / f"{table_file(name, side)}.csv"
+    """<sweep>/analysis/<name>[_<side>].parquet."""
+    return analysis_dir(sweep) / f"{table_file(name, side)}.parquet"
+
+
+def csv_path(sweep: Path, name: str, side: str = "A") -> Path:
+    """The CSV of the same table: a copy written with ``--csv``, or the table of an older sweep."""
+    return table_path(sweep, name, side).with_suffix(".csv")
+
+
+def sidecar_path(sweep: Path, name: str, side: str = "A") -> Path:
+    return table_path(sweep, name, side).with_suffix(".json")
+
+
+def saved_path(sweep: Path, name: str, side: str = "A") -> Path | None:
+    """The file the table is read from: its Parquet, else (an older sweep) its CSV, else None."""
+    for path in (table_path(sweep, name, side), csv_path(sweep, name, side)):
+        if path.exists():
+            return path
+    return None
 
 
 def has_table(sweep: Path, name: str, side: str = "A") -> bool:
-    return table_path(sweep, name, side).exists()
+    return saved_path(sweep, name, side) is not None
 
 
 def typed(table: pd.DataFrame) -> pd.DataFrame:
@@ -96,21 +120,35 @@ def read_csv_table(path: Path) -> pd.DataFrame:
     return typed(pd.read_csv(path, **_ROUND_TRIP))
 
 
+def read_parquet_table(path: Path) -> pd.DataFrame:
+    """A saved Parquet table as written (``typed``), dictionary-encoded text back as plain str."""
+    table = pd.read_parquet(path)
+    for column in table.columns:
+        if isinstance(table[column].dtype, pd.CategoricalDtype):
+            table[column] = table[column].astype(object)
+    return typed(table)
+
+
 def read_table(sweep: Path, name: str, side: str = "A") -> pd.DataFrame:
-    """A cached table of a sweep; FileNotFoundError naming the command that computes it."""
-    path = table_path(sweep, name, side)
-    if not path.exists():
+    """A cached table of a sweep (Parquet, or an older sweep's CSV); FileNotFoundError naming the
+    command that computes it, EmptyTable when it has no rows."""
+    path = saved_path(sweep, name, side)
+    if path is None:
         option = f" --side {side}" if name in SIDED and side != "A" else ""
-        raise FileNotFoundError(f"{path}: not computed yet; run `lowrank-lab {COMMAND_OF[name]} {sweep}{option}`")
+        raise FileNotFoundError(f"{table_path(sweep, name, side)}: not computed yet; run "
+                                f"`lowrank-lab {COMMAND_OF[name]} {sweep}{option}`")
     try:
-        return read_csv_table(path)
+        table = read_parquet_table(path) if path.suffix == ".parquet" else read_csv_table(path)
     except pd.errors.EmptyDataError:
+        table = pd.DataFrame()
+    if table.empty and not len(table.columns):
         raise EmptyTable(f"{path}: empty (the sweep has no cells this table is made from, e.g. no "
-                         "saved adapters)") from None
+                         "saved adapters)")
+    return table
 
 
 def read_sidecar(sweep: Path, name: str, side: str = "A") -> dict:
-    return files.read_json(table_path(sweep, name, side).with_suffix(".json"))
+    return files.read_json(sidecar_path(sweep, name, side))
 
 
 def table_side(sweep: Path, name: str, side: str = "A") -> str | None:
@@ -142,7 +180,7 @@ def is_sweep(folder: Path) -> bool:
 def is_current(sweep: Path, name: str, side: str = "A") -> bool:
     """The saved table exists in today's format and was made from today's spec.json and finished
     cells (a rerun that adds cells, or a changed spec, makes it stale)."""
-    path = table_path(sweep, name, side).with_suffix(".json")
+    path = sidecar_path(sweep, name, side)
     if not path.exists() or not table_path(sweep, name, side).exists():
         return False
     try:
@@ -165,20 +203,33 @@ def _csv(table: pd.DataFrame) -> str:
     return table.to_csv(index=False)  # no float_format: pandas writes repr, which round-trips
 
 
+def parquet_bytes(table: pd.DataFrame) -> bytes:
+    """The table as Parquet (pyarrow; text columns dictionary-encoded, float64 exact, zstd)."""
+    buffer = io.BytesIO()
+    typed(table.copy()).to_parquet(buffer, index=False, engine="pyarrow", compression="zstd")
+    return buffer.getvalue()
+
+
 def write_table(sweep: Path, name: str, table: pd.DataFrame, options: dict, conventions: dict,
-                side: str | None = None) -> Path:
-    """Write <sweep>/analysis/<name>[_<side>].csv and its sidecar JSON (the format, the side, the
-    sweep spec and the finished cells it was made from, provenance, conventions and `options`);
-    return the CSV's path."""
+                side: str | None = None, csv: bool = False) -> Path:
+    """Write <sweep>/analysis/<name>[_<side>].parquet and its sidecar JSON (the format, the side,
+    the sweep spec and the finished cells it was made from, provenance, conventions and
+    `options`), and with `csv` a CSV copy beside it (an older CSV of the table is removed, so that
+    no stale copy is left); return the Parquet's path."""
     side = _side_of(name, side)
     path = table_path(sweep, name, side or "A")
     spec = layout.read_spec(sweep)
-    # the analyses run on the CPU (adapters are read there); the training's provenance beside it
+    # where the analysis ran (its dense SVDs: `device`), and the training's provenance beside it
     meta = {"table": name, "side": side, "rows": len(table), "columns": list(table.columns),
             "format": FORMAT, "options": options, "conventions": conventions, "sweep": str(sweep),
-            "sweep_spec": spec, "cells": done_cells(sweep), "provenance": files.provenance("cpu"),
+            "sweep_spec": spec, "cells": done_cells(sweep), "provenance": files.provenance(options.get("device", "cpu")),
             "training_provenance": spec.get("provenance")}
-    files.write_text(path, _csv(table))
+    data = parquet_bytes(table)
+    files.atomic_write(path, lambda f: f.write(data))
+    if csv:
+        files.write_text(path.with_suffix(".csv"), _csv(table))
+    else:
+        path.with_suffix(".csv").unlink(missing_ok=True)
     files.write_json(path.with_suffix(".json"), meta)
     return path
 

@@ -99,13 +99,15 @@ def _provenance(sweep: Path, sides: Sequence[str]) -> tuple[dict, str]:
 
 
 def write_report(sweep: Path, base_model: str | None = None, echo: Callable[[str], None] = print,
-                 side: str = "A") -> tuple[Path, Path]:
+                 side: str = "A", csv: bool = False, modules: Sequence[str] = (), device: str = "auto"
+                 ) -> tuple[Path, Path]:
     """<analysis>/report/report.md and report.html with every figure (PNG, PDF) beside them, and
-    the tables under <analysis>/tables; missing or stale analysis tables are computed first."""
-    sweep, view = Path(sweep), View(side=side)
+    the tables under <analysis>/tables; missing or stale analysis tables are computed first. The φ
+    figures show `modules` (default: q and v, the paper's)."""
+    sweep, view = Path(sweep), View(side=side, modules=tuple(modules) or None)
     from lowrank_lab.workflow.sweep import ensure_tables
 
-    ensure_tables(sweep, base=base_model, echo=echo, sides=(side,))  # `--side B`: that side's φ too
+    ensure_tables(sweep, base=base_model, echo=echo, sides=(side,), csv=csv, device=device)  # --side B: its φ too
     frames, missing = read_frames([sweep], registry.needed_tables(), side)
     shown, figures, table_contents = [], {}, {}
     for entry in registry.ENTRIES:
@@ -154,6 +156,9 @@ def script_args(entry: Entry, argv: Sequence[str] | None = None, several: bool =
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: SWEEP/analysis/figures)")
     parser.add_argument("--layer", type=int, default=None, help="layer to show (default: the middle one)")
     parser.add_argument("--side", default="A", choices=st.SIDES, help="φ side to show (default: A, the paper's)")
+    parser.add_argument("--module", action="append", default=None, metavar="KIND",
+                        help="matrix kind of the φ figures (q, k, v, o, gate, up, down, qkv; repeat for several; "
+                             "default: q and v, the paper's)")
     args = parser.parse_args(argv)
     args.out = args.out or out.figures_dir(args.sweeps[0])
     return args
@@ -165,7 +170,8 @@ def run_script(name: str, argv: Sequence[str] | None = None, several: bool = Fal
     entry = registry.entry(name)
     args = script_args(entry, argv, several)
     frames, missing = read_frames(args.sweeps, entry.needs, args.side)
-    drawn, skipped = draw(entry, frames, missing, View(layer=args.layer, side=args.side))
+    drawn, skipped = draw(entry, frames, missing,
+                          View(layer=args.layer, side=args.side, modules=tuple(args.module) if args.module else None))
     if skipped:
         print(f"{name}: skipped: {skipped}; to get it: {entry.skip_note}", file=sys.stderr)
         return []

@@ -71,8 +71,8 @@ def test_decoder_sweep_analysis_tables_label_mlp_matrices(decoder_sweep):
     from lowrank_lab.workflow.sweep import ensure_tables
 
     paths = ensure_tables(decoder_sweep, echo=lambda *_: None)
-    tables = {p.stem: p for p in paths if p.suffix == ".csv"}
-    amplification = pd.read_csv(next(p for name, p in tables.items() if "amplification" in name))
+    tables = {p.stem: p for p in paths if p.suffix == ".parquet"}
+    amplification = pd.read_parquet(next(p for name, p in tables.items() if "amplification" in name))
     assert {"up", "down", "qkv"} <= set(amplification["module"])
-    phi = pd.read_csv(next(p for name, p in tables.items() if name.startswith("phi")))
+    phi = pd.read_parquet(next(p for name, p in tables.items() if name.startswith("phi")))
     assert not phi.empty

@@ -195,7 +195,7 @@ def test_subspace_of_side_B_keeps_the_side_A_table_that_report_reads(analyzed, t
     sweep = _sweep_copy(analyzed, tmp_path / "sweep")
     before = st.read_table(sweep, st.PHI)
     paths = ws.compute_subspace(sweep, ["B"], base=str(ROOT / "tests/fixtures/sweep/base"))
-    assert {p.name for p in paths} == {"phi_B.csv", "phi_w0_B.csv"}
+    assert {p.name for p in paths} == {"phi_B.parquet", "phi_w0_B.parquet"}
     after = st.read_table(sweep, st.PHI)
     assert set(after["side"]) == {"A"} and after.equals(before)
     assert set(st.read_table(sweep, st.PHI, side="B")["side"]) == {"B"}
@@ -214,7 +214,7 @@ def test_a_table_read_back_is_bit_identical_and_its_sidecar_states_the_format(tm
     st.write_table(sweep, st.AMPLIFICATION, frame, {}, an.CONVENTIONS)
     back = st.read_table(sweep, st.AMPLIFICATION)
     assert (back["phi"].to_numpy() == values).all() and (back["third"] == 1 / 3).all()
-    assert st.read_sidecar(sweep, st.AMPLIFICATION)["format"]["floats"].startswith("shortest decimal")
+    assert st.read_sidecar(sweep, st.AMPLIFICATION)["format"]["floats"].startswith("float64 stored exactly")
     assert st.is_current(sweep, st.AMPLIFICATION)
 
 
@@ -226,7 +226,7 @@ def test_ensure_tables_recomputes_only_what_is_stale(analyzed, tmp_path):
     st.table_path(sweep, st.AMPLIFICATION).with_suffix(".json").write_text(json.dumps(meta))
     assert ws.stale(sweep) == {"amplify": ("A",)}
     written = ws.ensure_tables(sweep, base=str(ROOT / "tests/fixtures/sweep/base"), echo=lambda _: None)
-    assert [p.name for p in written] == ["amplification.csv"] and ws.stale(sweep) == {}
+    assert [p.name for p in written] == ["amplification.parquet"] and ws.stale(sweep) == {}
 
 
 def test_analysis_tables_does_not_import_the_sweep_module():

@@ -114,6 +114,8 @@ def test_a_sweep_with_a_validation_split_reports_where_it_chose(tiny_bert, tiny_
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(cli, ["tables", str(tmp_path / "default")])
     assert result.exit_code == 0, result.output
-    table = pd.read_csv(tmp_path / "default" / "analysis" / "results.csv")
+    from lowrank_lab.store import tables as st
+
+    table = st.read_table(tmp_path / "default", st.RESULTS)
     assert (table.selected_on == "validation").all() and table.val_value.notna().all()
     assert table.final_value.notna().all() and "dev_val_accuracy" not in table
