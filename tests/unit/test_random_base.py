@@ -69,6 +69,6 @@ def test_a_frozen_bf16_base_for_a_gpu_is_read_straight_onto_it(tiny_bert, tiny_t
     spec = load_spec(None, [f"model.name={tiny_bert}", "data.task=file", f"data.path={tiny_task}", "train.device=cuda",
                                 "sweep.r=[1,4]"])
     inputs = load_inputs(spec, expand_sweep(spec), torch.device("cuda"))
-    params = list(inputs.encoder.parameters())
+    params = list(inputs.base.parameters())
     assert all(p.is_cuda and p.dtype == torch.bfloat16 for p in params)
     assert inputs.provenance["dtype"] == "bfloat16"
