@@ -50,7 +50,8 @@ from lowrank_lab.spec import DataSpec, ExperimentSpec, ModelSpec, SweepSpec, Tra
 from lowrank_lab.train.batches import epoch_order
 from lowrank_lab.train.causal import CausalDev
 from lowrank_lab.train.examples import Task
-from lowrank_lab.train.loop import lr_lambda, train_pack
+from lowrank_lab.train.loop import train_pack
+from lowrank_lab.train.optim import lr_lambda
 from lowrank_lab.train.pack import build_pack
 from lowrank_lab.train.plan import Shape, budget_bytes, data_tokens, fit_pack_size, memory_plan, plan_packs
 

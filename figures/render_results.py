@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from lowrank_lab.present import registry
-from lowrank_lab.present.registry import View
+from lowrank_lab.present.entry import View
 from lowrank_lab.store import exported
 from lowrank_lab.store import figures as out
 from lowrank_lab.workflow.report import draw, entry_files

@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor
 
 from lowrank_lab.maths import rank_edit, stats

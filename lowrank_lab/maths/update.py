@@ -16,7 +16,6 @@ for a dense update), ``norm()`` = ‖ΔW‖_F, ``basis(side)`` (the singular bas
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 

@@ -15,8 +15,8 @@ import pandas as pd
 from lowrank_lab.analysis import learning_rate as lr
 from lowrank_lab.maths.nlg_metrics import E2E_METRICS, caption as nlg_caption
 from lowrank_lab.present import after_paper, curves, lr_figures, plotting, tables
-from lowrank_lab.present.entry import SIDE_TEXT, Entry, Frames, View  # noqa: F401 (the registry's types)
-from lowrank_lab.present.select import MissingData, spread_layers
+from lowrank_lab.present.entry import Entry, Frames, View
+from lowrank_lab.present.select import spread_layers
 from lowrank_lab.store.tables import (AMPLIFICATION, DYNAMICS_PHI, DYNAMICS_SPECTRUM, ECKART_YOUNG, INTRUDERS,
                                       LEARNING_CURVES, MITIGATION_CORRELATION, MITIGATION_TRADEOFF, PHI, PHI_W0,
                                       RESULTS, SPECTRUM, SPECTRUM_METRICS, TRUNCATION, TRUNCATION_MEDIANS)

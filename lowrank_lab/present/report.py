@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from lowrank_lab.present import tables
-from lowrank_lab.present.registry import SIDE_TEXT, Entry, View
+from lowrank_lab.present.entry import SIDE_TEXT, Entry, View
 from lowrank_lab.present.select import MissingData, middle_layer, pick_targets, select
 from lowrank_lab.store.tables import AMPLIFICATION, PHI, RESULTS
 

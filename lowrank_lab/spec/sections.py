@@ -28,7 +28,7 @@ EMBEDDED_MODEL = "embedded"
 LABEL_KINDS = ("auto", "classification", "regression")
 # Scores of generated text (lowrank_lab.maths.nlg_metrics; named here so the spec can check them).
 TEXT_METRICS = ("exact_match", "bleu", "nist", "meteor", "rouge_l", "cider")
-REPORTERS = ("tensorboard",)  # train.report_to: where training curves go beside metrics.jsonl
+REPORTERS = ("tensorboard", "wandb")  # train.report_to: where training curves go beside metrics.jsonl
 
 
 class SpecError(ValueError):
@@ -277,7 +277,7 @@ class TrainSpec:
     # time; padded and unpadded steps).
     gradient_checkpointing: bool = False
     # Where training curves go besides metrics.jsonl, the same values (lowrank_lab.train.reporting):
-    # "tensorboard" (event files in each cell's tensorboard/ folder, the cell's spec as hyperparameters).
+    # "tensorboard" (each cell's tensorboard/ folder), "wandb" (an offline W&B run in its wandb/ folder).
     report_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from lowrank_lab.maths.linalg import top_r_svd_randomized
-from lowrank_lab.maths.update import DenseUpdate, LowRankUpdate, Update
+from lowrank_lab.maths.update import DenseUpdate, LowRankUpdate
 from lowrank_lab.model.base import label_for
 from lowrank_lab.store import models
 from lowrank_lab.store.external_adapter import ExternalAdapter

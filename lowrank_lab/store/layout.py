@@ -82,6 +82,12 @@ def tensorboard_dir(cell_folder: Path) -> Path:
     return Path(cell_folder) / "tensorboard"
 
 
+def wandb_dir(cell_folder: Path) -> Path:
+    """Where W&B puts its wandb/ folder of the cell's offline runs, <cell>/wandb/offline-run-*/ (train.report_to =
+    ["wandb"]): the cell's own folder."""
+    return Path(cell_folder)
+
+
 def weights_path(cell_folder: Path) -> Path:
     """Full fine-tuning and BitFit: the trained weights (and head), named as in the base model."""
     return Path(cell_folder) / "weights.safetensors"

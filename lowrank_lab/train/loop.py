@@ -31,7 +31,7 @@ from lowrank_lab.train.data import LOWER_IS_BETTER, Task
 from lowrank_lab.train.distributed import all_reduce_mean_
 from lowrank_lab.train.activations import checkpoint_layers
 from lowrank_lab.train.interrupt import Interrupted, StopRequest
-from lowrank_lab.train.optim import lr_lambda  # noqa: F401 (the schedule; benchmarks import it from here)
+from lowrank_lab.train.optim import lr_lambda
 from lowrank_lab.train.pack import GradBuffers, Pack, clip_per_cell, make_optimizer, set_precision
 from lowrank_lab.maths.metrics import compute_metrics
 

@@ -35,7 +35,7 @@ from lowrank_lab.train.batches import encode, resolve_device
 from lowrank_lab.train.loop import CellState, StepMeter, StepPlan, train_pack
 from lowrank_lab.train.pack import Pack, build_pack, trainable_parameters
 from lowrank_lab.train.plan import FROZEN_BASE, data_tokens, element_bytes, pack_id, size_text, sweep_plan
-from lowrank_lab.train.saving import save_cell, save_snapshot  # noqa: F401 (save_cell: callers import it from here)
+from lowrank_lab.train.saving import save_cell, save_snapshot
 from lowrank_lab.train.progress import cell_progress, step_progress
 
 

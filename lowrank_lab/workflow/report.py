@@ -16,7 +16,7 @@ import pandas as pd
 
 from lowrank_lab.present import markup, registry, tables
 from lowrank_lab.present import report as text
-from lowrank_lab.present.registry import Entry, View
+from lowrank_lab.present.entry import Entry, View
 from lowrank_lab.present.select import MissingData
 from lowrank_lab.store import figures as out
 from lowrank_lab.store import layout

@@ -1,9 +1,11 @@
 """A rank sweep of a tiny Llama on a local chat-format Parquet file (issue 30): the loss on the
 assistant's turns only, exact match of the last answer under greedy decoding, and TensorBoard event
-files per cell that read back equal to metrics.jsonl, with the cell's spec as hyperparameters."""
+files and offline W&B runs per cell that read back equal to metrics.jsonl, with the cell's spec as
+hyperparameters."""
 
 from __future__ import annotations
 
+import struct
 import sys
 from pathlib import Path
 
@@ -39,7 +41,7 @@ def chat_sweep(tmp_path_factory) -> Path:
               "data.metrics": '["exact_match"]', "sweep.out_dir": f'"{tmp / "runs"}"', "sweep.r": "[2,4]",
               "sweep.targets": '["q,v"]', "train.batch_size": 4, "sweep.lr": "[2e-2]", "sweep.alpha": "[4.0]",
               "train.device": '"cpu"', "train.evals_per_epoch": 2, "train.log_every": 2,
-              "train.report_to": '["tensorboard"]'}
+              "train.report_to": '["tensorboard", "wandb"]'}
     return run_sweep(load_spec(None, [f"{k}={v}" for k, v in values.items()]), echo=lambda *_: None)
 
 
@@ -82,6 +84,44 @@ def test_tensorboard_events_read_back_equal_to_metrics_jsonl_with_the_spec_as_hp
                      if plugin_data_pb2.HParamsPluginData.FromString(c).HasField("session_start_info"))
         assert start.hparams["lora.r"].number_value == run.spec.lora.r
         assert start.hparams["data.task"].string_value == "chat"
+
+
+def wandb_records(path: Path):
+    """The protobuf records of an offline W&B run file: after its 7-byte header, LevelDB log blocks of
+    32 KiB, each record a 7-byte header (crc, length, type: 1 full, 2 first, 3 middle, 4 last)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, pending = path.read_bytes(), 7, b""
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if left < 7 or length == kind == 0:  # the block's zero-padded tail
+            pos += left
+            continue
+        pending = (pending if kind in (3, 4) else b"") + data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            yield wandb_internal_pb2.Record.FromString(pending)
+
+
+def test_offline_wandb_runs_read_back_equal_to_metrics_jsonl_with_the_spec_as_config(chat_sweep):
+    import json
+
+    for run in runs.load_sweep(chat_sweep):
+        [file] = sorted((layout.wandb_dir(run.path) / "wandb").glob("offline-run-*/run-*.wandb"))
+        logged, config, name = {}, {}, None
+        for record in wandb_records(file):
+            kind = record.WhichOneof("record_type")
+            if kind == "history":
+                items = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+                logged.update({(k, items["_step"]): v for k, v in items.items() if not k.startswith("_")})
+            elif kind == "run":
+                config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
+                name = record.run.display_name
+        expected = {(f"{r['kind']}/{k}", r["step"]): v for r in layout.read_metrics(run.path)
+                    for k, v in r.items() if k not in ("kind", "step")}
+        assert logged == expected and any(tag == "eval/exact_match" for tag, _ in logged)  # float64, exactly
+        assert config["lora.r"] == run.spec.lora.r and config["data.task"] == "chat" and name == run.path.name
 
 
 @pytest.fixture(scope="module")

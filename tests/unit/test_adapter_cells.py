@@ -12,7 +12,7 @@ from lowrank_lab.model.base import Classifier
 from lowrank_lab.spec import ExperimentSpec, ModelSpec, SweepSpec, expand_sweep
 from lowrank_lab.store.models import load_base, load_classifier
 from lowrank_lab.train.pack import GradBuffers, build_pack, cell_slices, per_cell_grad_norms, trainable_parameters
-from lowrank_lab.train.sweep import save_cell
+from lowrank_lab.train.saving import save_cell
 
 METHODS = ("houlsby", "pfeiffer", "prefix")
 TEXTS = ["a wonderful film", "a dull, tedious mess of a movie"]

@@ -20,7 +20,8 @@ from lowrank_lab.train.data import load_task
 from lowrank_lab.train.batches import encode
 from lowrank_lab.train.loop import train_pack
 from lowrank_lab.train.plan import plan_packs
-from lowrank_lab.train.sweep import Inputs, _build_pack, run_sweep, save_cell
+from lowrank_lab.train.saving import save_cell
+from lowrank_lab.train.sweep import Inputs, _build_pack, run_sweep
 
 from test_decoder_train import save_decoder
 

@@ -14,7 +14,7 @@ import torch
 from digest import digest
 from lowrank_lab.analysis import sweep as sa
 from lowrank_lab.present import registry
-from lowrank_lab.present.registry import View
+from lowrank_lab.present.entry import View
 from lowrank_lab.store import tables as st
 from lowrank_lab.workflow import sweep as ws
 

@@ -20,7 +20,7 @@ from lowrank_lab.store.models import (EMBEDDED_HUB_ID, embedded_model_dir, load_
                                       portable_name, resolve_model_path)
 from lowrank_lab.store.tensors import read_tensors
 from lowrank_lab.train.pack import build_pack
-from lowrank_lab.train.sweep import save_cell
+from lowrank_lab.train.saving import save_cell
 
 peft = pytest.importorskip("peft")
 

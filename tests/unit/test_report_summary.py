@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from lowrank_lab.present.registry import View
+from lowrank_lab.present.entry import View
 from lowrank_lab.present.report import summary
 
 W0 = "Q4_1-quantised (4-bit GGUF) and dequantised to float32"

@@ -9,7 +9,7 @@ from lowrank_lab.maths.linalg import scaling_factor
 from lowrank_lab.model.base import CLASSIFIER_PREFIX
 from lowrank_lab.store import peft_format, runs
 from lowrank_lab.store.models import load_base
-from lowrank_lab.train.sweep import save_cell
+from lowrank_lab.train.saving import save_cell
 from tests.unit.test_peft_load import _trained_pack
 
 

@@ -131,11 +131,12 @@ def test_markup_renders_the_markdown_it_is_given_without_leaking_syntax():
 
 def test_report_section_names_the_paper_shows_the_caption_and_says_how_to_get_a_skipped_entry():
     from lowrank_lab.present import registry
+    from lowrank_lab.present.entry import View
     from lowrank_lab.present.report import Shown, section
 
     entry = registry.entry("fig4_phi_seeds")
     text = "\n".join(section(Shown(entry, skipped="the sweep has no two seeds at one rank (side B)"),
-                             registry.View(side="B")))
+                             View(side="B")))
     assert text.startswith("### Figure 4: ") and "add sweep.seeds = [0, 1]" in text
     assert "side B: left singular vectors of B" in text and "*Skipped: the sweep has no two seeds" in text
 
