@@ -3,7 +3,7 @@ side in one command, on the machine it runs on: wall and CPU seconds, the tokens
 steps processed (padded) against the examples' own (real), and the dev accuracy each variant
 reaches (median and range over its cells).
 
-    python benchmarks/bench_demo_cpu.py                                   # the default against grouped batches
+    python benchmarks/bench_demo_cpu.py                                   # the default against ungrouped batches
     python benchmarks/bench_demo_cpu.py --variant "grouped 64=train.group_by_length=64" ...
     python benchmarks/bench_demo_cpu.py --set model.name=PATH ...         # applied to every variant
 
@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_VARIANTS = ("default=", "grouped by length (8 batches)=train.group_by_length=8")
+DEFAULT_VARIANTS = ("default=", "batches in data order=train.group_by_length=0")
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:

@@ -265,8 +265,8 @@ class TrainSpec:
     # torch.compile the model for training (one graph for every batch width); pays on long runs.
     # With unpadded: each layer's forward compiled, attention left eager (model.varlen.compiled).
     compile: bool = False
-    # Sort each run of this many batches by length (0: off); fewer padding tokens on a GPU.
-    group_by_length: int = 0
+    # Sort each run of this many batches by length (0: off): fewer padding tokens (make demo: 1.6×).
+    group_by_length: int = 8
     # Unpadded ("varlen") training steps: linear maps on real tokens only, attention within each
     # sequence (BERT, RoBERTa, Llama families; evaluation stays padded).
     unpadded: bool = False
