@@ -62,7 +62,7 @@ def entry_files(entry: Entry, drawn) -> dict[str, bytes | str]:
 
 
 def _results(sweep: Path) -> None:
-    """Bring results.csv up to date (cheap: the cells' summaries; no model, no torch)."""
+    """Bring the results table up to date (cheap: the cells' summaries; no model, no torch)."""
     if not st.is_current(sweep, st.RESULTS):
         from lowrank_lab.workflow.sweep import compute_results
 
@@ -70,7 +70,7 @@ def _results(sweep: Path) -> None:
 
 
 def write_tables(sweep: Path, echo: Callable[[str], None] = print) -> list[Path]:
-    """Every table of the registry as <analysis>/tables/<name>.{md,tex,csv}, and results.csv; a
+    """Every table of the registry as <analysis>/tables/<name>.{md,tex,csv}, and the results table; a
     table whose inputs are missing is named with the way to get it. Returns the paths."""
     sweep = Path(sweep)
     _results(sweep)
