@@ -36,11 +36,13 @@ class W0Source:
     once per module path. `read(path)` gives W0 by path; `svd_of(W0, update)` the decomposition
     (default: the thin float64 SVD on `device`, U d×p, S (p,), Vh p×k, returned on the CPU;
     external adapters of a large base pass a randomized top-n one). `device` is also where the
-    analyses put their dense d×k work (intruders, Table 7's projections)."""
+    analyses put their dense d×k work (intruders, Table 7's projections). With `keep_weights`
+    False, W0 itself is not kept (a caller that analyses one matrix at a time drops it)."""
 
     def __init__(self, read: Callable[[str], Tensor], name: str,
-                 svd_of: Callable[[Tensor, Update], SVD] | None = None, device: str | torch.device = "cpu"):
-        self.read, self.name = read, name
+                 svd_of: Callable[[Tensor, Update], SVD] | None = None, device: str | torch.device = "cpu",
+                 keep_weights: bool = True):
+        self.read, self.name, self.keep_weights = read, name, keep_weights
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.svd_of = svd_of or (lambda W, _: dense_svd(W, self.device))
         self._svds: dict[str, SVD] = {}
@@ -52,6 +54,8 @@ class W0Source:
         return self.weight(update.path)
 
     def weight(self, path: str) -> Tensor:
+        if not self.keep_weights:
+            return self.read(path)
         if path not in self._weights:
             with self._lock:
                 if path not in self._weights:

@@ -102,7 +102,8 @@ def analyze_adapter(ext: ExternalAdapter, opts: AnalysisOptions = AnalysisOption
     gen = torch.Generator().manual_seed(opts.seed)
     updates = ext.updates
     current: dict[str, Tensor] = {}  # the W0 of the label being analysed: read once, then dropped
-    W0 = W0Source(current.__getitem__, str(ext.base), svd_of=lambda W, u: _top_svd(W, _n_top(u, opts)[1], opts, gen))
+    W0 = W0Source(current.__getitem__, str(ext.base), svd_of=lambda W, u: _top_svd(W, _n_top(u, opts)[1], opts, gen),
+                  keep_weights=False)
     phi, amp, intr = [], [], []
     for label, u in updates.items():
         current.clear()
