@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from lowrank_lab.model.lora import weight_as_W0
+from lowrank_lab.analysis.base import W0Source
 from lowrank_lab.spec import ExperimentSpec, build_spec
 from lowrank_lab.store import files, layout, peft_format, runs
-from lowrank_lab.store.models import load_model
+from lowrank_lab.store.base_weights import BaseReader, base_reader
 from lowrank_lab.store.runs import Run
 from lowrank_lab.train.batches import resolve_device
 from lowrank_lab.train.data import LOWER_IS_BETTER
@@ -27,7 +27,7 @@ class Opened:
     spec: ExperimentSpec
     runs: list[Run]
     inputs: Inputs
-    W0: LoadedWeights
+    W0: W0Source
     device: torch.device
 
     @property
@@ -65,30 +65,17 @@ def open_sweep(sweep: Path, base: str | None = None, device: str = "cpu") -> Ope
     if base:
         spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, name=str(base)))
     inputs = load_inputs(spec, [])
-    return Opened(sweep, spec, sweep_runs, inputs, LoadedWeights(inputs.base, spec.model.name), resolve_device(device))
+    return Opened(sweep, spec, sweep_runs, inputs, loaded_weights(inputs.base, spec.model.name), resolve_device(device))
 
 
-class LoadedWeights:
-    """W0 of a base model already loaded (the one the variants are built on): ``self(update)`` is
-    the update's W0 (d×k, out×in, whatever the module stores), ``self.svd(update)`` its thin float64
-    SVD, computed once per module path."""
-
-    def __init__(self, module: torch.nn.Module, name: str):
-        self.module, self.name = module, name
-        self._svds: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-    def __call__(self, update) -> torch.Tensor:
-        return weight_as_W0(self.module.get_submodule(update.path)).detach()
-
-    def svd(self, update) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if update.path not in self._svds:
-            self._svds[update.path] = torch.linalg.svd(self(update).to(torch.float64), full_matrices=False)
-        return self._svds[update.path]
+def loaded_weights(module: torch.nn.Module, name: str) -> W0Source:
+    """W0 of a base model already loaded (the one the variants are built on), with its SVDs."""
+    return W0Source(BaseReader(module, name).W0, name)
 
 
-def base_weights(spec, base: str | None = None) -> LoadedWeights:
-    """W0 of the sweep's base model (`base`: another folder or hub id of the same model)."""
-    name = str(base) if base else spec.model.name
-    loaded = load_model(name, None if base else spec.model.revision, kind=spec.model.kind,
-                        option="--base" if base else "model.name")
-    return LoadedWeights(loaded.module, name)
+def base_weights(spec, base: str | None = None) -> W0Source:
+    """W0 of the sweep's base model (`base`: another folder or hub id of the same model), read
+    from its safetensors shards when it has them (``store.base_weights``)."""
+    reader = (base_reader(str(base), None, spec.model.kind, "--base") if base
+              else base_reader(spec.model.name, spec.model.revision, spec.model.kind))
+    return W0Source(reader.W0, reader.name)
